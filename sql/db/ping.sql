@@ -1,0 +1,2 @@
+-- Readiness: one real round trip.
+SELECT 1

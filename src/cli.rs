@@ -1,0 +1,169 @@
+//! The `moat` command line: `serve`, `migrate`, `check`, `keygen`.
+//!
+//! Arguments never carry secrets; configuration comes from the environment
+//! (`--help` on each command lists what it reads). Exit codes: 0 success,
+//! 1 a refused start or failed command, 2 a usage error.
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, LogFormat, Vars};
+use crate::{check, db, server, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "moat",
+    version,
+    about = "The secure backbone of an AI-agent platform, on PostgreSQL alone."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every startup check, then serve HTTP(S). Refuses to start, before opening any port, if a check fails.
+    Serve,
+    /// Apply the migrations embedded in this binary (idempotent). Run it as the schema owner role.
+    Migrate,
+    /// Run every startup check without serving; exit 1 listing every failure with its fix.
+    Check,
+    /// Print a fresh random key in exactly the format the configuration expects.
+    Keygen {
+        #[arg(value_enum)]
+        kind: KeyKind,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum KeyKind {
+    /// MOAT_SIGNING_KEY: 48 random bytes, base64.
+    Signing,
+    /// MOAT_ENCRYPTION_KEY: 32 random bytes, base64.
+    Encryption,
+}
+
+/// Entry point for the binary.
+pub fn main() -> ExitCode {
+    let mut command = Cli::command();
+    for name in ["serve", "migrate", "check"] {
+        command = command.mut_subcommand(name, |sub| sub.after_help(config::help_for(name)));
+    }
+    command = command.mut_subcommand("keygen", |sub| {
+        sub.after_help("Reads no environment variables. Equivalent: openssl rand -base64 48 (signing) or 32 (encryption).")
+    });
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let Command::Keygen { kind } = cli.command {
+        println!(
+            "{}",
+            match kind {
+                KeyKind::Signing => config::keys::generate_signing(),
+                KeyKind::Encryption => config::keys::generate_encryption(),
+            }
+        );
+        return ExitCode::SUCCESS;
+    }
+    // Every TLS use passes its provider explicitly; this covers third-party defaults.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let vars = Vars::from_process();
+    telemetry::init(LogFormat::from_vars(&vars), vars.get("MOAT_LOG"));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("moat: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => serve(&vars).await,
+            Command::Check => check_only(&vars).await,
+            Command::Migrate => migrate(&vars).await,
+            Command::Keygen { .. } => ExitCode::SUCCESS,
+        }
+    })
+}
+
+async fn check_only(vars: &Vars) -> ExitCode {
+    let outcome = check::run(vars).await;
+    if outcome.problems.is_empty() {
+        print!("{}", outcome.report());
+        ExitCode::SUCCESS
+    } else {
+        eprint!("{}", outcome.report());
+        ExitCode::FAILURE
+    }
+}
+
+async fn serve(vars: &Vars) -> ExitCode {
+    let outcome = check::run(vars).await;
+    if !outcome.problems.is_empty() {
+        eprint!("{}", outcome.report());
+        return ExitCode::FAILURE;
+    }
+    let Some(config) = outcome.config else {
+        return ExitCode::FAILURE;
+    };
+    let environment = config.environment;
+    let tls = config.tls.is_some();
+    let kid = config.signing_key.key_id();
+    let app = match server::App::build(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "moat cannot start");
+            eprintln!("moat: cannot start: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = app.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(%addr, tls, environment = ?environment, signing_kid = %kid, "moat listening on {addr}");
+    match app.run_until(server::shutdown_signal()).await {
+        Ok(()) => {
+            tracing::info!("moat stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(vars: &Vars) -> ExitCode {
+    let Some(raw) = vars.get("DATABASE_URL") else {
+        eprintln!("moat migrate: DATABASE_URL is not set (use the owner role's connection string)");
+        return ExitCode::FAILURE;
+    };
+    let settings = match db::DatabaseSettings::parse(raw) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("moat migrate: DATABASE_URL is invalid: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match db::migrate::migrate(&settings).await {
+        Ok(applied) if applied.is_empty() => {
+            println!(
+                "schema is up to date ({} migrations embedded, none pending)",
+                db::migrate::embedded().len()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(applied) => {
+            for name in &applied {
+                println!("applied {name}");
+            }
+            println!("schema is up to date ({} applied now)", applied.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("moat migrate: failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

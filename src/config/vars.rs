@@ -1,0 +1,191 @@
+//! The environment variables Moat reads: one table, used by `--help`, by the
+//! unknown-variable check and (through a test) kept equal to the README's table.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+
+/// One documented environment variable.
+pub struct EnvVar {
+    pub name: &'static str,
+    /// The commands that read it.
+    pub commands: &'static [&'static str],
+    /// Default when unset (`None`: no default).
+    pub default: Option<&'static str>,
+    /// What it means; the README's configuration table says the same.
+    pub doc: &'static str,
+}
+
+const SERVE_CHECK: &[&str] = &["serve", "check"];
+const ALL: &[&str] = &["serve", "check", "migrate"];
+
+pub const VARS: &[EnvVar] = &[
+    EnvVar {
+        name: "MOAT_ENV",
+        commands: SERVE_CHECK,
+        default: Some("production"),
+        doc: "`production` or `development`; anything else is a startup error. The only switch between development and production behaviour.",
+    },
+    EnvVar {
+        name: "DATABASE_URL",
+        commands: ALL,
+        default: None,
+        doc: "PostgreSQL connection string (URL or key=value). `serve`/`check` use the runtime role, `migrate` the owner role. `sslmode=require|verify-full` and `sslrootcert=PATH` are honoured; certificates are always verified.",
+    },
+    EnvVar {
+        name: "MOAT_SIGNING_KEY",
+        commands: SERVE_CHECK,
+        default: None,
+        doc: "Base64 (standard or url-safe, padding optional) of at least 32 random bytes; signs every JWT (HS256). Generate with `moat keygen signing`.",
+    },
+    EnvVar {
+        name: "MOAT_SIGNING_KEY_FILE",
+        commands: SERVE_CHECK,
+        default: None,
+        doc: "Path of a file holding MOAT_SIGNING_KEY instead (e.g. a container secret). Set one of the two, not both.",
+    },
+    EnvVar {
+        name: "MOAT_ENCRYPTION_KEY",
+        commands: SERVE_CHECK,
+        default: None,
+        doc: "Base64 of exactly 32 random bytes; the AES-256-GCM-SIV key for secrets at rest. Must differ from the signing key. Generate with `moat keygen encryption`.",
+    },
+    EnvVar {
+        name: "MOAT_ENCRYPTION_KEY_FILE",
+        commands: SERVE_CHECK,
+        default: None,
+        doc: "Path of a file holding MOAT_ENCRYPTION_KEY instead. Set one of the two, not both.",
+    },
+    EnvVar {
+        name: "MOAT_BIND",
+        commands: SERVE_CHECK,
+        default: Some("127.0.0.1:8080"),
+        doc: "Listen address (IP:port). A non-loopback address needs MOAT_TLS_CERT/MOAT_TLS_KEY or MOAT_TLS_TERMINATED_UPSTREAM=true.",
+    },
+    EnvVar {
+        name: "MOAT_TLS_CERT",
+        commands: SERVE_CHECK,
+        default: None,
+        doc: "PEM certificate chain. With MOAT_TLS_KEY, Moat serves HTTPS itself (rustls, TLS 1.2 and 1.3 only).",
+    },
+    EnvVar {
+        name: "MOAT_TLS_KEY",
+        commands: SERVE_CHECK,
+        default: None,
+        doc: "PEM private key for MOAT_TLS_CERT.",
+    },
+    EnvVar {
+        name: "MOAT_TLS_TERMINATED_UPSTREAM",
+        commands: SERVE_CHECK,
+        default: Some("false"),
+        doc: "`true` declares that a proxy in front of Moat terminates TLS, allowing a non-loopback plain-HTTP bind.",
+    },
+    EnvVar {
+        name: "MOAT_PUBLIC_URL",
+        commands: SERVE_CHECK,
+        default: None,
+        doc: "The origin browsers use, e.g. `https://moat.example.com`. Required and `https` in production.",
+    },
+    EnvVar {
+        name: "MOAT_DATABASE_POOL_SIZE",
+        commands: &["serve"],
+        default: Some("16"),
+        doc: "Maximum number of pooled database connections (1 to 1000).",
+    },
+    EnvVar {
+        name: "MOAT_LOG_FORMAT",
+        commands: ALL,
+        default: Some("text"),
+        doc: "`text` or `json`.",
+    },
+    EnvVar {
+        name: "MOAT_LOG",
+        commands: ALL,
+        default: Some("info"),
+        doc: "Log filter in tracing's EnvFilter syntax, e.g. `info` or `moat=debug,info`.",
+    },
+    EnvVar {
+        name: "MOAT_TEST_DATABASE_URL",
+        commands: &[],
+        default: None,
+        doc: "Tests only: an admin connection to an existing PostgreSQL server the test suite uses instead of starting its own.",
+    },
+];
+
+/// `--help` text listing the variables a command reads.
+pub fn help_for(command: &str) -> String {
+    let mut out = String::from("Environment variables:\n");
+    for var in VARS.iter().filter(|v| v.commands.contains(&command)) {
+        let default = var
+            .default
+            .map(|d| format!(" [default: {d}]"))
+            .unwrap_or_default();
+        out.push_str(&format!("  {}{default}\n      {}\n", var.name, var.doc));
+    }
+    out.push_str(
+        "\nSecrets are read only from the environment or *_FILE files, never from arguments.\n",
+    );
+    out
+}
+
+/// A snapshot of the environment (injectable, so tests need not touch process state).
+#[derive(Debug, Clone, Default)]
+pub struct Vars {
+    values: BTreeMap<String, String>,
+    not_unicode: Vec<String>,
+}
+
+impl Vars {
+    pub fn from_process() -> Self {
+        Self::from_os(std::env::vars_os())
+    }
+
+    pub fn from_os(pairs: impl IntoIterator<Item = (OsString, OsString)>) -> Self {
+        let mut vars = Self::default();
+        for (name, value) in pairs {
+            let Ok(name) = name.into_string() else {
+                continue;
+            };
+            match value.into_string() {
+                Ok(value) => {
+                    vars.values.insert(name, value);
+                }
+                Err(_) => vars.not_unicode.push(name),
+            }
+        }
+        vars
+    }
+
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let values = pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Self {
+            values,
+            not_unicode: Vec::new(),
+        }
+    }
+
+    /// The value, with surrounding whitespace removed; empty counts as unset.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// `MOAT_*` names that no [`EnvVar`] documents (likely typos of real settings).
+    pub fn unknown_moat_vars(&self) -> Vec<&str> {
+        self.values
+            .keys()
+            .map(String::as_str)
+            .chain(self.not_unicode.iter().map(String::as_str))
+            .filter(|name| name.starts_with("MOAT_") && !VARS.iter().any(|v| v.name == *name))
+            .collect()
+    }
+
+    /// Documented variables whose value is not valid UTF-8.
+    pub fn not_unicode(&self) -> &[String] {
+        &self.not_unicode
+    }
+}

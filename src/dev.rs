@@ -1,0 +1,27 @@
+//! Development mode: the one switch (`MOAT_ENV`) and the one way to relax a check.
+//!
+//! A [`DevMode`] value can only be obtained from a configuration whose
+//! `MOAT_ENV` is `development` ([`crate::config::Environment::dev_mode`]), and
+//! [`DevMode::bypass`] is the only function that writes a `DEV_BYPASS` line.
+//! So every development-only relaxation must hold a `DevMode` (a production
+//! process can never construct one) and is logged loudly, with the same
+//! prefix, at the same level: a search of production logs for `DEV_BYPASS`
+//! must return nothing.
+
+/// Proof that this process runs in development mode. Not constructible outside `config`.
+#[derive(Debug, Clone, Copy)]
+pub struct DevMode {
+    _private: (),
+}
+
+impl DevMode {
+    /// Only `config::Environment::dev_mode` calls this.
+    pub(crate) const fn new() -> Self {
+        Self { _private: () }
+    }
+
+    /// Logs one relaxed security check: `DEV_BYPASS <component>: <message>` at WARN.
+    pub fn bypass(self, component: &str, message: impl std::fmt::Display) {
+        tracing::warn!(target: "moat::dev_bypass", "DEV_BYPASS {component}: {message}");
+    }
+}

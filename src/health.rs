@@ -1,0 +1,51 @@
+//! Liveness and readiness. Neither reveals versions, host names, worker names
+//! or error text: causes are logged, the answer is one word.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::AppState;
+use crate::db::store;
+
+/// Readiness fails if the database has not answered within this bound.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match tokio::time::timeout(READY_TIMEOUT, ping(&state)).await {
+        Ok(Ok(())) => Json(json!({ "status": "ready" })).into_response(),
+        Ok(Err(e)) => unavailable(&e),
+        Err(_) => unavailable(&"no answer within the readiness timeout"),
+    }
+}
+
+async fn ping(state: &AppState) -> anyhow::Result<()> {
+    let client = state.db.get().await?;
+    let statement = client.prepare_cached(store::PING).await?;
+    client.query_one(&statement, &[]).await?;
+    Ok(())
+}
+
+fn unavailable(cause: &dyn std::fmt::Display) -> Response {
+    tracing::warn!(error = %cause, "readiness check failed: database unavailable");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "status": "unavailable" })),
+    )
+        .into_response()
+}

@@ -1,0 +1,46 @@
+//! The HTTP surface: merges every capability's `router()` in one place and
+//! wraps the result in the layers every response goes through.
+//!
+//! Layer order, outermost first: access log → security headers → (development
+//! only) `X-Moat-Dev-Mode` → JSON error bodies → panic catcher → request
+//! timeout → body limit → routes and fallback. The layers are added after
+//! `.fallback`, so 404s and 405s are wrapped too.
+
+mod access_log;
+pub mod error;
+mod headers;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+
+pub use error::{ApiError, ApiJson};
+
+use crate::AppState;
+
+/// The complete application: Moat's routes plus `extra` (tests add probes here).
+pub fn router(state: AppState, extra: Router<AppState>) -> Router {
+    let config = state.config.clone();
+    let routes = Router::new()
+        .merge(crate::health::router())
+        .merge(extra)
+        .fallback(|| async { ApiError::not_found() })
+        .layer(DefaultBodyLimit::max(config.json_body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ))
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(middleware::map_response(error::json_errors));
+    let routes = match config.environment.dev_mode() {
+        Some(_) => routes.layer(middleware::map_response(headers::dev_mode_header)),
+        None => routes,
+    };
+    routes
+        .layer(middleware::map_response(headers::security_headers))
+        .layer(middleware::from_fn(access_log::access_log))
+        .with_state(state)
+}
