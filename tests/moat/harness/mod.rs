@@ -1,0 +1,9 @@
+//! Test harness: real PostgreSQL, the real binary, the real app on real sockets.
+
+pub mod app;
+pub mod pg;
+pub mod process;
+
+pub use app::{Options, TestApp, assert_security_headers, error_code, spawn_app};
+pub use pg::{Role, TestDb};
+pub use process::{Env, Finished, run, serve};

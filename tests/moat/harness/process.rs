@@ -1,0 +1,188 @@
+//! Driving the real `moat` binary as a child process, with a clean environment.
+
+use std::collections::BTreeMap;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+
+use super::pg::{Role, TestDb};
+
+pub const MOAT: &str = env!("CARGO_BIN_EXE_moat");
+
+/// The environment for one `moat` run. Starts from nothing: the test's own
+/// environment (which may hold MOAT_TEST_DATABASE_URL) never leaks in.
+#[derive(Debug, Clone, Default)]
+pub struct Env(pub BTreeMap<String, String>);
+
+impl Env {
+    /// A complete, valid production configuration against `db` as the runtime role.
+    pub fn production(db: &TestDb) -> Self {
+        Self::default()
+            .set("MOAT_ENV", "production")
+            .set("DATABASE_URL", &db.url(Role::App))
+            .set("MOAT_SIGNING_KEY", &moat::config::keys::generate_signing())
+            .set(
+                "MOAT_ENCRYPTION_KEY",
+                &moat::config::keys::generate_encryption(),
+            )
+            .set("MOAT_PUBLIC_URL", "https://moat.example.com")
+            .set("MOAT_BIND", "127.0.0.1:0")
+    }
+
+    pub fn set(mut self, name: &str, value: &str) -> Self {
+        self.0.insert(name.to_owned(), value.to_owned());
+        self
+    }
+
+    pub fn unset(mut self, name: &str) -> Self {
+        self.0.remove(name);
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// As `moat::config::Vars`, for in-process use.
+    pub fn vars(&self) -> moat::config::Vars {
+        moat::config::Vars::from_pairs(self.0.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+}
+
+/// What a finished run printed.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn all_output(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs `moat ARGS` to completion (bounded to 60 s).
+pub async fn run(args: &[&str], env: &Env) -> Finished {
+    let child = command(args, env).spawn().expect("spawn moat");
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("moat did not finish within 60 s")
+        .expect("wait for moat");
+    Finished {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn command(args: &[&str], env: &Env) -> Command {
+    let mut command = Command::new(MOAT);
+    command
+        .args(args)
+        .env_clear()
+        .envs(&env.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// A running `moat serve`.
+pub struct Serving {
+    child: Child,
+    pub addr: std::net::SocketAddr,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// Starts `moat serve` and waits until it logs its listening address.
+pub async fn serve(env: &Env) -> Serving {
+    let mut child = command(&["serve"], env).spawn().expect("spawn moat serve");
+    let stdout = collect(child.stdout.take().expect("stdout"));
+    let stderr = collect(child.stderr.take().expect("stderr"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let addr = {
+            let out = stdout.lock().expect("lock");
+            out.lines()
+                .find_map(|line| line.split("moat listening on ").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|a| a.parse().ok())
+        };
+        if let Some(addr) = addr {
+            return Serving {
+                child,
+                addr,
+                stdout,
+                stderr,
+            };
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "moat serve exited ({status}) before listening:\n{}\n{}",
+                stdout.lock().expect("lock"),
+                stderr.lock().expect("lock")
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "moat serve did not start listening within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Serving {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .expect("pid")
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit; returns everything printed.
+    pub async fn terminate(mut self) -> Finished {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("moat did not exit within 30 s of SIGTERM")
+            .expect("wait");
+        // Give the readers a moment to drain the pipes.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let stdout = self.stdout.lock().expect("lock").clone();
+        let stderr = self.stderr.lock().expect("lock").clone();
+        Finished {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+fn collect(stream: impl AsyncRead + Unpin + Send + 'static) -> Arc<Mutex<String>> {
+    let buffer = Arc::new(Mutex::new(String::new()));
+    let sink = buffer.clone();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut out = sink.lock().expect("lock");
+            out.push_str(&line);
+            out.push('\n');
+        }
+    });
+    buffer
+}

@@ -1,0 +1,15 @@
+//! Moat's integration tests: one binary (one link), one module per area.
+//! Every test gets its own database on a PostgreSQL cluster started for this
+//! run; see `harness`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod harness;
+
+mod dev_mode;
+mod http_baseline;
+mod launch_readiness;
+mod readiness;
+mod schema;
+mod startup;
+mod tls;
