@@ -95,7 +95,7 @@ pub struct Rejected {
 }
 
 /// Reads and validates the whole configuration, collecting every problem.
-pub fn load(vars: &Vars) -> Result<Config, Rejected> {
+pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
     let mut problems = Vec::new();
     let environment = environment(vars, &mut problems);
     let dev = environment.dev_mode();
@@ -146,11 +146,11 @@ pub fn load(vars: &Vars) -> Result<Config, Rejected> {
                 json_body_limit: 1024 * 1024,
             })
         }
-        (database, ..) => Err(Rejected {
+        (database, ..) => Err(Box::new(Rejected {
             problems,
             environment,
             database,
-        }),
+        })),
     }
 }
 
@@ -394,11 +394,13 @@ fn transport(vars: &Vars, dev: Option<DevMode>, problems: &mut Vec<Problem>) -> 
         }
     };
     let public_url = public_url(vars, bind.as_ref().ok(), dev, problems);
-    if let Ok(addr) = bind {
-        if !addr.ip().is_loopback() && tls.is_none() && !upstream {
-            let what =
-                format!("is {addr}, a non-loopback address, but nothing encrypts the traffic");
-            match dev {
+    if let Ok(addr) = bind
+        && !addr.ip().is_loopback()
+        && tls.is_none()
+        && !upstream
+    {
+        let what = format!("is {addr}, a non-loopback address, but nothing encrypts the traffic");
+        match dev {
                 Some(dev) => dev.bypass("startup", format!("MOAT_BIND {what}; serving plain HTTP")),
                 None => problems.push(
                     Problem::new("MOAT_BIND", what, "Tokens and credentials would cross the network in plain text.")
@@ -407,7 +409,6 @@ fn transport(vars: &Vars, dev: Option<DevMode>, problems: &mut Vec<Problem>) -> 
                         .fix(format!("export MOAT_BIND={DEFAULT_BIND}   # or listen on loopback only")),
                 ),
             }
-        }
     }
     match (bind, public_url) {
         (Ok(bind), Some(public_url)) if problems.len() == before => Some(Transport {

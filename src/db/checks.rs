@@ -75,14 +75,17 @@ async fn checks(
             .fix(format!("GRANT moat_runtime TO {name};   -- run as the owner or an administrator")),
         );
     }
-    if environment == Environment::Production && status.pending.is_empty() && !status.unreadable {
-        if let Some(row) = client.query_opt(store::DEV_TAINT_READ, &[]).await? {
-            let at: time::OffsetDateTime = row.get("marked_at");
-            let by: String = row.get("marked_by");
-            let at = at
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default();
-            problems.push(
+    if environment == Environment::Production
+        && status.pending.is_empty()
+        && !status.unreadable
+        && let Some(row) = client.query_opt(store::DEV_TAINT_READ, &[]).await?
+    {
+        let at: time::OffsetDateTime = row.get("marked_at");
+        let by: String = row.get("marked_by");
+        let at = at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        problems.push(
                 Problem::new(
                     "database",
                     format!("this database was used by a development-mode Moat ({by}, {at})"),
@@ -91,7 +94,6 @@ async fn checks(
                 .fix("create a fresh database for production: createdb -O <owner role> moat_production")
                 .fix(format!("then point DATABASE_URL at it and run: {MIGRATE_FIX}")),
             );
-        }
     }
     Ok(problems)
 }

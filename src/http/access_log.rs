@@ -18,7 +18,7 @@ pub async fn access_log(request: Request, next: Next) -> Response {
         method = %method,
         path = %path,
         status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = %format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
         "request"
     );
     response

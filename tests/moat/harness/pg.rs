@@ -161,6 +161,8 @@ impl Cluster {
             while kill -0 "$parent" 2>/dev/null && kill -0 "$pg" 2>/dev/null; do sleep 0.2; done
             kill -INT "$pg" 2>/dev/null; wait "$pg"; rm -rf "$dir"
         "#;
+        // Deliberately never waited for: it must outlive this process to clean up.
+        #[allow(clippy::zombie_processes)]
         Command::new("sh")
             .arg("-c")
             .arg(script)
