@@ -91,10 +91,13 @@ impl App {
         let service = self.router.into_make_service();
         match &self.config.tls {
             Some(tls) => {
-                axum_server::from_tcp_rustls(self.listener, RustlsConfig::from_config(tls.clone()))?
-                    .handle(handle)
-                    .serve(service)
-                    .await
+                axum_server::from_tcp_rustls(
+                    self.listener,
+                    RustlsConfig::from_config(tls.config()),
+                )?
+                .handle(handle)
+                .serve(service)
+                .await
             }
             None => {
                 axum_server::from_tcp(self.listener)?

@@ -19,9 +19,25 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// The HTTPS server configuration. Holds a private key, so `Debug` shows nothing of it.
+#[derive(Clone)]
+pub struct ServerTls(Arc<ServerConfig>);
+
+impl ServerTls {
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.0.clone()
+    }
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerTls(certificate and key loaded, redacted)")
+    }
+}
+
 /// Loads a PEM certificate chain and private key into a server configuration
 /// with ALPN `h2` and `http/1.1` (WebSocket clients need the latter).
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+pub fn server_config(cert: &Path, key: &Path) -> Result<ServerTls, String> {
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("MOAT_TLS_CERT is not a readable PEM certificate chain ({e})"))?;
@@ -37,7 +53,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Strin
         .with_single_cert(chain, key)
         .map_err(|e| format!("the certificate and private key do not form a usable pair ({e})"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(ServerTls(Arc::new(config)))
 }
 
 /// Client configuration for PostgreSQL: certificates are always verified, against

@@ -10,7 +10,6 @@ pub mod keys;
 mod vars;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use keys::{EncryptionKey, KeyFlaw, SigningKey};
@@ -72,7 +71,7 @@ pub struct Config {
     pub encryption_key: EncryptionKey,
     pub bind: SocketAddr,
     /// Present when Moat terminates TLS itself.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<crate::tls::ServerTls>,
     pub tls_terminated_upstream: bool,
     /// The origin browsers use (no path).
     pub public_url: url::Url,
@@ -340,7 +339,7 @@ fn key_problem(name: &str, flaw: &KeyFlaw) -> Problem {
 
 struct Transport {
     bind: SocketAddr,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<crate::tls::ServerTls>,
     upstream: bool,
     public_url: url::Url,
 }

@@ -306,13 +306,7 @@ async fn a_role_outside_moat_runtime_is_told_the_grant() {
     let db = TestDb::migrated().await;
     let admin = db.admin().await;
     let role = format!("moat_outsider_{}", db.name.rsplit('_').next().unwrap());
-    admin
-        .batch_execute(&format!("CREATE ROLE {role} LOGIN"))
-        .await
-        .unwrap();
-    let url = db
-        .url(Role::App)
-        .replace("user=moat_app", &format!("user={role}"));
+    let url = db.create_login_role(&role).await;
     refused(
         &Env::production(&db).set("DATABASE_URL", &url),
         &[

@@ -99,7 +99,7 @@ impl Cluster {
             role_password: Some(
                 moat::config::keys::generate_encryption().replace(['+', '/', '='], "x"),
             ),
-            template: format!("moat_tpl_{}_{}", std::process::id(), unique()),
+            template: format!("{TEMPLATE_PREFIX}{}_{}", now_secs(), unique()),
         }
     }
 
@@ -227,10 +227,27 @@ impl Cluster {
                 .await
                 .expect("create role");
         }
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {}", self.template))
+        let templates = admin
+            .query(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, $1)",
+                &[&TEMPLATE_PREFIX],
+            )
             .await
-            .expect("drop old template");
+            .expect("list templates");
+        for name in templates.iter().map(|row| row.get::<_, String>(0)) {
+            let created = name
+                .trim_start_matches(TEMPLATE_PREFIX)
+                .split('_')
+                .next()
+                .and_then(|s| s.parse().ok());
+            if name == self.template || now_secs().saturating_sub(created.unwrap_or(0)) > 3600 {
+                let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                admin
+                    .batch_execute(&sql)
+                    .await
+                    .expect("drop stale template");
+            }
+        }
         admin
             .batch_execute(&format!(
                 "CREATE DATABASE {} OWNER moat_owner",
@@ -357,6 +374,23 @@ impl TestDb {
         }
     }
 
+    /// Creates an extra login role (dropped by the caller) and returns its connection string.
+    pub async fn create_login_role(&self, role: &str) -> String {
+        let password = self
+            .cluster
+            .role_password
+            .as_ref()
+            .map(|p| format!(" PASSWORD '{p}'"))
+            .unwrap_or_default();
+        self.admin()
+            .await
+            .batch_execute(&format!("CREATE ROLE {role} LOGIN{password}"))
+            .await
+            .expect("create role");
+        self.url(Role::App)
+            .replace("user=moat_app", &format!("user={role}"))
+    }
+
     /// A superuser connection to this database (to inspect or break things).
     pub async fn admin(&self) -> tokio_postgres::Client {
         self.cluster
@@ -385,6 +419,17 @@ impl Drop for TestDb {
         })
         .join();
     }
+}
+
+/// External servers keep no per-run cluster to delete, so templates carry their
+/// creation time and runs drop those older than an hour.
+const TEMPLATE_PREFIX: &str = "moat_tpl_";
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn unique() -> String {
