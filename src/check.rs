@@ -25,17 +25,8 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(
-        subject: impl Into<String>,
-        what: impl Into<String>,
-        why: impl Into<String>,
-    ) -> Self {
-        Self {
-            subject: subject.into(),
-            what: what.into(),
-            why: why.into(),
-            fix: Vec::new(),
-        }
+    pub fn new(subject: impl Into<String>, what: impl Into<String>, why: impl Into<String>) -> Self {
+        Self { subject: subject.into(), what: what.into(), why: why.into(), fix: Vec::new() }
     }
 
     pub fn fix(mut self, step: impl Into<String>) -> Self {
@@ -92,12 +83,7 @@ pub async fn run(vars: &Vars) -> Outcome {
             let environment = config.environment;
             (Some(config), Vec::new(), Some(database), environment)
         }
-        Err(rejected) => (
-            None,
-            rejected.problems,
-            rejected.database,
-            rejected.environment,
-        ),
+        Err(rejected) => (None, rejected.problems, rejected.database, rejected.environment),
     };
     let checks_run = config::CHECK_COUNT + db::checks::CHECK_COUNT;
     // Without a usable DATABASE_URL its own problem is already reported, and it
@@ -106,9 +92,5 @@ pub async fn run(vars: &Vars) -> Outcome {
         problems.extend(db::checks::verify(&database, environment).await);
     }
     let config = config.filter(|_| problems.is_empty());
-    Outcome {
-        config,
-        problems,
-        checks_run,
-    }
+    Outcome { config, problems, checks_run }
 }

@@ -12,11 +12,7 @@ use crate::config::{self, LogFormat, Vars};
 use crate::{check, db, server, telemetry};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "moat",
-    version,
-    about = "The secure backbone of an AI-agent platform, on PostgreSQL alone."
-)]
+#[command(name = "moat", version, about = "The secure backbone of an AI-agent platform, on PostgreSQL alone.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,7 +48,9 @@ pub fn main() -> ExitCode {
         command = command.mut_subcommand(name, |sub| sub.after_help(config::help_for(name)));
     }
     command = command.mut_subcommand("keygen", |sub| {
-        sub.after_help("Reads no environment variables. Equivalent: openssl rand -base64 48 (signing) or 32 (encryption).")
+        sub.after_help(
+            "Reads no environment variables. Equivalent: openssl rand -base64 48 (signing) or 32 (encryption).",
+        )
     });
     let cli = match Cli::from_arg_matches(&command.get_matches()) {
         Ok(cli) => cli,
@@ -148,10 +146,7 @@ async fn migrate(vars: &Vars) -> ExitCode {
     };
     match db::migrate::migrate(&settings).await {
         Ok(applied) if applied.is_empty() => {
-            println!(
-                "schema is up to date ({} migrations embedded, none pending)",
-                db::migrate::embedded().len()
-            );
+            println!("schema is up to date ({} migrations embedded, none pending)", db::migrate::embedded().len());
             ExitCode::SUCCESS
         }
         Ok(applied) => {

@@ -17,9 +17,7 @@ use crate::db::store;
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -43,9 +41,5 @@ async fn ping(state: &AppState) -> anyhow::Result<()> {
 
 fn unavailable(cause: &dyn std::fmt::Display) -> Response {
     tracing::warn!(error = %cause, "readiness check failed: database unavailable");
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({ "status": "unavailable" })),
-    )
-        .into_response()
+    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable" }))).into_response()
 }

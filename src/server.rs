@@ -38,33 +38,18 @@ impl App {
     /// As [`App::build`], with extra routes merged in before the layers.
     pub async fn build_with(config: Config, extra: Router<AppState>) -> anyhow::Result<Self> {
         let config = Arc::new(config);
-        let db = config
-            .database
-            .pool(config.pool_size)
-            .map_err(anyhow::Error::msg)?;
+        let db = config.database.pool(config.pool_size).map_err(anyhow::Error::msg)?;
         if config.environment.dev_mode().is_some() {
             let client = db.get().await.context("cannot reach the database")?;
             crate::db::checks::mark_dev_taint(&**client)
                 .await
                 .context("cannot mark the database as development-tainted")?;
-            tracing::info!(
-                "database marked as used by development mode; production will refuse it"
-            );
+            tracing::info!("database marked as used by development mode; production will refuse it");
         }
-        let listener = std::net::TcpListener::bind(config.bind)
-            .with_context(|| format!("cannot listen on {}", config.bind))?;
-        let router = crate::http::router(
-            AppState {
-                config: config.clone(),
-                db,
-            },
-            extra,
-        );
-        Ok(Self {
-            listener,
-            router,
-            config,
-        })
+        let listener =
+            std::net::TcpListener::bind(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
+        let router = crate::http::router(AppState { config: config.clone(), db }, extra);
+        Ok(Self { listener, router, config })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -73,10 +58,7 @@ impl App {
 
     /// Serves until `shutdown` completes, then stops accepting and gives in-flight
     /// requests `shutdown_grace` to finish.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let handle: Handle<SocketAddr> = Handle::new();
         let trigger = handle.clone();
         let grace = self.config.shutdown_grace;
@@ -91,20 +73,12 @@ impl App {
         let service = self.router.into_make_service();
         match &self.config.tls {
             Some(tls) => {
-                axum_server::from_tcp_rustls(
-                    self.listener,
-                    RustlsConfig::from_config(tls.config()),
-                )?
-                .handle(handle)
-                .serve(service)
-                .await
-            }
-            None => {
-                axum_server::from_tcp(self.listener)?
+                axum_server::from_tcp_rustls(self.listener, RustlsConfig::from_config(tls.config()))?
                     .handle(handle)
                     .serve(service)
                     .await
             }
+            None => axum_server::from_tcp(self.listener)?.handle(handle).serve(service).await,
         }
     }
 }

@@ -12,8 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 /// The only protocol versions Moat speaks: TLS 1.0 and 1.1 are refused at the handshake.
-pub const PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] =
-    &[&rustls::version::TLS13, &rustls::version::TLS12];
+pub const PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -66,15 +65,12 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<ClientConfig, String> {
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| format!("sslrootcert is not a readable PEM file ({e})"))?;
             for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("sslrootcert holds an unusable certificate ({e})"))?;
+                roots.add(cert).map_err(|e| format!("sslrootcert holds an unusable certificate ({e})"))?;
             }
         }
         None => {
             // Unreadable individual system certificates are skipped, as every TLS client does.
-            let (added, _ignored) =
-                roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            let (added, _ignored) = roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
             tracing::debug!(added, "loaded system root certificates for database TLS");
         }
     }

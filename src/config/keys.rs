@@ -59,23 +59,17 @@ impl fmt::Display for KeyFlaw {
         match self {
             Self::Missing => write!(f, "is missing"),
             Self::Undecodable => write!(f, "is not valid base64"),
-            Self::TooShort { len } => write!(
-                f,
-                "decodes to {len} bytes; at least {SIGNING_KEY_MIN_BYTES} random bytes are required"
-            ),
-            Self::WrongLength { len } => write!(
-                f,
-                "decodes to {len} bytes; exactly {ENCRYPTION_KEY_BYTES} random bytes are required"
-            ),
+            Self::TooShort { len } => {
+                write!(f, "decodes to {len} bytes; at least {SIGNING_KEY_MIN_BYTES} random bytes are required")
+            }
+            Self::WrongLength { len } => {
+                write!(f, "decodes to {len} bytes; exactly {ENCRYPTION_KEY_BYTES} random bytes are required")
+            }
             Self::Placeholder => write!(f, "is a known default or placeholder value"),
-            Self::LowEntropy { distinct } => write!(
-                f,
-                "is visibly low-entropy ({distinct} distinct byte values; random keys have about 30)"
-            ),
-            Self::Passphrase => write!(
-                f,
-                "decodes to printable text: it is a passphrase, not random bytes"
-            ),
+            Self::LowEntropy { distinct } => {
+                write!(f, "is visibly low-entropy ({distinct} distinct byte values; random keys have about 30)")
+            }
+            Self::Passphrase => write!(f, "decodes to printable text: it is a passphrase, not random bytes"),
             Self::SameAsSigningKey => write!(f, "is the same as MOAT_SIGNING_KEY"),
         }
     }
@@ -129,10 +123,7 @@ impl EncryptionKey {
     /// Parses and judges a configured value; see [`SigningKey::parse`].
     pub fn parse(raw: &str, signing: Option<&SigningKey>) -> Result<Self, (KeyFlaw, Option<Self>)> {
         let bytes = decode(raw);
-        let usable = bytes
-            .as_deref()
-            .and_then(|b| <[u8; ENCRYPTION_KEY_BYTES]>::try_from(b).ok())
-            .map(Self);
+        let usable = bytes.as_deref().and_then(|b| <[u8; ENCRYPTION_KEY_BYTES]>::try_from(b).ok()).map(Self);
         if is_placeholder(raw, bytes.as_deref()) {
             return Err((KeyFlaw::Placeholder, usable));
         }
@@ -140,11 +131,8 @@ impl EncryptionKey {
         let Some(key) = usable else {
             return Err((KeyFlaw::WrongLength { len: bytes.len() }, None));
         };
-        let flaw = pattern_flaw(&bytes).or_else(|| {
-            signing
-                .is_some_and(|s| s.as_bytes() == bytes.as_slice())
-                .then_some(KeyFlaw::SameAsSigningKey)
-        });
+        let flaw = pattern_flaw(&bytes)
+            .or_else(|| signing.is_some_and(|s| s.as_bytes() == bytes.as_slice()).then_some(KeyFlaw::SameAsSigningKey));
         match flaw {
             Some(flaw) => Err((flaw, Some(key))),
             None => Ok(key),
@@ -183,8 +171,7 @@ impl fmt::Debug for EncryptionKey {
 /// What `moat keygen signing` prints: standard base64 of 48 random bytes.
 pub fn generate_signing() -> String {
     loop {
-        let encoded = base64::engine::general_purpose::STANDARD
-            .encode(random_bytes(SIGNING_KEY_GENERATED_BYTES));
+        let encoded = base64::engine::general_purpose::STANDARD.encode(random_bytes(SIGNING_KEY_GENERATED_BYTES));
         // A random key can in theory trip a placeholder-word rule; never print one that would.
         if SigningKey::parse(&encoded).is_ok() {
             return encoded;
@@ -195,8 +182,7 @@ pub fn generate_signing() -> String {
 /// What `moat keygen encryption` prints: standard base64 of exactly 32 random bytes.
 pub fn generate_encryption() -> String {
     loop {
-        let encoded =
-            base64::engine::general_purpose::STANDARD.encode(random_bytes(ENCRYPTION_KEY_BYTES));
+        let encoded = base64::engine::general_purpose::STANDARD.encode(random_bytes(ENCRYPTION_KEY_BYTES));
         if EncryptionKey::parse(&encoded, None).is_ok() {
             return encoded;
         }
@@ -208,25 +194,16 @@ pub fn decode(raw: &str) -> Option<Vec<u8>> {
     const LENIENT: GeneralPurposeConfig =
         GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
     let raw = raw.trim();
-    [
-        GeneralPurpose::new(&alphabet::STANDARD, LENIENT),
-        GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT),
-    ]
-    .iter()
-    .find_map(|engine| engine.decode(raw).ok())
+    [GeneralPurpose::new(&alphabet::STANDARD, LENIENT), GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT)]
+        .iter()
+        .find_map(|engine| engine.decode(raw).ok())
 }
 
 fn is_placeholder(raw: &str, bytes: Option<&[u8]>) -> bool {
     let lowered = raw.trim().to_ascii_lowercase();
-    KNOWN_PLACEHOLDERS
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .any(|known| {
-            known.eq_ignore_ascii_case(&lowered)
-                || bytes.is_some_and(|b| decode(known).is_some_and(|k| k == b))
-        })
-        || PLACEHOLDER_WORDS.iter().any(|w| lowered.contains(w))
+    KNOWN_PLACEHOLDERS.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')).any(|known| {
+        known.eq_ignore_ascii_case(&lowered) || bytes.is_some_and(|b| decode(known).is_some_and(|k| k == b))
+    }) || PLACEHOLDER_WORDS.iter().any(|w| lowered.contains(w))
 }
 
 fn pattern_flaw(bytes: &[u8]) -> Option<KeyFlaw> {
@@ -246,9 +223,7 @@ fn pattern_flaw(bytes: &[u8]) -> Option<KeyFlaw> {
 fn random_bytes(len: usize) -> Vec<u8> {
     let mut buf = vec![0u8; len];
     #[allow(clippy::expect_used)] // no OS randomness means no safe key can exist: stop.
-    rand::rngs::OsRng
-        .try_fill_bytes(&mut buf)
-        .expect("the operating system's random number generator failed");
+    rand::rngs::OsRng.try_fill_bytes(&mut buf).expect("the operating system's random number generator failed");
     buf
 }
 
@@ -266,10 +241,7 @@ mod tests {
     fn generated_keys_are_accepted_and_distinct() {
         let (a, b) = (generate_signing(), generate_signing());
         assert_ne!(a, b);
-        assert_eq!(
-            decode(&a).map(|k| k.len()),
-            Some(SIGNING_KEY_GENERATED_BYTES)
-        );
+        assert_eq!(decode(&a).map(|k| k.len()), Some(SIGNING_KEY_GENERATED_BYTES));
         let e = generate_encryption();
         assert_eq!(decode(&e).map(|k| k.len()), Some(ENCRYPTION_KEY_BYTES));
         assert!(EncryptionKey::parse(&e, None).is_ok());
@@ -292,36 +264,20 @@ mod tests {
         assert_eq!(flaw("CHANGEME"), Some(KeyFlaw::Placeholder));
         assert_eq!(flaw("secret"), Some(KeyFlaw::Placeholder));
         assert_eq!(flaw("not base64 at all!"), Some(KeyFlaw::Undecodable));
-        assert_eq!(
-            flaw(&STANDARD.encode(random_bytes(31))),
-            Some(KeyFlaw::TooShort { len: 31 })
-        );
-        assert_eq!(
-            flaw(&STANDARD.encode([7u8; 64])),
-            Some(KeyFlaw::LowEntropy { distinct: 1 })
-        );
+        assert_eq!(flaw(&STANDARD.encode(random_bytes(31))), Some(KeyFlaw::TooShort { len: 31 }));
+        assert_eq!(flaw(&STANDARD.encode([7u8; 64])), Some(KeyFlaw::LowEntropy { distinct: 1 }));
         let text = STANDARD.encode("this is my very own secret signing key!!");
         assert_eq!(flaw(&text), Some(KeyFlaw::Passphrase));
     }
 
     #[test]
     fn refuses_bad_encryption_keys() {
-        let flaw =
-            |raw: &str, s: Option<&SigningKey>| EncryptionKey::parse(raw, s).err().map(|e| e.0);
-        assert_eq!(
-            flaw(&STANDARD.encode(random_bytes(31)), None),
-            Some(KeyFlaw::WrongLength { len: 31 })
-        );
-        assert_eq!(
-            flaw(&STANDARD.encode(random_bytes(48)), None),
-            Some(KeyFlaw::WrongLength { len: 48 })
-        );
+        let flaw = |raw: &str, s: Option<&SigningKey>| EncryptionKey::parse(raw, s).err().map(|e| e.0);
+        assert_eq!(flaw(&STANDARD.encode(random_bytes(31)), None), Some(KeyFlaw::WrongLength { len: 31 }));
+        assert_eq!(flaw(&STANDARD.encode(random_bytes(48)), None), Some(KeyFlaw::WrongLength { len: 48 }));
         let shared = STANDARD.encode(random_bytes(32));
         let signing = SigningKey::parse(&shared).ok();
-        assert_eq!(
-            flaw(&shared, signing.as_ref()),
-            Some(KeyFlaw::SameAsSigningKey)
-        );
+        assert_eq!(flaw(&shared, signing.as_ref()), Some(KeyFlaw::SameAsSigningKey));
     }
 
     #[test]

@@ -126,30 +126,22 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
     let pool_size = pool_size(vars, &mut problems);
 
     match (database, signing_key, encryption_key, transport) {
-        (Some(database), Some(signing_key), Some(encryption_key), Some(t))
-            if problems.is_empty() =>
-        {
-            Ok(Config {
-                environment,
-                database,
-                signing_key,
-                encryption_key,
-                bind: t.bind,
-                tls: t.tls,
-                tls_terminated_upstream: t.upstream,
-                public_url: t.public_url,
-                log_format,
-                pool_size,
-                request_timeout: Duration::from_secs(30),
-                shutdown_grace: Duration::from_secs(20),
-                json_body_limit: 1024 * 1024,
-            })
-        }
-        (database, ..) => Err(Box::new(Rejected {
-            problems,
+        (Some(database), Some(signing_key), Some(encryption_key), Some(t)) if problems.is_empty() => Ok(Config {
             environment,
             database,
-        })),
+            signing_key,
+            encryption_key,
+            bind: t.bind,
+            tls: t.tls,
+            tls_terminated_upstream: t.upstream,
+            public_url: t.public_url,
+            log_format,
+            pool_size,
+            request_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(20),
+            json_body_limit: 1024 * 1024,
+        }),
+        (database, ..) => Err(Box::new(Rejected { problems, environment, database })),
     }
 }
 
@@ -185,11 +177,7 @@ fn unknown_vars(vars: &Vars, problems: &mut Vec<Problem>) {
     }
     for name in vars.not_unicode() {
         if name.starts_with("MOAT_") || name == "DATABASE_URL" {
-            problems.push(Problem::new(
-                name.as_str(),
-                "is not valid UTF-8",
-                "Moat cannot read it reliably.",
-            ));
+            problems.push(Problem::new(name.as_str(), "is not valid UTF-8", "Moat cannot read it reliably."));
         }
     }
 }
@@ -239,11 +227,7 @@ fn secret(vars: &Vars, name: &str, problems: &mut Vec<Problem>) -> Result<Option
     }
 }
 
-fn signing_key(
-    vars: &Vars,
-    dev: Option<DevMode>,
-    problems: &mut Vec<Problem>,
-) -> Option<SigningKey> {
+fn signing_key(vars: &Vars, dev: Option<DevMode>, problems: &mut Vec<Problem>) -> Option<SigningKey> {
     let (flaw, usable) = match secret(vars, "MOAT_SIGNING_KEY", problems).ok()? {
         None => (KeyFlaw::Missing, None),
         Some(raw) => match SigningKey::parse(&raw) {
@@ -251,14 +235,7 @@ fn signing_key(
             Err(rejected) => rejected,
         },
     };
-    relax_key(
-        "MOAT_SIGNING_KEY",
-        flaw,
-        usable,
-        SigningKey::ephemeral,
-        dev,
-        problems,
-    )
+    relax_key("MOAT_SIGNING_KEY", flaw, usable, SigningKey::ephemeral, dev, problems)
 }
 
 fn encryption_key(
@@ -274,14 +251,7 @@ fn encryption_key(
             Err(rejected) => rejected,
         },
     };
-    relax_key(
-        "MOAT_ENCRYPTION_KEY",
-        flaw,
-        usable,
-        EncryptionKey::ephemeral,
-        dev,
-        problems,
-    )
+    relax_key("MOAT_ENCRYPTION_KEY", flaw, usable, EncryptionKey::ephemeral, dev, problems)
 }
 
 /// In development a flawed key is used anyway (or replaced by an ephemeral one), loudly;
@@ -332,9 +302,7 @@ fn key_problem(name: &str, flaw: &KeyFlaw) -> Problem {
     };
     Problem::new(name, flaw.to_string(), why)
         .fix(format!("export {name}=\"$(moat keygen {kind})\""))
-        .fix(format!(
-            "or: export {name}=\"$(openssl rand -base64 {bytes})\""
-        ))
+        .fix(format!("or: export {name}=\"$(openssl rand -base64 {bytes})\""))
 }
 
 struct Transport {
@@ -346,29 +314,27 @@ struct Transport {
 
 fn transport(vars: &Vars, dev: Option<DevMode>, problems: &mut Vec<Problem>) -> Option<Transport> {
     let before = problems.len();
-    let bind = vars
-        .get("MOAT_BIND")
-        .unwrap_or(DEFAULT_BIND)
-        .parse::<SocketAddr>()
-        .map_err(|_| {
-            problems.push(
-                Problem::new(
-                    "MOAT_BIND",
-                    "is not an IP:port address",
-                    "Moat must know exactly which interface it listens on.",
-                )
-                .fix(format!(
-                    "export MOAT_BIND={DEFAULT_BIND}   # loopback, the default"
-                )),
+    let bind = vars.get("MOAT_BIND").unwrap_or(DEFAULT_BIND).parse::<SocketAddr>().map_err(|_| {
+        problems.push(
+            Problem::new(
+                "MOAT_BIND",
+                "is not an IP:port address",
+                "Moat must know exactly which interface it listens on.",
             )
-        });
+            .fix(format!("export MOAT_BIND={DEFAULT_BIND}   # loopback, the default")),
+        )
+    });
     let upstream = match vars.get("MOAT_TLS_TERMINATED_UPSTREAM") {
         None | Some("false") => false,
         Some("true") => true,
         Some(_) => {
             problems.push(
-                Problem::new("MOAT_TLS_TERMINATED_UPSTREAM", "must be `true` or `false`", "It decides whether plain HTTP may leave this host.")
-                    .fix("export MOAT_TLS_TERMINATED_UPSTREAM=true   # only when a proxy in front terminates TLS"),
+                Problem::new(
+                    "MOAT_TLS_TERMINATED_UPSTREAM",
+                    "must be `true` or `false`",
+                    "It decides whether plain HTTP may leave this host.",
+                )
+                .fix("export MOAT_TLS_TERMINATED_UPSTREAM=true   # only when a proxy in front terminates TLS"),
             );
             false
         }
@@ -378,16 +344,24 @@ fn transport(vars: &Vars, dev: Option<DevMode>, problems: &mut Vec<Problem>) -> 
         (Some(cert), Some(key)) => crate::tls::server_config(cert.as_ref(), key.as_ref())
             .map_err(|e| {
                 problems.push(
-                    Problem::new("MOAT_TLS_CERT", format!("cannot be used: {e}"), "Moat cannot serve HTTPS without a matching certificate and key.")
-                        .fix("point MOAT_TLS_CERT and MOAT_TLS_KEY at a PEM certificate chain and its PEM private key"),
+                    Problem::new(
+                        "MOAT_TLS_CERT",
+                        format!("cannot be used: {e}"),
+                        "Moat cannot serve HTTPS without a matching certificate and key.",
+                    )
+                    .fix("point MOAT_TLS_CERT and MOAT_TLS_KEY at a PEM certificate chain and its PEM private key"),
                 )
             })
             .ok(),
         (cert, _) => {
             let missing = if cert.is_none() { "MOAT_TLS_CERT" } else { "MOAT_TLS_KEY" };
             problems.push(
-                Problem::new(missing, "is not set while its partner is", "HTTPS needs both a certificate and its private key.")
-                    .fix("set both MOAT_TLS_CERT and MOAT_TLS_KEY, or neither"),
+                Problem::new(
+                    missing,
+                    "is not set while its partner is",
+                    "HTTPS needs both a certificate and its private key.",
+                )
+                .fix("set both MOAT_TLS_CERT and MOAT_TLS_KEY, or neither"),
             );
             None
         }
@@ -400,22 +374,17 @@ fn transport(vars: &Vars, dev: Option<DevMode>, problems: &mut Vec<Problem>) -> 
     {
         let what = format!("is {addr}, a non-loopback address, but nothing encrypts the traffic");
         match dev {
-                Some(dev) => dev.bypass("startup", format!("MOAT_BIND {what}; serving plain HTTP")),
-                None => problems.push(
-                    Problem::new("MOAT_BIND", what, "Tokens and credentials would cross the network in plain text.")
-                        .fix("export MOAT_TLS_CERT=/path/fullchain.pem MOAT_TLS_KEY=/path/key.pem   # Moat terminates TLS")
-                        .fix("export MOAT_TLS_TERMINATED_UPSTREAM=true   # a proxy in front terminates TLS")
-                        .fix(format!("export MOAT_BIND={DEFAULT_BIND}   # or listen on loopback only")),
-                ),
-            }
+            Some(dev) => dev.bypass("startup", format!("MOAT_BIND {what}; serving plain HTTP")),
+            None => problems.push(
+                Problem::new("MOAT_BIND", what, "Tokens and credentials would cross the network in plain text.")
+                    .fix("export MOAT_TLS_CERT=/path/fullchain.pem MOAT_TLS_KEY=/path/key.pem   # Moat terminates TLS")
+                    .fix("export MOAT_TLS_TERMINATED_UPSTREAM=true   # a proxy in front terminates TLS")
+                    .fix(format!("export MOAT_BIND={DEFAULT_BIND}   # or listen on loopback only")),
+            ),
+        }
     }
     match (bind, public_url) {
-        (Ok(bind), Some(public_url)) if problems.len() == before => Some(Transport {
-            bind,
-            tls,
-            upstream,
-            public_url,
-        }),
+        (Ok(bind), Some(public_url)) if problems.len() == before => Some(Transport { bind, tls, upstream, public_url }),
         _ => None,
     }
 }
@@ -426,54 +395,33 @@ fn public_url(
     dev: Option<DevMode>,
     problems: &mut Vec<Problem>,
 ) -> Option<url::Url> {
-    let fix =
-        "export MOAT_PUBLIC_URL=https://moat.example.com   # the origin your users' browsers use";
+    let fix = "export MOAT_PUBLIC_URL=https://moat.example.com   # the origin your users' browsers use";
     let why = "Browsers must reach Moat over HTTPS; WebSocket origin checks and links are built from this URL.";
     let Some(raw) = vars.get("MOAT_PUBLIC_URL") else {
         let Some(dev) = dev else {
             problems.push(Problem::new("MOAT_PUBLIC_URL", "is not set", why).fix(fix));
             return None;
         };
-        let assumed = format!(
-            "http://{}",
-            bind.map_or_else(|| DEFAULT_BIND.to_owned(), ToString::to_string)
-        );
-        dev.bypass(
-            "startup",
-            format!("MOAT_PUBLIC_URL is not set; assuming {assumed}"),
-        );
+        let assumed = format!("http://{}", bind.map_or_else(|| DEFAULT_BIND.to_owned(), ToString::to_string));
+        dev.bypass("startup", format!("MOAT_PUBLIC_URL is not set; assuming {assumed}"));
         return url::Url::parse(&assumed).ok();
     };
     let url = match url::Url::parse(raw) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => url,
         _ => {
-            problems.push(
-                Problem::new("MOAT_PUBLIC_URL", "is not an http(s) URL with a host", why).fix(fix),
-            );
+            problems.push(Problem::new("MOAT_PUBLIC_URL", "is not an http(s) URL with a host", why).fix(fix));
             return None;
         }
     };
-    if url.path() != "/"
-        || url.query().is_some()
-        || url.fragment().is_some()
-        || !url.username().is_empty()
-    {
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
         problems.push(
-            Problem::new(
-                "MOAT_PUBLIC_URL",
-                "must be an origin only (scheme, host, optional port)",
-                why,
-            )
-            .fix(fix),
+            Problem::new("MOAT_PUBLIC_URL", "must be an origin only (scheme, host, optional port)", why).fix(fix),
         );
         return None;
     }
     if url.scheme() != "https" {
         match dev {
-            Some(dev) => dev.bypass(
-                "startup",
-                "MOAT_PUBLIC_URL is not https; browsers will send tokens in plain text",
-            ),
+            Some(dev) => dev.bypass("startup", "MOAT_PUBLIC_URL is not https; browsers will send tokens in plain text"),
             None => {
                 problems.push(Problem::new("MOAT_PUBLIC_URL", "is not https", why).fix(fix));
                 return None;
@@ -494,9 +442,7 @@ fn pool_size(vars: &Vars, problems: &mut Vec<Problem>) -> usize {
                     "must be a whole number from 1 to 1000",
                     "It bounds how many connections Moat opens to PostgreSQL.",
                 )
-                .fix(format!(
-                    "export MOAT_DATABASE_POOL_SIZE={DEFAULT_POOL_SIZE}"
-                )),
+                .fix(format!("export MOAT_DATABASE_POOL_SIZE={DEFAULT_POOL_SIZE}")),
             );
             DEFAULT_POOL_SIZE
         }

@@ -67,12 +67,7 @@ pub const VARS: &[EnvVar] = &[
         default: None,
         doc: "PEM certificate chain. With MOAT_TLS_KEY, Moat serves HTTPS itself (rustls, TLS 1.2 and 1.3 only).",
     },
-    EnvVar {
-        name: "MOAT_TLS_KEY",
-        commands: SERVE_CHECK,
-        default: None,
-        doc: "PEM private key for MOAT_TLS_CERT.",
-    },
+    EnvVar { name: "MOAT_TLS_KEY", commands: SERVE_CHECK, default: None, doc: "PEM private key for MOAT_TLS_CERT." },
     EnvVar {
         name: "MOAT_TLS_TERMINATED_UPSTREAM",
         commands: SERVE_CHECK,
@@ -91,12 +86,7 @@ pub const VARS: &[EnvVar] = &[
         default: Some("16"),
         doc: "Maximum number of pooled database connections (1 to 1000).",
     },
-    EnvVar {
-        name: "MOAT_LOG_FORMAT",
-        commands: ALL,
-        default: Some("text"),
-        doc: "`text` or `json`.",
-    },
+    EnvVar { name: "MOAT_LOG_FORMAT", commands: ALL, default: Some("text"), doc: "`text` or `json`." },
     EnvVar {
         name: "MOAT_LOG",
         commands: ALL,
@@ -115,15 +105,10 @@ pub const VARS: &[EnvVar] = &[
 pub fn help_for(command: &str) -> String {
     let mut out = String::from("Environment variables:\n");
     for var in VARS.iter().filter(|v| v.commands.contains(&command)) {
-        let default = var
-            .default
-            .map(|d| format!(" [default: {d}]"))
-            .unwrap_or_default();
+        let default = var.default.map(|d| format!(" [default: {d}]")).unwrap_or_default();
         out.push_str(&format!("  {}{default}\n      {}\n", var.name, var.doc));
     }
-    out.push_str(
-        "\nSecrets are read only from the environment or *_FILE files, never from arguments.\n",
-    );
+    out.push_str("\nSecrets are read only from the environment or *_FILE files, never from arguments.\n");
     out
 }
 
@@ -156,22 +141,13 @@ impl Vars {
     }
 
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        let values = pairs
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        Self {
-            values,
-            not_unicode: Vec::new(),
-        }
+        let values = pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        Self { values, not_unicode: Vec::new() }
     }
 
     /// The value, with surrounding whitespace removed; empty counts as unset.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.values
-            .get(name)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
+        self.values.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
     /// `MOAT_*` names that no [`EnvVar`] documents (likely typos of real settings).

@@ -23,11 +23,7 @@ pub async fn verify(settings: &DatabaseSettings, environment: Environment) -> Ve
         Err(e) => vec![
             Problem::new(
                 "database",
-                format!(
-                    "the checks could not read the database as role {}: {}",
-                    user(settings),
-                    describe_error(&e)
-                ),
+                format!("the checks could not read the database as role {}: {}", user(settings), describe_error(&e)),
                 "Moat cannot prove the schema and role are safe, so it does not start.",
             )
             .fix("check the role's privileges (docs/deployment.md), then run `moat check` again"),
@@ -35,22 +31,14 @@ pub async fn verify(settings: &DatabaseSettings, environment: Environment) -> Ve
     }
 }
 
-async fn checks(
-    client: &Client,
-    environment: Environment,
-) -> Result<Vec<Problem>, tokio_postgres::Error> {
+async fn checks(client: &Client, environment: Environment) -> Result<Vec<Problem>, tokio_postgres::Error> {
     let mut problems = Vec::new();
     let status = migrate::status(client).await?;
     problems.extend(schema_problems(&status));
 
     let role = client.query_one(store::CURRENT_ROLE, &[]).await?;
     let name: String = role.get("name");
-    let owned: Vec<String> = client
-        .query(store::OWNED_TABLES, &[])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let owned: Vec<String> = client.query(store::OWNED_TABLES, &[]).await?.iter().map(|r| r.get(0)).collect();
     let mut privileges = Vec::new();
     if role.get::<_, bool>("superuser") {
         privileges.push("is a superuser".to_owned());
@@ -62,8 +50,7 @@ async fn checks(
     }
     if !privileges.is_empty() {
         problems.push(over_privileged(&name, &privileges.join(" and ")));
-    } else if (status.unreadable || status.is_current())
-        && role.get::<_, Option<bool>>("in_runtime_role") != Some(true)
+    } else if (status.unreadable || status.is_current()) && role.get::<_, Option<bool>>("in_runtime_role") != Some(true)
     {
         // Membership only matters once the first migration has created the group role.
         problems.push(
@@ -82,9 +69,7 @@ async fn checks(
     {
         let at: time::OffsetDateTime = row.get("marked_at");
         let by: String = row.get("marked_by");
-        let at = at
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let at = at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         problems.push(
                 Problem::new(
                     "database",
@@ -153,23 +138,10 @@ fn unreachable(settings: &DatabaseSettings, error: &str) -> Problem {
 }
 
 fn user(settings: &DatabaseSettings) -> String {
-    settings
-        .describe()
-        .split('@')
-        .next()
-        .unwrap_or("?")
-        .to_owned()
+    settings.describe().split('@').next().unwrap_or("?").to_owned()
 }
 
 /// Marks the database as used by development mode (idempotent).
-pub async fn mark_dev_taint(
-    client: &impl tokio_postgres::GenericClient,
-) -> Result<(), tokio_postgres::Error> {
-    client
-        .execute(
-            store::DEV_TAINT_MARK,
-            &[&"moat serve (MOAT_ENV=development)"],
-        )
-        .await
-        .map(|_| ())
+pub async fn mark_dev_taint(client: &impl tokio_postgres::GenericClient) -> Result<(), tokio_postgres::Error> {
+    client.execute(store::DEV_TAINT_MARK, &[&"moat serve (MOAT_ENV=development)"]).await.map(|_| ())
 }

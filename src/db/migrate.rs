@@ -17,20 +17,13 @@ const MIGRATE_LOCK_KEY: i64 = 0x6d6f_6174_6d69_6772; // "moatmigr"
 
 /// The migrations compiled into this binary: `(version, "V{n}__{name}", checksum)`.
 pub fn embedded() -> Vec<(i32, String, u64)> {
-    embedded::migrations::runner()
-        .get_migrations()
-        .iter()
-        .map(|m| (m.version(), m.to_string(), m.checksum()))
-        .collect()
+    embedded::migrations::runner().get_migrations().iter().map(|m| (m.version(), m.to_string(), m.checksum())).collect()
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
     #[error("cannot connect to {target}: {source}")]
-    Connect {
-        target: String,
-        source: super::ConnectError,
-    },
+    Connect { target: String, source: super::ConnectError },
     #[error("{}", super::describe_error(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("{0}")]
@@ -39,30 +32,14 @@ pub enum MigrateError {
 
 /// Applies every pending migration; returns the names applied (empty: already current).
 pub async fn migrate(settings: &DatabaseSettings) -> Result<Vec<String>, MigrateError> {
-    let mut client = settings
-        .connect()
-        .await
-        .map_err(|source| MigrateError::Connect {
-            target: settings.describe(),
-            source,
-        })?;
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK_KEY])
-        .await?;
-    let result = embedded::migrations::runner()
-        .set_abort_divergent(true)
-        .set_abort_missing(true)
-        .run_async(&mut client)
-        .await;
+    let mut client =
+        settings.connect().await.map_err(|source| MigrateError::Connect { target: settings.describe(), source })?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK_KEY]).await?;
+    let result =
+        embedded::migrations::runner().set_abort_divergent(true).set_abort_missing(true).run_async(&mut client).await;
     // The lock also ends with the session; unlocking is for tidiness.
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK_KEY])
-        .await?;
-    Ok(result?
-        .applied_migrations()
-        .iter()
-        .map(ToString::to_string)
-        .collect())
+    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK_KEY]).await?;
+    Ok(result?.applied_migrations().iter().map(ToString::to_string).collect())
 }
 
 /// How the database's schema compares with the binary's migrations.
@@ -80,10 +57,7 @@ pub struct Status {
 
 impl Status {
     pub fn is_current(&self) -> bool {
-        self.pending.is_empty()
-            && self.diverged.is_empty()
-            && self.unknown.is_empty()
-            && !self.unreadable
+        self.pending.is_empty() && self.diverged.is_empty() && self.unknown.is_empty() && !self.unreadable
     }
 }
 
@@ -93,16 +67,10 @@ pub async fn status(client: &tokio_postgres::Client) -> Result<Status, tokio_pos
     let history = client.query_one(store::HISTORY_EXISTS, &[]).await?;
     if !history.get::<_, bool>("exists") {
         let pending = embedded.into_iter().map(|(_, name, _)| name).collect();
-        return Ok(Status {
-            pending,
-            ..Status::default()
-        });
+        return Ok(Status { pending, ..Status::default() });
     }
     if history.get::<_, Option<bool>>("readable") != Some(true) {
-        return Ok(Status {
-            unreadable: true,
-            ..Status::default()
-        });
+        return Ok(Status { unreadable: true, ..Status::default() });
     }
     let mut applied: BTreeMap<i32, (String, String)> = BTreeMap::new();
     for row in client.query(store::APPLIED_MIGRATIONS, &[]).await? {

@@ -34,10 +34,9 @@ impl DatabaseSettings {
     /// host name, so every TLS mode is at least `verify-full`).
     pub fn parse(raw: &str) -> Result<Self, String> {
         let (rewritten, ca_file) = libpq_compat(raw);
-        let mut pg: tokio_postgres::Config =
-            rewritten.parse().map_err(|e: tokio_postgres::Error| {
-                format!("not a PostgreSQL connection string ({e})")
-            })?;
+        let mut pg: tokio_postgres::Config = rewritten
+            .parse()
+            .map_err(|e: tokio_postgres::Error| format!("not a PostgreSQL connection string ({e})"))?;
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -75,11 +74,7 @@ impl DatabaseSettings {
     /// One dedicated connection (checks, migrations, and later LISTEN).
     pub async fn connect(&self) -> Result<tokio_postgres::Client, ConnectError> {
         let connector = self.connector().map_err(ConnectError::Tls)?;
-        let (client, connection) = self
-            .pg
-            .connect(connector)
-            .await
-            .map_err(ConnectError::Postgres)?;
+        let (client, connection) = self.pg.connect(connector).await.map_err(ConnectError::Postgres)?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "database connection closed with an error");
@@ -93,9 +88,7 @@ impl DatabaseSettings {
         let manager = Manager::from_config(
             self.pg.clone(),
             self.connector()?,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
         Pool::builder(manager)
             .max_size(max_size)
@@ -110,11 +103,7 @@ impl DatabaseSettings {
 
 impl fmt::Debug for DatabaseSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "DatabaseSettings({}, password redacted)",
-            self.describe()
-        )
+        write!(f, "DatabaseSettings({}, password redacted)", self.describe())
     }
 }
 
@@ -168,11 +157,7 @@ fn libpq_compat(raw: &str) -> (String, Option<PathBuf>) {
             }
         }
         let query = out.finish();
-        let joined = if query.is_empty() {
-            base.to_owned()
-        } else {
-            format!("{base}?{query}")
-        };
+        let joined = if query.is_empty() { base.to_owned() } else { format!("{base}?{query}") };
         return (joined, ca_file);
     }
     if raw.contains('\'') {
@@ -209,21 +194,14 @@ mod tests {
     #[test]
     fn describe_and_debug_hide_the_password() {
         let s = DatabaseSettings::parse("postgresql://moat_app:hunter2secret@db:6543/moat").ok();
-        let shown = format!(
-            "{s:?} {}",
-            s.as_ref()
-                .map(DatabaseSettings::describe)
-                .unwrap_or_default()
-        );
+        let shown = format!("{s:?} {}", s.as_ref().map(DatabaseSettings::describe).unwrap_or_default());
         assert!(!shown.contains("hunter2secret"), "{shown}");
         assert!(shown.contains("moat_app@db:6543/moat"), "{shown}");
     }
 
     #[test]
     fn garbage_is_refused_without_echoing_it() {
-        let e = DatabaseSettings::parse("postgresql://u:topsecret@db:notaport/x")
-            .err()
-            .unwrap_or_default();
+        let e = DatabaseSettings::parse("postgresql://u:topsecret@db:notaport/x").err().unwrap_or_default();
         assert!(!e.is_empty());
         assert!(!e.contains("topsecret"), "{e}");
     }

@@ -25,11 +25,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+        Self { status, code, message: message.into() }
     }
 
     pub fn not_found() -> Self {
@@ -37,24 +33,14 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid bearer token is required",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required")
     }
 
     /// Logs the cause (with its chain) and answers an opaque 500.
     pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
-        let chain: Vec<String> = std::iter::successors(Some(cause), |e| e.source())
-            .map(ToString::to_string)
-            .collect();
+        let chain: Vec<String> = std::iter::successors(Some(cause), |e| e.source()).map(ToString::to_string).collect();
         tracing::error!(error = %chain.join(": "), "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "an internal error occurred",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "an internal error occurred")
     }
 }
 
@@ -62,9 +48,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(body(self.code, &self.message))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -81,10 +65,7 @@ fn describe(status: StatusCode) -> (&'static str, &'static str) {
         401 => ("unauthorized", "a valid bearer token is required"),
         403 => ("forbidden", "not allowed"),
         404 => ("not_found", "no such resource"),
-        405 => (
-            "method_not_allowed",
-            "this method is not allowed on this resource",
-        ),
+        405 => ("method_not_allowed", "this method is not allowed on this resource"),
         406 => ("not_acceptable", "no acceptable representation"),
         408 => ("request_timeout", "the request took too long"),
         409 => ("conflict", "the request conflicts with the current state"),
@@ -114,21 +95,13 @@ pub async fn json_errors(response: Response) -> Response {
     let (mut parts, _) = response.into_parts();
     let (code, message) = describe(status);
     parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Response::from_parts(parts, Body::from(body(code, message).to_string()))
 }
 
 /// `CatchPanicLayer` handler: the panic was already logged by the panic hook.
 pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal_error",
-        "an internal error occurred",
-    )
-    .into_response()
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "an internal error occurred").into_response()
 }
 
 /// `Json<T>` whose rejections use the standard error shape and codes.
@@ -157,25 +130,15 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
             "unsupported_media_type",
             "expected Content-Type: application/json",
         ),
-        JsonRejection::JsonSyntaxError(_) => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            "the body is not valid JSON",
-        ),
-        JsonRejection::JsonDataError(e) => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-            e.body_text(),
-        ),
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "the request body is too large",
-        ),
-        other => ApiError::new(
-            other.status(),
-            "bad_request",
-            "the request body could not be read",
-        ),
+        JsonRejection::JsonSyntaxError(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "the body is not valid JSON")
+        }
+        JsonRejection::JsonDataError(e) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.body_text())
+        }
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large")
+        }
+        other => ApiError::new(other.status(), "bad_request", "the request body could not be read"),
     }
 }

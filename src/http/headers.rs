@@ -7,10 +7,7 @@ use axum::response::Response;
 
 /// Headers every response carries, overriding anything set earlier.
 const ALWAYS: &[(&str, &str)] = &[
-    (
-        "strict-transport-security",
-        "max-age=31536000; includeSubDomains",
-    ),
+    ("strict-transport-security", "max-age=31536000; includeSubDomains"),
     ("x-frame-options", "DENY"),
     ("x-content-type-options", "nosniff"),
     ("referrer-policy", "no-referrer"),
@@ -19,28 +16,17 @@ const ALWAYS: &[(&str, &str)] = &[
 ];
 
 /// API defaults a route may replace (the web app sets its own CSP and caching).
-const DEFAULTS: &[(&str, &str)] = &[
-    (
-        "content-security-policy",
-        "default-src 'none'; frame-ancestors 'none'",
-    ),
-    ("cache-control", "no-store"),
-];
+const DEFAULTS: &[(&str, &str)] =
+    &[("content-security-policy", "default-src 'none'; frame-ancestors 'none'"), ("cache-control", "no-store")];
 
 pub async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     for (name, value) in ALWAYS {
-        headers.insert(
-            HeaderName::from_static(name),
-            HeaderValue::from_static(value),
-        );
+        headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
     }
     for (name, value) in DEFAULTS {
         if !headers.contains_key(*name) {
-            headers.insert(
-                HeaderName::from_static(name),
-                HeaderValue::from_static(value),
-            );
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
         }
     }
     headers.remove("server");
@@ -50,8 +36,6 @@ pub async fn security_headers(mut response: Response) -> Response {
 
 /// Development only: tells every client it is not talking to a production Moat.
 pub async fn dev_mode_header(mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .insert("x-moat-dev-mode", HeaderValue::from_static("1"));
+    response.headers_mut().insert("x-moat-dev-mode", HeaderValue::from_static("1"));
     response
 }

@@ -29,10 +29,7 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .merge(extra)
         .fallback(|| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::max(config.json_body_limit))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            config.request_timeout,
-        ))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(middleware::map_response(error::json_errors));
     let routes = match config.environment.dev_mode() {

@@ -16,28 +16,16 @@ use crate::harness::{self, Env, Options, TestDb, assert_security_headers, error_
 fn probes() -> Router<AppState> {
     Router::new()
         .route("/test/redirect", get(|| async { Redirect::to("/healthz") }))
-        .route(
-            "/test/echo",
-            post(|ApiJson(v): ApiJson<serde_json::Value>| async move { axum::Json(v) }),
-        )
-        .route(
-            "/test/unauthorized",
-            get(|| async { ApiError::unauthorized() }),
-        )
+        .route("/test/echo", post(|ApiJson(v): ApiJson<serde_json::Value>| async move { axum::Json(v) }))
+        .route("/test/unauthorized", get(|| async { ApiError::unauthorized() }))
         .route(
             "/test/rate-limited",
-            get(|| async {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "slow down")
-            }),
+            get(|| async { ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "slow down") }),
         )
         .route("/test/panic", get(|| async { panic_now() }))
         .route(
             "/test/internal",
-            get(|| async {
-                ApiError::internal(&std::io::Error::other(
-                    "db at 10.0.0.7 said: relation users",
-                ))
-            }),
+            get(|| async { ApiError::internal(&std::io::Error::other("db at 10.0.0.7 said: relation users")) }),
         )
         .route(
             "/test/slow",
@@ -66,70 +54,24 @@ async fn every_status_carries_every_security_header() {
         ("3xx", app.http.get(app.url("/test/redirect")), 303, None),
         (
             "400",
-            app.http
-                .post(app.url("/test/echo"))
-                .header("content-type", "application/json")
-                .body("{not json"),
+            app.http.post(app.url("/test/echo")).header("content-type", "application/json").body("{not json"),
             400,
             Some("invalid_json"),
         ),
-        (
-            "401",
-            app.http.get(app.url("/test/unauthorized")),
-            401,
-            Some("unauthorized"),
-        ),
-        (
-            "404",
-            app.http.get(app.url("/no/such/route")),
-            404,
-            Some("not_found"),
-        ),
-        (
-            "405",
-            app.http.delete(app.url("/healthz")),
-            405,
-            Some("method_not_allowed"),
-        ),
+        ("401", app.http.get(app.url("/test/unauthorized")), 401, Some("unauthorized")),
+        ("404", app.http.get(app.url("/no/such/route")), 404, Some("not_found")),
+        ("405", app.http.delete(app.url("/healthz")), 405, Some("method_not_allowed")),
         (
             "413",
-            app.http
-                .post(app.url("/test/echo"))
-                .header("content-type", "application/json")
-                .body(big),
+            app.http.post(app.url("/test/echo")).header("content-type", "application/json").body(big),
             413,
             Some("payload_too_large"),
         ),
-        (
-            "415",
-            app.http.post(app.url("/test/echo")).body("{}"),
-            415,
-            Some("unsupported_media_type"),
-        ),
-        (
-            "429",
-            app.http.get(app.url("/test/rate-limited")),
-            429,
-            Some("rate_limited"),
-        ),
-        (
-            "500 panic",
-            app.http.get(app.url("/test/panic")),
-            500,
-            Some("internal_error"),
-        ),
-        (
-            "500 error",
-            app.http.get(app.url("/test/internal")),
-            500,
-            Some("internal_error"),
-        ),
-        (
-            "timeout",
-            app.http.get(app.url("/test/slow")),
-            408,
-            Some("request_timeout"),
-        ),
+        ("415", app.http.post(app.url("/test/echo")).body("{}"), 415, Some("unsupported_media_type")),
+        ("429", app.http.get(app.url("/test/rate-limited")), 429, Some("rate_limited")),
+        ("500 panic", app.http.get(app.url("/test/panic")), 500, Some("internal_error")),
+        ("500 error", app.http.get(app.url("/test/internal")), 500, Some("internal_error")),
+        ("timeout", app.http.get(app.url("/test/slow")), 408, Some("request_timeout")),
     ];
     for (label, request, status, code) in cases {
         let response = request.send().await.expect(label);
@@ -137,10 +79,7 @@ async fn every_status_carries_every_security_header() {
         assert_security_headers(response.headers(), label);
         if status == 401 {
             assert_eq!(
-                response
-                    .headers()
-                    .get("www-authenticate")
-                    .map(|v| v.to_str().unwrap()),
+                response.headers().get("www-authenticate").map(|v| v.to_str().unwrap()),
                 Some("Bearer"),
                 "{label}"
             );
@@ -154,27 +93,13 @@ async fn every_status_carries_every_security_header() {
 
 #[tokio::test]
 async fn errors_never_leak_internals() {
-    let app = spawn_app(Options {
-        extra: Some(probes()),
-        ..Options::default()
-    })
-    .await;
+    let app = spawn_app(Options { extra: Some(probes()), ..Options::default() }).await;
     for path in ["/test/panic", "/test/internal"] {
         let body = app.get(path).await.text().await.unwrap();
-        for leak in [
-            "secret panic",
-            "/srv/moat",
-            "10.0.0.7",
-            "relation",
-            "panicked",
-            "src/",
-        ] {
+        for leak in ["secret panic", "/srv/moat", "10.0.0.7", "relation", "panicked", "src/"] {
             assert!(!body.contains(leak), "{path} leaked {leak:?}: {body}");
         }
-        assert_eq!(
-            body,
-            r#"{"error":{"code":"internal_error","message":"an internal error occurred"}}"#
-        );
+        assert_eq!(body, r#"{"error":{"code":"internal_error","message":"an internal error occurred"}}"#);
     }
     // A panic answered 500 and the server is still serving.
     assert_eq!(app.get("/healthz").await.status(), 200);
@@ -182,17 +107,9 @@ async fn errors_never_leak_internals() {
 
 #[tokio::test]
 async fn json_body_limit_is_one_mebibyte() {
-    let app = spawn_app(Options {
-        extra: Some(probes()),
-        ..Options::default()
-    })
-    .await;
+    let app = spawn_app(Options { extra: Some(probes()), ..Options::default() }).await;
     let post = |body: String| {
-        app.http
-            .post(app.url("/test/echo"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
+        app.http.post(app.url("/test/echo")).header("content-type", "application/json").body(body).send()
     };
     // Just under the limit (quotes included) is accepted and echoed intact.
     let fits = format!("\"{}\"", "y".repeat(1024 * 1024 - 2));
@@ -202,14 +119,8 @@ async fn json_body_limit_is_one_mebibyte() {
     // One byte more is refused with 413; an empty body is malformed JSON.
     let over = format!("\"{}\"", "y".repeat(1024 * 1024 - 1));
     assert_eq!(post(over).await.unwrap().status(), 413);
-    let wrong = app
-        .http
-        .post(app.url("/test/echo"))
-        .header("content-type", "application/json")
-        .body("")
-        .send()
-        .await
-        .unwrap();
+    let wrong =
+        app.http.post(app.url("/test/echo")).header("content-type", "application/json").body("").send().await.unwrap();
     assert_eq!(wrong.status(), 400);
 }
 
@@ -240,15 +151,8 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_stops_accepting() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Not accepting any more, while the slow request is still running.
     let refused = tokio::net::TcpStream::connect(addr).await;
-    assert!(
-        refused.is_err(),
-        "a new connection was accepted during shutdown"
-    );
-    assert_eq!(
-        in_flight.await.unwrap().unwrap(),
-        200,
-        "the in-flight request was cut off"
-    );
+    assert!(refused.is_err(), "a new connection was accepted during shutdown");
+    assert_eq!(in_flight.await.unwrap().unwrap(), 200, "the in-flight request was cut off");
     stopped.await.unwrap().expect("server returned cleanly");
 }
 
@@ -257,11 +161,8 @@ async fn the_binary_exits_zero_on_sigterm_and_logs_paths_without_query_strings()
     let db = TestDb::migrated().await;
     let serving = harness::serve(&Env::production(&db)).await;
     let client = reqwest::Client::new();
-    let response = client
-        .get(serving.url("/healthz?token=eyJhbGciOiJIUzI1NiJ9.SECRET-TOKEN-MATERIAL"))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        client.get(serving.url("/healthz?token=eyJhbGciOiJIUzI1NiJ9.SECRET-TOKEN-MATERIAL")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_security_headers(response.headers(), "binary healthz");
     let finished = serving.terminate().await;
@@ -271,8 +172,5 @@ async fn the_binary_exits_zero_on_sigterm_and_logs_paths_without_query_strings()
         log.contains("path=/healthz") && log.contains("status=200") && log.contains("latency_ms="),
         "no access line:\n{log}"
     );
-    assert!(
-        !log.contains("SECRET-TOKEN-MATERIAL") && !log.contains("token="),
-        "query string logged:\n{log}"
-    );
+    assert!(!log.contains("SECRET-TOKEN-MATERIAL") && !log.contains("token="), "query string logged:\n{log}");
 }

@@ -19,35 +19,20 @@ struct Finding {
 fn scan(root: &Path) -> Vec<Finding> {
     let mut findings = Vec::new();
     let caches = classified_caches(root);
-    for entry in WalkDir::new(root).into_iter().filter_entry(|e| {
-        !matches!(
-            e.file_name().to_str(),
-            Some("target" | ".git" | ".moat" | "node_modules")
-        )
-    }) {
+    for entry in WalkDir::new(root)
+        .into_iter()
+        .filter_entry(|e| !matches!(e.file_name().to_str(), Some("target" | ".git" | ".moat" | "node_modules")))
+    {
         let Ok(entry) = entry else { continue };
         if !entry.file_type().is_file() {
             continue;
         }
-        let relative = entry
-            .path()
-            .strip_prefix(root)
-            .unwrap()
-            .to_string_lossy()
-            .replace('\\', "/");
+        let relative = entry.path().strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
         let Ok(text) = std::fs::read_to_string(entry.path()) else {
             continue;
         };
-        let mut found = |rule, detail: String| {
-            findings.push(Finding {
-                rule,
-                file: relative.clone(),
-                detail,
-            })
-        };
-        if (relative.starts_with("migrations/") || relative.starts_with("sql/"))
-            && relative.ends_with(".sql")
-        {
+        let mut found = |rule, detail: String| findings.push(Finding { rule, file: relative.clone(), detail });
+        if (relative.starts_with("migrations/") || relative.starts_with("sql/")) && relative.ends_with(".sql") {
             seed_secrets(&text, &mut found);
         }
         if relative.starts_with("src/") && relative.ends_with(".rs") {
@@ -61,10 +46,7 @@ fn scan(root: &Path) -> Vec<Finding> {
                         "unclassified-cache",
                         format!("{name}: classified {class}: move it to Postgres or remove it"),
                     ),
-                    None => found(
-                        "unclassified-cache",
-                        format!("{name} ({detail}) is not listed in docs/caches.md"),
-                    ),
+                    None => found("unclassified-cache", format!("{name} ({detail}) is not listed in docs/caches.md")),
                 }
             }
         }
@@ -86,10 +68,7 @@ fn seed_secrets(sql: &str, found: &mut impl FnMut(&'static str, String)) {
         (r"\$(pbkdf2|scrypt|6|5)[$-]", "a crypt-style password hash"),
         (r"-----BEGIN [A-Z ]*PRIVATE KEY-----", "a private key"),
         (r"(?i)\bPASSWORD\s+'", "a role password"),
-        (
-            r"'[A-Za-z0-9+/=_-]{32,}'",
-            "a long opaque literal (key, token or hash)",
-        ),
+        (r"'[A-Za-z0-9+/=_-]{32,}'", "a long opaque literal (key, token or hash)"),
     ];
     for (pattern, what) in patterns {
         if rx(pattern).is_match(sql) {
@@ -97,32 +76,23 @@ fn seed_secrets(sql: &str, found: &mut impl FnMut(&'static str, String)) {
         }
     }
     let insert = rx(r"(?is)insert\s+into\s+[\w.]+\s*\(([^)]*)\)");
-    let secret_column = rx(
-        r"(?i)password|passwd|secret|api_key|private_key|_hash\b|\btoken\b|access_token|refresh_token",
-    );
+    let secret_column =
+        rx(r"(?i)password|passwd|secret|api_key|private_key|_hash\b|\btoken\b|access_token|refresh_token");
     for columns in insert.captures_iter(sql) {
         if let Some(column) = secret_column.find(&columns[1]) {
-            found(
-                "seed-secret",
-                format!("an INSERT seeding secret column {}", column.as_str()),
-            );
+            found("seed-secret", format!("an INSERT seeding secret column {}", column.as_str()));
         }
     }
 }
 
 /// Rust source without whole-line comments (doc comments may discuss the rules).
 fn without_comment_lines(code: &str) -> String {
-    code.lines()
-        .filter(|l| !l.trim_start().starts_with("//"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    code.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n")
 }
 
 /// Statements with their whitespace collapsed, so formatting cannot hide a pattern.
 fn statements(code: &str) -> Vec<String> {
-    code.split([';', '{', '}'])
-        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect()
+    code.split([';', '{', '}']).map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ")).collect()
 }
 
 fn key_fallbacks(code: &str, found: &mut impl FnMut(&'static str, String)) {
@@ -134,25 +104,16 @@ fn key_fallbacks(code: &str, found: &mut impl FnMut(&'static str, String)) {
     );
     for statement in statements(code) {
         if fallback.is_match(&statement) {
-            found(
-                "hardcoded-key-fallback",
-                format!("a secret falls back to a default: {statement}"),
-            );
+            found("hardcoded-key-fallback", format!("a secret falls back to a default: {statement}"));
         }
         if constant.is_match(&statement) {
-            found(
-                "hardcoded-key-fallback",
-                format!("a secret is a literal constant: {statement}"),
-            );
+            found("hardcoded-key-fallback", format!("a secret is a literal constant: {statement}"));
         }
     }
     let literal = rx(r#""([A-Za-z0-9+/_-]{40,}={0,2})""#);
     for capture in literal.captures_iter(code) {
         if moat::config::SigningKey::parse(&capture[1]).is_ok() {
-            found(
-                "hardcoded-key-fallback",
-                "a literal that is a usable key".to_owned(),
-            );
+            found("hardcoded-key-fallback", "a literal that is a usable key".to_owned());
         }
     }
 }
@@ -188,11 +149,7 @@ fn classified_caches(root: &Path) -> Vec<(String, String, String)> {
     let text = std::fs::read_to_string(root.join("docs/caches.md")).unwrap_or_default();
     text.lines()
         .filter(|l| l.trim_start().starts_with('|'))
-        .map(|l| {
-            l.split('|')
-                .map(|c| c.trim().trim_matches('`').to_owned())
-                .collect::<Vec<_>>()
-        })
+        .map(|l| l.split('|').map(|c| c.trim().trim_matches('`').to_owned()).collect::<Vec<_>>())
         .filter(|cells| cells.len() >= 4)
         .map(|cells| (cells[1].clone(), cells[2].clone(), cells[3].clone()))
         .collect()
@@ -205,10 +162,7 @@ fn repository() -> PathBuf {
 #[test]
 fn this_repository_passes_the_launch_readiness_checklist() {
     let findings = scan(&repository());
-    assert!(
-        findings.is_empty(),
-        "launch-readiness findings:\n{findings:#?}"
-    );
+    assert!(findings.is_empty(), "launch-readiness findings:\n{findings:#?}");
 }
 
 /// Plants one violation of each rule in a scratch tree; each must be reported,
@@ -225,31 +179,19 @@ fn each_rule_fires_on_a_planted_example() {
         "migrations/V9__seed.sql",
         "INSERT INTO users (email, password_hash)\nVALUES ('demo@example.com', '$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA');\n",
     );
-    write(
-        "migrations/V10__role.sql",
-        "CREATE ROLE demo LOGIN PASSWORD 'demo-secret';\n",
-    );
+    write("migrations/V10__role.sql", "CREATE ROLE demo LOGIN PASSWORD 'demo-secret';\n");
     write(
         "sql/clients/insert_demo.sql",
         "INSERT INTO service_clients (client_id, secret) VALUES ('demo', 'demo-secret');\n",
     );
-    write(
-        "sql/keys/blob.sql",
-        "SELECT 'c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0';\n",
-    );
-    write(
-        "sql/safe/ok.sql",
-        "-- password handling lives in src/auth\nSELECT id, email FROM users WHERE id = $1;\n",
-    );
+    write("sql/keys/blob.sql", "SELECT 'c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0';\n");
+    write("sql/safe/ok.sql", "-- password handling lives in src/auth\nSELECT id, email FROM users WHERE id = $1;\n");
     write(
         "src/config.rs",
         "fn key() -> String {\n    std::env::var(\"MOAT_SIGNING_KEY\")\n        .unwrap_or_else(|_| \"dev-signing-key\".to_owned())\n}\nconst JWT_SECRET: &str = \"hunter2\";\nfn bind() -> String { std::env::var(\"MOAT_BIND\").unwrap_or(\"127.0.0.1:8080\".into()) }\n",
     );
     let key = moat::config::keys::generate_signing();
-    write(
-        "src/embedded.rs",
-        &format!("fn k() -> &'static str {{ \"{key}\" }}\n"),
-    );
+    write("src/embedded.rs", &format!("fn k() -> &'static str {{ \"{key}\" }}\n"));
     write(
         "src/net.rs",
         "// never 0.0.0.0 by default (comment lines are ignored)\nfn addr() -> &'static str { \"0.0.0.0:8080\" }\n",
@@ -261,50 +203,26 @@ fn each_rule_fires_on_a_planted_example() {
     );
 
     let rules_for = |findings: &[Finding], file: &str| {
-        findings
-            .iter()
-            .filter(|f| f.file == file)
-            .map(|f| f.rule)
-            .collect::<Vec<_>>()
+        findings.iter().filter(|f| f.file == file).map(|f| f.rule).collect::<Vec<_>>()
     };
     let findings = scan(dir.path());
     assert!(
-        rules_for(&findings, "migrations/V9__seed.sql")
-            .iter()
-            .filter(|r| **r == "seed-secret")
-            .count()
-            >= 2,
+        rules_for(&findings, "migrations/V9__seed.sql").iter().filter(|r| **r == "seed-secret").count() >= 2,
         "{findings:#?}"
     );
-    assert_eq!(
-        rules_for(&findings, "migrations/V10__role.sql"),
-        ["seed-secret"]
-    );
+    assert_eq!(rules_for(&findings, "migrations/V10__role.sql"), ["seed-secret"]);
     assert!(rules_for(&findings, "sql/clients/insert_demo.sql").contains(&"seed-secret"));
     assert_eq!(rules_for(&findings, "sql/keys/blob.sql"), ["seed-secret"]);
-    assert!(
-        rules_for(&findings, "sql/safe/ok.sql").is_empty(),
-        "{findings:#?}"
-    );
+    assert!(rules_for(&findings, "sql/safe/ok.sql").is_empty(), "{findings:#?}");
     assert_eq!(
         rules_for(&findings, "src/config.rs"),
         ["hardcoded-key-fallback", "hardcoded-key-fallback"],
         "{findings:#?}"
     );
-    assert_eq!(
-        rules_for(&findings, "src/embedded.rs"),
-        ["hardcoded-key-fallback"]
-    );
+    assert_eq!(rules_for(&findings, "src/embedded.rs"), ["hardcoded-key-fallback"]);
     assert_eq!(rules_for(&findings, "src/net.rs"), ["bind-all-interfaces"]);
-    assert_eq!(
-        rules_for(&findings, ".env.example"),
-        ["bind-all-interfaces"]
-    );
-    assert_eq!(
-        rules_for(&findings, "src/cache.rs"),
-        ["unclassified-cache", "unclassified-cache"],
-        "{findings:#?}"
-    );
+    assert_eq!(rules_for(&findings, ".env.example"), ["bind-all-interfaces"]);
+    assert_eq!(rules_for(&findings, "src/cache.rs"), ["unclassified-cache", "unclassified-cache"], "{findings:#?}");
 
     // Classified per-instance passes; classified must-be-shared still fails.
     write(
@@ -312,17 +230,9 @@ fn each_rule_fires_on_a_planted_example() {
         "| item | file | class | why |\n|---|---|---|---|\n| `SESSIONS` | `src/cache.rs` | per-instance | memoized |\n| `tokens` | `src/cache.rs` | must-be-shared | rotating tokens |\n",
     );
     let findings = scan(dir.path());
-    let caches: Vec<_> = findings
-        .iter()
-        .filter(|f| f.file == "src/cache.rs")
-        .collect();
+    let caches: Vec<_> = findings.iter().filter(|f| f.file == "src/cache.rs").collect();
     assert_eq!(caches.len(), 1, "{caches:#?}");
-    assert!(
-        caches[0]
-            .detail
-            .starts_with("tokens: classified must-be-shared"),
-        "{caches:#?}"
-    );
+    assert!(caches[0].detail.starts_with("tokens: classified must-be-shared"), "{caches:#?}");
 }
 
 /// Every key placeholder in the repository (.env.example, compose, docs…) is
@@ -331,12 +241,10 @@ fn each_rule_fires_on_a_planted_example() {
 fn every_key_placeholder_in_the_repository_is_refused() {
     let assignment = rx(r#"(MOAT_SIGNING_KEY|MOAT_ENCRYPTION_KEY)\s*[=:]\s*["']?([^"'\s]+)"#);
     let mut seen = Vec::new();
-    for entry in WalkDir::new(repository()).into_iter().filter_entry(|e| {
-        !matches!(
-            e.file_name().to_str(),
-            Some("target" | ".git" | ".moat" | "tests" | "src")
-        )
-    }) {
+    for entry in WalkDir::new(repository())
+        .into_iter()
+        .filter_entry(|e| !matches!(e.file_name().to_str(), Some("target" | ".git" | ".moat" | "tests" | "src")))
+    {
         let Ok(entry) = entry else { continue };
         let Ok(text) = std::fs::read_to_string(entry.path()) else {
             continue;
@@ -344,22 +252,14 @@ fn every_key_placeholder_in_the_repository_is_refused() {
         for capture in assignment.captures_iter(&text) {
             let value = &capture[2];
             // Shell expansions and documentation markers are not values.
-            if value.starts_with('$')
-                || value.starts_with('<')
-                || value.starts_with('`')
-                || value == "..."
-            {
+            if value.starts_with('$') || value.starts_with('<') || value.starts_with('`') || value == "..." {
                 continue;
             }
             let refused = match &capture[1] {
                 "MOAT_SIGNING_KEY" => moat::config::SigningKey::parse(value).is_err(),
                 _ => moat::config::EncryptionKey::parse(value, None).is_err(),
             };
-            assert!(
-                refused,
-                "{}: placeholder {value:?} would be accepted",
-                entry.path().display()
-            );
+            assert!(refused, "{}: placeholder {value:?} would be accepted", entry.path().display());
             seen.push(value.to_owned());
         }
     }
@@ -374,10 +274,6 @@ fn every_key_placeholder_in_the_repository_is_refused() {
 fn the_readme_documents_every_variable() {
     let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
     for var in moat::config::VARS {
-        assert!(
-            readme.contains(&format!("`{}`", var.name)),
-            "README.md does not document {}",
-            var.name
-        );
+        assert!(readme.contains(&format!("`{}`", var.name)), "README.md does not document {}", var.name);
     }
 }

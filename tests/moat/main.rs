@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod db_tls;
 mod dev_mode;
 mod http_baseline;
 mod launch_readiness;

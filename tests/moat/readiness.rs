@@ -35,12 +35,8 @@ impl Relay {
                 let (upstream, cut) = (upstream.clone(), cut_all.clone());
                 tokio::spawn(async move {
                     match upstream {
-                        Upstream::Unix(path) => {
-                            relay(client, UnixStream::connect(path).await.unwrap(), cut).await
-                        }
-                        Upstream::Tcp(addr) => {
-                            relay(client, TcpStream::connect(addr).await.unwrap(), cut).await
-                        }
+                        Upstream::Unix(path) => relay(client, UnixStream::connect(path).await.unwrap(), cut).await,
+                        Upstream::Tcp(addr) => relay(client, TcpStream::connect(addr).await.unwrap(), cut).await,
                     }
                 });
             }
@@ -58,11 +54,7 @@ impl Relay {
     }
 }
 
-async fn relay(
-    mut client: TcpStream,
-    mut server: impl AsyncRead + AsyncWrite + Unpin,
-    cut: Arc<Notify>,
-) {
+async fn relay(mut client: TcpStream, mut server: impl AsyncRead + AsyncWrite + Unpin, cut: Arc<Notify>) {
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
         _ = cut.notified() => {}
@@ -80,30 +72,14 @@ async fn readyz_is_503_while_the_database_is_down_and_200_after_it_returns() {
     let db = TestDb::migrated().await;
     let relay = Relay::start(db.upstream()).await;
     let env = Env::production(&db).set("DATABASE_URL", &db.url_via(Role::App, relay.port));
-    let app = spawn_app(Options {
-        env: Some(env),
-        db: Some(db),
-        ..Options::default()
-    })
-    .await;
+    let app = spawn_app(Options { env: Some(env), db: Some(db), ..Options::default() }).await;
     let url = app.url("/readyz");
-    assert_eq!(
-        ready_status(&app.http, &url).await,
-        (200, r#"{"status":"ready"}"#.into())
-    );
+    assert_eq!(ready_status(&app.http, &url).await, (200, r#"{"status":"ready"}"#.into()));
 
     relay.down();
     let (status, body) = ready_status(&app.http, &url).await;
-    assert_eq!(
-        (status, body.as_str()),
-        (503, r#"{"status":"unavailable"}"#),
-        "no detail may leak"
-    );
-    assert_eq!(
-        app.get("/healthz").await.status(),
-        200,
-        "liveness does not depend on the database"
-    );
+    assert_eq!((status, body.as_str()), (503, r#"{"status":"unavailable"}"#), "no detail may leak");
+    assert_eq!(app.get("/healthz").await.status(), 200, "liveness does not depend on the database");
 
     relay.up();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -112,10 +88,7 @@ async fn readyz_is_503_while_the_database_is_down_and_200_after_it_returns() {
         if status == 200 {
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "readyz did not recover after the database returned"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "readyz did not recover after the database returned");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

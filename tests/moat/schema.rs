@@ -4,13 +4,8 @@
 use crate::harness::{Role, TestDb};
 
 async fn connect(db: &TestDb, role: Role) -> tokio_postgres::Client {
-    let (client, connection) = db
-        .url(role)
-        .parse::<tokio_postgres::Config>()
-        .unwrap()
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
+    let (client, connection) =
+        db.url(role).parse::<tokio_postgres::Config>().unwrap().connect(tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     client
 }
@@ -30,12 +25,8 @@ async fn every_statement_prepares_as_the_runtime_role() {
 async fn the_runtime_role_cannot_clear_the_dev_taint_or_rewrite_history() {
     let db = TestDb::migrated().await;
     let client = connect(&db, Role::App).await;
-    moat::db::checks::mark_dev_taint(&client)
-        .await
-        .expect("the runtime role may mark");
-    moat::db::checks::mark_dev_taint(&client)
-        .await
-        .expect("marking twice is harmless");
+    moat::db::checks::mark_dev_taint(&client).await.expect("the runtime role may mark");
+    moat::db::checks::mark_dev_taint(&client).await.expect("marking twice is harmless");
     for sql in [
         "DELETE FROM moat_dev_taint",
         "UPDATE moat_dev_taint SET marked_by = 'x'",
@@ -46,9 +37,6 @@ async fn the_runtime_role_cannot_clear_the_dev_taint_or_rewrite_history() {
     ] {
         let error = client.batch_execute(sql).await.expect_err(sql);
         let code = error.as_db_error().map(|e| e.code().code().to_owned());
-        assert!(
-            matches!(code.as_deref(), Some("42501")),
-            "{sql}: expected permission denied, got {error:?}"
-        );
+        assert!(matches!(code.as_deref(), Some("42501")), "{sql}: expected permission denied, got {error:?}");
     }
 }

@@ -25,29 +25,16 @@ fn certificate() -> Certificate {
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, signing_key.serialize_pem()).unwrap();
-    Certificate {
-        _dir: dir,
-        cert: cert_path,
-        key: key_path,
-        der: cert.der().clone(),
-        pem: cert.pem(),
-    }
+    Certificate { _dir: dir, cert: cert_path, key: key_path, der: cert.der().clone(), pem: cert.pem() }
 }
 
 fn tls_env(db: &TestDb, c: &Certificate) -> Env {
-    Env::production(db)
-        .set("MOAT_TLS_CERT", c.cert.to_str().unwrap())
-        .set("MOAT_TLS_KEY", c.key.to_str().unwrap())
+    Env::production(db).set("MOAT_TLS_CERT", c.cert.to_str().unwrap()).set("MOAT_TLS_KEY", c.key.to_str().unwrap())
 }
 
 async fn https_app(c: &Certificate) -> TestApp {
     let db = TestDb::migrated().await;
-    spawn_app(Options {
-        env: Some(tls_env(&db, c)),
-        db: Some(db),
-        ..Options::default()
-    })
-    .await
+    spawn_app(Options { env: Some(tls_env(&db, c)), db: Some(db), ..Options::default() }).await
 }
 
 /// Handshakes with a rustls client limited to `version`; returns the negotiated version.
@@ -58,20 +45,17 @@ async fn handshake(
 ) -> Result<rustls::ProtocolVersion, std::io::Error> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(c.der.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(&[version])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(app.addr).await?;
     let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await?;
     let negotiated = tls.get_ref().1.protocol_version().unwrap();
-    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await?;
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
     let mut response = String::new();
     tls.read_to_string(&mut response).await.ok();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
@@ -82,22 +66,11 @@ async fn handshake(
 /// client really offers it. Returns its combined output.
 fn openssl_client(port: u16, flag: &str) -> String {
     let out = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            flag,
-            "-cipher",
-            "DEFAULT@SECLEVEL=0",
-        ])
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), flag, "-cipher", "DEFAULT@SECLEVEL=0"])
         .stdin(std::process::Stdio::null())
         .output()
         .expect("openssl (apt-get install -y openssl)");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 /// Whether `openssl s_client` completed a handshake (it prints the session either way).
@@ -109,32 +82,18 @@ fn negotiated(output: &str) -> bool {
 async fn tls_1_2_and_1_3_are_accepted() {
     let c = certificate();
     let app = https_app(&c).await;
-    assert_eq!(
-        handshake(&app, &c, &rustls::version::TLS12).await.unwrap(),
-        rustls::ProtocolVersion::TLSv1_2
-    );
-    assert_eq!(
-        handshake(&app, &c, &rustls::version::TLS13).await.unwrap(),
-        rustls::ProtocolVersion::TLSv1_3
-    );
+    assert_eq!(handshake(&app, &c, &rustls::version::TLS12).await.unwrap(), rustls::ProtocolVersion::TLSv1_2);
+    assert_eq!(handshake(&app, &c, &rustls::version::TLS13).await.unwrap(), rustls::ProtocolVersion::TLSv1_3);
 
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(c.pem.as_bytes()).unwrap())
         .resolve("localhost", app.addr)
         .build()
         .unwrap();
-    let response = client
-        .get(format!("https://localhost:{}/healthz", app.addr.port()))
-        .send()
-        .await
-        .unwrap();
+    let response = client.get(format!("https://localhost:{}/healthz", app.addr.port())).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_security_headers(response.headers(), "https healthz");
-    let missing = client
-        .get(format!("https://localhost:{}/nope", app.addr.port()))
-        .send()
-        .await
-        .unwrap();
+    let missing = client.get(format!("https://localhost:{}/nope", app.addr.port())).send().await.unwrap();
     assert_eq!(missing.status(), 404);
     assert_security_headers(missing.headers(), "https 404");
 }
@@ -144,21 +103,9 @@ async fn tls_1_0_and_1_1_are_refused() {
     let c = certificate();
     // Control: the same client command does speak TLS 1.1 to a server that allows it,
     // so a refusal below is Moat's doing, not the client's.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut control = Command::new("openssl")
-        .args([
-            "s_server",
-            "-accept",
-            &format!("127.0.0.1:{port}"),
-            "-tls1_1",
-            "-cipher",
-            "DEFAULT@SECLEVEL=0",
-            "-www",
-        ])
+        .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0", "-www"])
         .arg("-cert")
         .arg(&c.cert)
         .arg("-key")
@@ -190,21 +137,12 @@ async fn tls_1_0_and_1_1_are_refused() {
         })
         .await
         .unwrap();
-        assert!(
-            !negotiated(&output),
-            "{flag} negotiated a session:\n{output}"
-        );
+        assert!(!negotiated(&output), "{flag} negotiated a session:\n{output}");
         // Refused by the server with a TLS alert (not merely a dropped connection).
-        assert!(
-            output.contains("alert"),
-            "{flag} was not refused with an alert:\n{output}"
-        );
+        assert!(output.contains("alert"), "{flag} was not refused with an alert:\n{output}");
     }
     // And the refused handshakes did not disturb the server.
-    assert_eq!(
-        handshake(&app, &c, &rustls::version::TLS13).await.unwrap(),
-        rustls::ProtocolVersion::TLSv1_3
-    );
+    assert_eq!(handshake(&app, &c, &rustls::version::TLS13).await.unwrap(), rustls::ProtocolVersion::TLSv1_3);
 }
 
 #[tokio::test]
@@ -215,9 +153,7 @@ async fn non_loopback_bind_is_allowed_with_tls_or_a_declared_upstream_proxy() {
     assert_eq!(with_tls.status.code(), Some(0), "{}", with_tls.all_output());
     let upstream = run(
         &["check"],
-        &Env::production(&db)
-            .set("MOAT_BIND", "0.0.0.0:0")
-            .set("MOAT_TLS_TERMINATED_UPSTREAM", "true"),
+        &Env::production(&db).set("MOAT_BIND", "0.0.0.0:0").set("MOAT_TLS_TERMINATED_UPSTREAM", "true"),
     )
     .await;
     assert_eq!(upstream.status.code(), Some(0), "{}", upstream.all_output());
@@ -232,21 +168,7 @@ async fn a_certificate_and_key_that_do_not_match_are_refused() {
         .set("MOAT_TLS_KEY", b.key.to_str().unwrap());
     let out = run(&["check"], &env).await;
     assert_eq!(out.status.code(), Some(1), "{}", out.all_output());
-    assert!(
-        out.stderr.contains("[MOAT_TLS_CERT] cannot be used"),
-        "{}",
-        out.stderr
-    );
-    let garbage = run(
-        &["check"],
-        &env.clone().set("MOAT_TLS_KEY", a.cert.to_str().unwrap()),
-    )
-    .await;
-    assert!(
-        garbage
-            .stderr
-            .contains("MOAT_TLS_KEY is not a readable PEM private key"),
-        "{}",
-        garbage.stderr
-    );
+    assert!(out.stderr.contains("[MOAT_TLS_CERT] cannot be used"), "{}", out.stderr);
+    let garbage = run(&["check"], &env.clone().set("MOAT_TLS_KEY", a.cert.to_str().unwrap())).await;
+    assert!(garbage.stderr.contains("MOAT_TLS_KEY is not a readable PEM private key"), "{}", garbage.stderr);
 }

@@ -40,11 +40,7 @@ pub async fn spawn_app(options: Options) -> TestApp {
     };
     let env = options.env.unwrap_or_else(|| Env::production(&db));
     let outcome = moat::check::run(&env.vars()).await;
-    assert!(
-        outcome.problems.is_empty(),
-        "test configuration refused:\n{}",
-        outcome.report()
-    );
+    assert!(outcome.problems.is_empty(), "test configuration refused:\n{}", outcome.report());
     let mut config = outcome.config.expect("config");
     if let Some(timeout) = options.request_timeout {
         config.request_timeout = timeout;
@@ -52,31 +48,15 @@ pub async fn spawn_app(options: Options) -> TestApp {
     if let Some(grace) = options.shutdown_grace {
         config.shutdown_grace = grace;
     }
-    let scheme = if config.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let app = App::build_with(config, options.extra.unwrap_or_default())
-        .await
-        .expect("build app");
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let app = App::build_with(config, options.extra.unwrap_or_default()).await.expect("build app");
     let addr = app.local_addr().expect("local addr");
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
     }));
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    TestApp {
-        addr,
-        http,
-        _db: db,
-        scheme,
-        shutdown: Some(tx),
-        task,
-    }
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    TestApp { addr, http, _db: db, scheme, shutdown: Some(tx), task }
 }
 
 impl TestApp {
@@ -110,62 +90,30 @@ fn init_logs() {
 /// The headers every response must carry (and the ones it must not).
 pub fn assert_security_headers(headers: &HeaderMap, context: &str) {
     let expect = [
-        (
-            "strict-transport-security",
-            "max-age=31536000; includeSubDomains",
-        ),
+        ("strict-transport-security", "max-age=31536000; includeSubDomains"),
         ("x-frame-options", "DENY"),
         ("x-content-type-options", "nosniff"),
         ("referrer-policy", "no-referrer"),
-        (
-            "content-security-policy",
-            "default-src 'none'; frame-ancestors 'none'",
-        ),
+        ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
         ("cross-origin-opener-policy", "same-origin"),
         ("cross-origin-resource-policy", "same-origin"),
         ("cache-control", "no-store"),
     ];
     for (name, value) in expect {
-        assert_eq!(
-            headers.get(name).and_then(|v| v.to_str().ok()),
-            Some(value),
-            "{context}: header {name}"
-        );
+        assert_eq!(headers.get(name).and_then(|v| v.to_str().ok()), Some(value), "{context}: header {name}");
     }
     for absent in ["server", "x-powered-by", "x-moat-dev-mode"] {
-        assert!(
-            headers.get(absent).is_none(),
-            "{context}: unexpected header {absent}"
-        );
+        assert!(headers.get(absent).is_none(), "{context}: unexpected header {absent}");
     }
 }
 
 /// Reads `{"error":{"code","message"}}` and returns the code, asserting the shape.
 pub async fn error_code(response: reqwest::Response) -> String {
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        content_type.starts_with("application/json"),
-        "error content type {content_type}"
-    );
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert!(content_type.starts_with("application/json"), "error content type {content_type}");
     let body: serde_json::Value = response.json().await.expect("json error body");
-    let error = body
-        .get("error")
-        .unwrap_or_else(|| panic!("no error object: {body}"));
-    assert!(
-        error
-            .get("message")
-            .and_then(|m| m.as_str())
-            .is_some_and(|m| !m.is_empty()),
-        "message: {body}"
-    );
-    error
-        .get("code")
-        .and_then(|c| c.as_str())
-        .unwrap_or_else(|| panic!("no code: {body}"))
-        .to_owned()
+    let error = body.get("error").unwrap_or_else(|| panic!("no error object: {body}"));
+    assert!(error.get("message").and_then(|m| m.as_str()).is_some_and(|m| !m.is_empty()), "message: {body}");
+    error.get("code").and_then(|c| c.as_str()).unwrap_or_else(|| panic!("no code: {body}")).to_owned()
 }

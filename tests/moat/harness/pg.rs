@@ -47,6 +47,44 @@ pub struct Cluster {
     /// Password of the test roles (external servers may not trust local connections).
     role_password: Option<String>,
     template: String,
+    /// Local clusters also listen on 127.0.0.1 with TLS (external servers: unknown).
+    tls: Option<DbTls>,
+}
+
+/// The local cluster's TLS: a server certificate for `localhost` only, signed by
+/// a test CA, and a second CA that signed nothing (to be refused).
+#[derive(Debug, Clone)]
+pub struct DbTls {
+    pub port: u16,
+    pub ca: PathBuf,
+    pub other_ca: PathBuf,
+}
+
+impl DbTls {
+    fn create(dir: &Path, as_postgres: bool, port: u16) -> Self {
+        let ca = test_ca("moat test CA");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        let cert = params.signed_by(&key, &ca).expect("sign");
+        let (cert_path, key_path) = (dir.join("server.crt"), dir.join("server.key"));
+        std::fs::write(&cert_path, cert.pem()).expect("write cert");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        std::fs::set_permissions(&key_path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod key");
+        if as_postgres {
+            run(Command::new("chown").arg("postgres:").arg(&cert_path).arg(&key_path));
+        }
+        let (ca_path, other_path) = (dir.join("ca.pem"), dir.join("other-ca.pem"));
+        std::fs::write(&ca_path, ca.pem()).expect("write ca");
+        std::fs::write(&other_path, test_ca("an unrelated CA").pem()).expect("write other ca");
+        Self { port, ca: ca_path, other_ca: other_path }
+    }
+}
+
+fn test_ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().expect("key")).expect("ca")
 }
 
 static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
@@ -81,9 +119,7 @@ impl Cluster {
     }
 
     fn external(url: &str) -> Self {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .expect("MOAT_TEST_DATABASE_URL is not a connection string");
+        let config: tokio_postgres::Config = url.parse().expect("MOAT_TEST_DATABASE_URL is not a connection string");
         let host = match config.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
             Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
@@ -93,39 +129,23 @@ impl Cluster {
             host,
             port: config.get_ports().first().copied().unwrap_or(5432),
             superuser: config.get_user().unwrap_or("postgres").to_owned(),
-            superuser_password: config
-                .get_password()
-                .map(|p| String::from_utf8_lossy(p).into_owned()),
-            role_password: Some(
-                moat::config::keys::generate_encryption().replace(['+', '/', '='], "x"),
-            ),
+            superuser_password: config.get_password().map(|p| String::from_utf8_lossy(p).into_owned()),
+            role_password: Some(moat::config::keys::generate_encryption().replace(['+', '/', '='], "x")),
             template: format!("{TEMPLATE_PREFIX}{}_{}", now_secs(), unique()),
+            tls: None,
         }
     }
 
     fn local() -> Self {
         let bin = bin_dir();
-        let dir = tempfile::Builder::new()
-            .prefix("moat-pg-")
-            .tempdir_in("/tmp")
-            .expect("temp dir")
-            .keep();
+        let dir = tempfile::Builder::new().prefix("moat-pg-").tempdir_in("/tmp").expect("temp dir").keep();
         let as_postgres = is_root();
         if as_postgres {
             run(Command::new("chown").arg("postgres:").arg(&dir));
         }
         let data = dir.join("data");
         let mut initdb = postgres_command(&bin.join("initdb"), as_postgres);
-        initdb.arg("-D").arg(&data).args([
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "--no-sync",
-        ]);
+        initdb.arg("-D").arg(&data).args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
         run(&mut initdb);
 
         // The supervisor: starts postgres, and when this test process is gone
@@ -135,25 +155,19 @@ impl Cluster {
             .chain(postgres.get_args())
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        argv.extend(
-            [
-                "-D",
-                &data.display().to_string(),
-                "-k",
-                &dir.display().to_string(),
-                "-c",
-                "listen_addresses=",
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "max_connections=300",
-            ]
-            .map(String::from),
+        // TCP on loopback too, with TLS, so the database TLS checks can be attacked.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let tls = DbTls::create(&dir, as_postgres, port);
+        let settings = format!(
+            "listen_addresses=127.0.0.1 port={port} ssl=on ssl_cert_file={cert} ssl_key_file={key} \
+             fsync=off synchronous_commit=off full_page_writes=off max_connections=300",
+            cert = dir.join("server.crt").display(),
+            key = dir.join("server.key").display(),
         );
+        argv.extend(["-D".into(), data.display().to_string(), "-k".into(), dir.display().to_string()]);
+        for setting in settings.split_whitespace() {
+            argv.extend(["-c".into(), setting.to_owned()]);
+        }
         let script = r#"
             parent=$1; dir=$2; shift 2
             "$@" >"$dir/postgres.log" 2>&1 &
@@ -177,11 +191,12 @@ impl Cluster {
             .expect("start the postgres supervisor");
         Self {
             host: dir.display().to_string(),
-            port: 5432,
+            port,
             superuser: "postgres".into(),
             superuser_password: None,
             role_password: None,
             template: "moat_template".into(),
+            tls: Some(tls),
         }
     }
 
@@ -191,31 +206,20 @@ impl Cluster {
         let admin = loop {
             match self.connect_as(Role::Superuser, "postgres").await {
                 Ok(client) => break client,
-                Err(e) if Instant::now() > deadline => panic!(
-                    "test PostgreSQL did not start: {e} (log: {}/postgres.log)",
-                    self.host
-                ),
+                Err(e) if Instant::now() > deadline => {
+                    panic!("test PostgreSQL did not start: {e} (log: {}/postgres.log)", self.host)
+                }
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         };
-        let version: i32 = admin
-            .query_one("SELECT current_setting('server_version_num')::int", &[])
-            .await
-            .expect("version")
-            .get(0);
-        assert!(
-            version >= 140000,
-            "PostgreSQL 14 or newer is required (found {version})"
-        );
+        let version: i32 =
+            admin.query_one("SELECT current_setting('server_version_num')::int", &[]).await.expect("version").get(0);
+        assert!(version >= 140000, "PostgreSQL 14 or newer is required (found {version})");
         let password = match &self.role_password {
             Some(p) => format!("PASSWORD '{p}'"),
             None => String::new(),
         };
-        for (role, attributes) in [
-            ("moat_owner", "CREATEROLE"),
-            ("moat_app", ""),
-            ("moat_bypass", "BYPASSRLS"),
-        ] {
+        for (role, attributes) in [("moat_owner", "CREATEROLE"), ("moat_app", ""), ("moat_bypass", "BYPASSRLS")] {
             let exists = admin
                 .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
                 .await
@@ -228,54 +232,28 @@ impl Cluster {
                 .expect("create role");
         }
         let templates = admin
-            .query(
-                "SELECT datname FROM pg_database WHERE starts_with(datname, $1)",
-                &[&TEMPLATE_PREFIX],
-            )
+            .query("SELECT datname FROM pg_database WHERE starts_with(datname, $1)", &[&TEMPLATE_PREFIX])
             .await
             .expect("list templates");
         for name in templates.iter().map(|row| row.get::<_, String>(0)) {
-            let created = name
-                .trim_start_matches(TEMPLATE_PREFIX)
-                .split('_')
-                .next()
-                .and_then(|s| s.parse().ok());
+            let created = name.trim_start_matches(TEMPLATE_PREFIX).split('_').next().and_then(|s| s.parse().ok());
             if name == self.template || now_secs().saturating_sub(created.unwrap_or(0)) > 3600 {
                 let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                admin
-                    .batch_execute(&sql)
-                    .await
-                    .expect("drop stale template");
+                admin.batch_execute(&sql).await.expect("drop stale template");
             }
         }
         admin
-            .batch_execute(&format!(
-                "CREATE DATABASE {} OWNER moat_owner",
-                self.template
-            ))
+            .batch_execute(&format!("CREATE DATABASE {} OWNER moat_owner", self.template))
             .await
             .expect("create template");
         let owner_url = self.url(Role::Owner, &self.template);
         let settings = moat::db::DatabaseSettings::parse(&owner_url).expect("owner url");
-        moat::db::migrate::migrate(&settings)
-            .await
-            .expect("migrate the template database");
-        admin
-            .batch_execute("GRANT moat_runtime TO moat_app, moat_bypass")
-            .await
-            .expect("grant runtime role");
+        moat::db::migrate::migrate(&settings).await.expect("migrate the template database");
+        admin.batch_execute("GRANT moat_runtime TO moat_app, moat_bypass").await.expect("grant runtime role");
     }
 
-    async fn connect_as(
-        &self,
-        role: Role,
-        dbname: &str,
-    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let (client, connection) = self
-            .url(role, dbname)
-            .parse::<tokio_postgres::Config>()?
-            .connect(NoTls)
-            .await?;
+    async fn connect_as(&self, role: Role, dbname: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, connection) = self.url(role, dbname).parse::<tokio_postgres::Config>()?.connect(NoTls).await?;
         tokio::spawn(connection);
         Ok(client)
     }
@@ -286,9 +264,7 @@ impl Cluster {
             Role::Superuser => self.superuser_password.clone(),
             _ => self.role_password.clone(),
         };
-        let password = password
-            .map(|p| format!(" password={p}"))
-            .unwrap_or_default();
+        let password = password.map(|p| format!(" password={p}")).unwrap_or_default();
         format!(
             "host={} port={} user={} dbname={dbname}{password} sslmode=disable",
             self.host,
@@ -299,9 +275,7 @@ impl Cluster {
 
     /// A superuser connection to the cluster's maintenance database.
     pub async fn admin(&self) -> tokio_postgres::Client {
-        self.connect_as(Role::Superuser, "postgres")
-            .await
-            .expect("admin connection")
+        self.connect_as(Role::Superuser, "postgres").await.expect("admin connection")
     }
 }
 
@@ -333,10 +307,7 @@ impl TestDb {
         let name = format!("moat_test_{}_{}", std::process::id(), unique());
         let admin = cluster.admin().await;
         let sql = match kind {
-            "migrated" => format!(
-                "CREATE DATABASE {name} TEMPLATE {} OWNER moat_owner",
-                cluster.template
-            ),
+            "migrated" => format!("CREATE DATABASE {name} TEMPLATE {} OWNER moat_owner", cluster.template),
             _ => format!("CREATE DATABASE {name} TEMPLATE template0 OWNER moat_owner"),
         };
         // Cloning fails while another session is still leaving the template: retry briefly.
@@ -357,46 +328,32 @@ impl TestDb {
     pub fn url_via(&self, role: Role, port: u16) -> String {
         let url = self.url(role);
         let prefix = format!("host={} port={} ", self.cluster.host, self.cluster.port);
-        format!(
-            "host=127.0.0.1 port={port} {}",
-            url.trim_start_matches(&prefix)
-        )
+        format!("host=127.0.0.1 port={port} {}", url.trim_start_matches(&prefix))
     }
 
     /// Where the server really listens: a unix socket path, or host:port.
     pub fn upstream(&self) -> Upstream {
         match self.cluster.host.starts_with('/') {
-            true => Upstream::Unix(format!(
-                "{}/.s.PGSQL.{}",
-                self.cluster.host, self.cluster.port
-            )),
+            true => Upstream::Unix(format!("{}/.s.PGSQL.{}", self.cluster.host, self.cluster.port)),
             false => Upstream::Tcp(format!("{}:{}", self.cluster.host, self.cluster.port)),
         }
     }
 
     /// Creates an extra login role (dropped by the caller) and returns its connection string.
     pub async fn create_login_role(&self, role: &str) -> String {
-        let password = self
-            .cluster
-            .role_password
-            .as_ref()
-            .map(|p| format!(" PASSWORD '{p}'"))
-            .unwrap_or_default();
-        self.admin()
-            .await
-            .batch_execute(&format!("CREATE ROLE {role} LOGIN{password}"))
-            .await
-            .expect("create role");
-        self.url(Role::App)
-            .replace("user=moat_app", &format!("user={role}"))
+        let password = self.cluster.role_password.as_ref().map(|p| format!(" PASSWORD '{p}'")).unwrap_or_default();
+        self.admin().await.batch_execute(&format!("CREATE ROLE {role} LOGIN{password}")).await.expect("create role");
+        self.url(Role::App).replace("user=moat_app", &format!("user={role}"))
+    }
+
+    /// The cluster's TLS endpoint, when this run started the cluster itself.
+    pub fn tls(&self) -> Option<&DbTls> {
+        self.cluster.tls.as_ref()
     }
 
     /// A superuser connection to this database (to inspect or break things).
     pub async fn admin(&self) -> tokio_postgres::Client {
-        self.cluster
-            .connect_as(Role::Superuser, &self.name)
-            .await
-            .expect("admin connection")
+        self.cluster.connect_as(Role::Superuser, &self.name).await.expect("admin connection")
     }
 }
 
@@ -405,15 +362,10 @@ impl Drop for TestDb {
         let (cluster, name) = (self.cluster, self.name.clone());
         // Drop cannot be async: use a short-lived runtime on a plain thread.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             runtime.block_on(async {
                 if let Ok(admin) = cluster.connect_as(Role::Superuser, "postgres").await {
-                    let _ = admin
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
+                    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
                 }
             });
         })
@@ -426,10 +378,7 @@ impl Drop for TestDb {
 const TEMPLATE_PREFIX: &str = "moat_tpl_";
 
 fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn unique() -> String {
@@ -442,24 +391,13 @@ fn unique() -> String {
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
 
 fn postgres_command(program: &Path, as_postgres: bool) -> Command {
     if as_postgres {
         let mut command = Command::new("setpriv");
-        command
-            .args([
-                "--reuid=postgres",
-                "--regid=postgres",
-                "--init-groups",
-                "--",
-            ])
-            .arg(program);
+        command.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"]).arg(program);
         command
     } else {
         Command::new(program)
@@ -467,10 +405,7 @@ fn postgres_command(program: &Path, as_postgres: bool) -> Command {
 }
 
 fn run(command: &mut Command) {
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let output = command.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     assert!(
         output.status.success(),
         "{command:?} failed:\n{}{}",
@@ -485,13 +420,12 @@ fn bin_dir() -> PathBuf {
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .find(|dir| dir.join("initdb").is_file() && dir.join("postgres").is_file());
-    let mut candidates: Vec<PathBuf> =
-        ["/usr/lib/postgresql", "/opt/homebrew/opt", "/usr/local/opt"]
-            .iter()
-            .flat_map(|root| std::fs::read_dir(root).into_iter().flatten().flatten())
-            .map(|entry| entry.path().join("bin"))
-            .filter(|dir| dir.join("initdb").is_file())
-            .collect();
+    let mut candidates: Vec<PathBuf> = ["/usr/lib/postgresql", "/opt/homebrew/opt", "/usr/local/opt"]
+        .iter()
+        .flat_map(|root| std::fs::read_dir(root).into_iter().flatten().flatten())
+        .map(|entry| entry.path().join("bin"))
+        .filter(|dir| dir.join("initdb").is_file())
+        .collect();
     // Highest version last (numeric suffix order), e.g. /usr/lib/postgresql/16/bin.
     candidates.sort_by_key(|dir| {
         dir.parent()

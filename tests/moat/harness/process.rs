@@ -24,10 +24,7 @@ impl Env {
             .set("MOAT_ENV", "production")
             .set("DATABASE_URL", &db.url(Role::App))
             .set("MOAT_SIGNING_KEY", &moat::config::keys::generate_signing())
-            .set(
-                "MOAT_ENCRYPTION_KEY",
-                &moat::config::keys::generate_encryption(),
-            )
+            .set("MOAT_ENCRYPTION_KEY", &moat::config::keys::generate_encryption())
             .set("MOAT_PUBLIC_URL", "https://moat.example.com")
             .set("MOAT_BIND", "127.0.0.1:0")
     }
@@ -116,12 +113,7 @@ pub async fn serve(env: &Env) -> Serving {
                 .and_then(|a| a.parse().ok())
         };
         if let Some(addr) = addr {
-            return Serving {
-                child,
-                addr,
-                stdout,
-                stderr,
-            };
+            return Serving { child, addr, stdout, stderr };
         }
         if let Ok(Some(status)) = child.try_wait() {
             panic!(
@@ -130,10 +122,7 @@ pub async fn serve(env: &Env) -> Serving {
                 stderr.lock().expect("lock")
             );
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "moat serve did not start listening within 30 s"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "moat serve did not start listening within 30 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -144,19 +133,13 @@ impl Serving {
     }
 
     pub fn pid(&self) -> i32 {
-        self.child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .expect("pid")
+        self.child.id().and_then(|id| i32::try_from(id).ok()).expect("pid")
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit; returns everything printed.
     pub async fn terminate(mut self) -> Finished {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.pid()),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .expect("SIGTERM");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGTERM)
+            .expect("SIGTERM");
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .expect("moat did not exit within 30 s of SIGTERM")
@@ -165,11 +148,7 @@ impl Serving {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let stdout = self.stdout.lock().expect("lock").clone();
         let stderr = self.stderr.lock().expect("lock").clone();
-        Finished {
-            status,
-            stdout,
-            stderr,
-        }
+        Finished { status, stdout, stderr }
     }
 }
 
