@@ -7,6 +7,8 @@
 //! `*_FILE`, never from arguments, and no value read here is ever logged.
 
 pub mod keys;
+mod secrets;
+mod transport;
 mod vars;
 
 use std::net::SocketAddr;
@@ -21,7 +23,6 @@ use crate::dev::DevMode;
 
 /// Checks `load` performs (environment, signing key, encryption key, transport).
 pub const CHECK_COUNT: usize = 4;
-const DEFAULT_BIND: &str = "127.0.0.1:8080";
 const DEFAULT_POOL_SIZE: usize = 16;
 
 /// The one switch between development and production behaviour.
@@ -109,9 +110,9 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
             .map_err(|e| problems.push(database_url_problem(&format!("is invalid: {e}"))))
             .ok(),
     };
-    let signing_key = signing_key(vars, dev, &mut problems);
-    let encryption_key = encryption_key(vars, signing_key.as_ref(), dev, &mut problems);
-    let transport = transport(vars, dev, &mut problems);
+    let signing_key = secrets::signing_key(vars, dev, &mut problems);
+    let encryption_key = secrets::encryption_key(vars, signing_key.as_ref(), dev, &mut problems);
+    let transport = transport::transport(vars, dev, &mut problems);
     let log_format = LogFormat::parse(vars.get("MOAT_LOG_FORMAT")).unwrap_or_else(|()| {
         problems.push(
             Problem::new(
@@ -192,245 +193,6 @@ fn database_url_problem(what: &str) -> Problem {
     .fix("see docs/deployment.md for the two database roles")
 }
 
-/// Reads a secret from `NAME` or the file named by `NAME_FILE` (only one may be set).
-/// `Err` means a problem was recorded; `Ok(None)` that neither is set.
-fn secret(vars: &Vars, name: &str, problems: &mut Vec<Problem>) -> Result<Option<String>, ()> {
-    let file_var = format!("{name}_FILE");
-    match (vars.get(name), vars.get(&file_var)) {
-        (Some(_), Some(_)) => {
-            problems.push(
-                Problem::new(
-                    name,
-                    format!("is set both directly and through {file_var}"),
-                    "Moat will not guess which of two keys you meant.",
-                )
-                .fix(format!("unset {name}   # or unset {file_var}")),
-            );
-            Err(())
-        }
-        (Some(value), None) => Ok(Some(value.to_owned())),
-        (None, Some(path)) => match std::fs::read_to_string(path) {
-            Ok(content) => Ok(Some(content.trim().to_owned()).filter(|c| !c.is_empty())),
-            Err(e) => {
-                problems.push(
-                    Problem::new(
-                        file_var.as_str(),
-                        format!("names a file Moat cannot read ({})", e.kind()),
-                        "The key it should hold is unavailable.",
-                    )
-                    .fix(format!("check that {file_var} points at a readable file")),
-                );
-                Err(())
-            }
-        },
-        (None, None) => Ok(None),
-    }
-}
-
-fn signing_key(vars: &Vars, dev: Option<DevMode>, problems: &mut Vec<Problem>) -> Option<SigningKey> {
-    let (flaw, usable) = match secret(vars, "MOAT_SIGNING_KEY", problems).ok()? {
-        None => (KeyFlaw::Missing, None),
-        Some(raw) => match SigningKey::parse(&raw) {
-            Ok(key) => return Some(key),
-            Err(rejected) => rejected,
-        },
-    };
-    relax_key("MOAT_SIGNING_KEY", flaw, usable, SigningKey::ephemeral, dev, problems)
-}
-
-fn encryption_key(
-    vars: &Vars,
-    signing: Option<&SigningKey>,
-    dev: Option<DevMode>,
-    problems: &mut Vec<Problem>,
-) -> Option<EncryptionKey> {
-    let (flaw, usable) = match secret(vars, "MOAT_ENCRYPTION_KEY", problems).ok()? {
-        None => (KeyFlaw::Missing, None),
-        Some(raw) => match EncryptionKey::parse(&raw, signing) {
-            Ok(key) => return Some(key),
-            Err(rejected) => rejected,
-        },
-    };
-    relax_key("MOAT_ENCRYPTION_KEY", flaw, usable, EncryptionKey::ephemeral, dev, problems)
-}
-
-/// In development a flawed key is used anyway (or replaced by an ephemeral one), loudly;
-/// in production it is a problem with its fix.
-fn relax_key<K>(
-    name: &str,
-    flaw: KeyFlaw,
-    usable: Option<K>,
-    ephemeral: fn() -> K,
-    dev: Option<DevMode>,
-    problems: &mut Vec<Problem>,
-) -> Option<K> {
-    if let Some(dev) = dev {
-        return Some(match usable {
-            Some(key) => {
-                dev.bypass("startup", format!("{name} {flaw}; using it anyway"));
-                key
-            }
-            None => {
-                dev.bypass("startup", format!("{name} {flaw}; using an ephemeral key"));
-                ephemeral()
-            }
-        });
-    }
-    problems.push(key_problem(name, &flaw));
-    None
-}
-
-fn key_problem(name: &str, flaw: &KeyFlaw) -> Problem {
-    let (why, kind, bytes) = if name == "MOAT_SIGNING_KEY" {
-        (
-            "Every access and WebSocket token is signed with this key: whoever knows or guesses it can forge a token for any user, organization and scope.",
-            "signing",
-            keys::SIGNING_KEY_GENERATED_BYTES,
-        )
-    } else if *flaw == KeyFlaw::SameAsSigningKey {
-        (
-            "One leaked key would then both forge tokens and decrypt every stored credential; each key must be independent.",
-            "encryption",
-            keys::ENCRYPTION_KEY_BYTES,
-        )
-    } else {
-        (
-            "OAuth tokens and other secrets are encrypted at rest with this key: without a strong key of its own, a database leak exposes every integration credential.",
-            "encryption",
-            keys::ENCRYPTION_KEY_BYTES,
-        )
-    };
-    Problem::new(name, flaw.to_string(), why)
-        .fix(format!("export {name}=\"$(moat keygen {kind})\""))
-        .fix(format!("or: export {name}=\"$(openssl rand -base64 {bytes})\""))
-}
-
-struct Transport {
-    bind: SocketAddr,
-    tls: Option<crate::tls::ServerTls>,
-    upstream: bool,
-    public_url: url::Url,
-}
-
-fn transport(vars: &Vars, dev: Option<DevMode>, problems: &mut Vec<Problem>) -> Option<Transport> {
-    let before = problems.len();
-    let bind = vars.get("MOAT_BIND").unwrap_or(DEFAULT_BIND).parse::<SocketAddr>().map_err(|_| {
-        problems.push(
-            Problem::new(
-                "MOAT_BIND",
-                "is not an IP:port address",
-                "Moat must know exactly which interface it listens on.",
-            )
-            .fix(format!("export MOAT_BIND={DEFAULT_BIND}   # loopback, the default")),
-        )
-    });
-    let upstream = match vars.get("MOAT_TLS_TERMINATED_UPSTREAM") {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(_) => {
-            problems.push(
-                Problem::new(
-                    "MOAT_TLS_TERMINATED_UPSTREAM",
-                    "must be `true` or `false`",
-                    "It decides whether plain HTTP may leave this host.",
-                )
-                .fix("export MOAT_TLS_TERMINATED_UPSTREAM=true   # only when a proxy in front terminates TLS"),
-            );
-            false
-        }
-    };
-    let tls = match (vars.get("MOAT_TLS_CERT"), vars.get("MOAT_TLS_KEY")) {
-        (None, None) => None,
-        (Some(cert), Some(key)) => crate::tls::server_config(cert.as_ref(), key.as_ref())
-            .map_err(|e| {
-                problems.push(
-                    Problem::new(
-                        "MOAT_TLS_CERT",
-                        format!("cannot be used: {e}"),
-                        "Moat cannot serve HTTPS without a matching certificate and key.",
-                    )
-                    .fix("point MOAT_TLS_CERT and MOAT_TLS_KEY at a PEM certificate chain and its PEM private key"),
-                )
-            })
-            .ok(),
-        (cert, _) => {
-            let missing = if cert.is_none() { "MOAT_TLS_CERT" } else { "MOAT_TLS_KEY" };
-            problems.push(
-                Problem::new(
-                    missing,
-                    "is not set while its partner is",
-                    "HTTPS needs both a certificate and its private key.",
-                )
-                .fix("set both MOAT_TLS_CERT and MOAT_TLS_KEY, or neither"),
-            );
-            None
-        }
-    };
-    let public_url = public_url(vars, bind.as_ref().ok(), dev, problems);
-    if let Ok(addr) = bind
-        && !addr.ip().is_loopback()
-        && tls.is_none()
-        && !upstream
-    {
-        let what = format!("is {addr}, a non-loopback address, but nothing encrypts the traffic");
-        match dev {
-            Some(dev) => dev.bypass("startup", format!("MOAT_BIND {what}; serving plain HTTP")),
-            None => problems.push(
-                Problem::new("MOAT_BIND", what, "Tokens and credentials would cross the network in plain text.")
-                    .fix("export MOAT_TLS_CERT=/path/fullchain.pem MOAT_TLS_KEY=/path/key.pem   # Moat terminates TLS")
-                    .fix("export MOAT_TLS_TERMINATED_UPSTREAM=true   # a proxy in front terminates TLS")
-                    .fix(format!("export MOAT_BIND={DEFAULT_BIND}   # or listen on loopback only")),
-            ),
-        }
-    }
-    match (bind, public_url) {
-        (Ok(bind), Some(public_url)) if problems.len() == before => Some(Transport { bind, tls, upstream, public_url }),
-        _ => None,
-    }
-}
-
-fn public_url(
-    vars: &Vars,
-    bind: Option<&SocketAddr>,
-    dev: Option<DevMode>,
-    problems: &mut Vec<Problem>,
-) -> Option<url::Url> {
-    let fix = "export MOAT_PUBLIC_URL=https://moat.example.com   # the origin your users' browsers use";
-    let why = "Browsers must reach Moat over HTTPS; WebSocket origin checks and links are built from this URL.";
-    let Some(raw) = vars.get("MOAT_PUBLIC_URL") else {
-        let Some(dev) = dev else {
-            problems.push(Problem::new("MOAT_PUBLIC_URL", "is not set", why).fix(fix));
-            return None;
-        };
-        let assumed = format!("http://{}", bind.map_or_else(|| DEFAULT_BIND.to_owned(), ToString::to_string));
-        dev.bypass("startup", format!("MOAT_PUBLIC_URL is not set; assuming {assumed}"));
-        return url::Url::parse(&assumed).ok();
-    };
-    let url = match url::Url::parse(raw) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => url,
-        _ => {
-            problems.push(Problem::new("MOAT_PUBLIC_URL", "is not an http(s) URL with a host", why).fix(fix));
-            return None;
-        }
-    };
-    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
-        problems.push(
-            Problem::new("MOAT_PUBLIC_URL", "must be an origin only (scheme, host, optional port)", why).fix(fix),
-        );
-        return None;
-    }
-    if url.scheme() != "https" {
-        match dev {
-            Some(dev) => dev.bypass("startup", "MOAT_PUBLIC_URL is not https; browsers will send tokens in plain text"),
-            None => {
-                problems.push(Problem::new("MOAT_PUBLIC_URL", "is not https", why).fix(fix));
-                return None;
-            }
-        }
-    }
-    Some(url)
-}
-
 fn pool_size(vars: &Vars, problems: &mut Vec<Problem>) -> usize {
     match vars.get("MOAT_DATABASE_POOL_SIZE").map(str::parse::<usize>) {
         None => DEFAULT_POOL_SIZE,
@@ -446,5 +208,45 @@ fn pool_size(vars: &Vars, problems: &mut Vec<Problem>) -> usize {
             );
             DEFAULT_POOL_SIZE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Vec<(&'static str, String)> {
+        vec![
+            ("DATABASE_URL", "host=/tmp user=moat_app dbname=moat".to_owned()),
+            ("MOAT_SIGNING_KEY", keys::generate_signing()),
+            ("MOAT_ENCRYPTION_KEY", keys::generate_encryption()),
+            ("MOAT_PUBLIC_URL", "https://moat.example.com".to_owned()),
+        ]
+    }
+
+    fn load_pairs(pairs: &[(&str, String)]) -> Result<Config, Box<Rejected>> {
+        load(&Vars::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str()))))
+    }
+
+    #[test]
+    fn defaults_are_production_on_loopback() {
+        let config = load_pairs(&valid()).map_err(|r| r.problems);
+        let config = config.as_ref().map(|c| (c.environment, c.bind.to_string(), c.tls.is_none(), c.pool_size));
+        assert_eq!(config, Ok((Environment::Production, "127.0.0.1:8080".to_owned(), true, 16)));
+        assert!(Environment::Production.dev_mode().is_none());
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_only_the_first() {
+        let mut pairs = valid();
+        pairs.retain(|(k, _)| *k != "MOAT_ENCRYPTION_KEY");
+        pairs.push(("MOAT_SIGNING_KEY", "changeme".into()));
+        pairs.push(("MOAT_BIND", "0.0.0.0:80".into()));
+        pairs.push(("MOAT_LOG_FORMAT", "yaml".into()));
+        let subjects: Vec<String> = match load_pairs(&pairs) {
+            Ok(_) => Vec::new(),
+            Err(rejected) => rejected.problems.into_iter().map(|p| p.subject).collect(),
+        };
+        assert_eq!(subjects, ["MOAT_SIGNING_KEY", "MOAT_ENCRYPTION_KEY", "MOAT_BIND", "MOAT_LOG_FORMAT"]);
     }
 }

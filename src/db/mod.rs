@@ -62,9 +62,21 @@ impl DatabaseSettings {
         format!("{user}@{host}:{port}/{db}")
     }
 
-    /// Whether the connection may be unencrypted over a network.
+    /// Whether TLS is mandatory for this connection (`sslmode=require` or stricter).
     pub fn tls_required(&self) -> bool {
         self.pg.get_ssl_mode() == SslMode::Require
+    }
+
+    /// Whether the connection may travel unencrypted over a network: TLS not
+    /// required and some host is neither a unix socket nor loopback.
+    pub fn may_be_plaintext_over_network(&self) -> bool {
+        let remote = self.pg.get_hosts().iter().any(|host| match host {
+            Host::Unix(_) => false,
+            Host::Tcp(name) => {
+                name != "localhost" && !name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            }
+        });
+        remote && !self.tls_required()
     }
 
     fn connector(&self) -> Result<MakeRustlsConnect, String> {
