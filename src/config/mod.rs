@@ -241,7 +241,7 @@ mod tests {
         let mut pairs = valid();
         pairs.retain(|(k, _)| *k != "MOAT_ENCRYPTION_KEY");
         pairs.push(("MOAT_SIGNING_KEY", "changeme".into()));
-        pairs.push(("MOAT_BIND", "0.0.0.0:80".into()));
+        pairs.push(("MOAT_BIND", "192.0.2.10:80".into()));
         pairs.push(("MOAT_LOG_FORMAT", "yaml".into()));
         let subjects: Vec<String> = match load_pairs(&pairs) {
             Ok(_) => Vec::new(),
