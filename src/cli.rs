@@ -31,6 +31,11 @@ enum Command {
         #[arg(value_enum)]
         kind: KeyKind,
     },
+    /// Create organizations, users and service clients, straight in the database (no API key exists).
+    Admin {
+        #[command(subcommand)]
+        command: crate::admin_cli::AdminCommand,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -44,7 +49,7 @@ enum KeyKind {
 /// Entry point for the binary.
 pub fn main() -> ExitCode {
     let mut command = Cli::command();
-    for name in ["serve", "migrate", "check"] {
+    for name in ["serve", "migrate", "check", "admin"] {
         command = command.mut_subcommand(name, |sub| sub.after_help(config::help_for(name)));
     }
     command = command.mut_subcommand("keygen", |sub| {
@@ -82,6 +87,7 @@ pub fn main() -> ExitCode {
             Command::Serve => serve(&vars).await,
             Command::Check => check_only(&vars).await,
             Command::Migrate => migrate(&vars).await,
+            Command::Admin { command } => crate::admin_cli::run(command, &vars).await,
             Command::Keygen { .. } => ExitCode::SUCCESS,
         }
     })

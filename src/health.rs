@@ -3,21 +3,22 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::json;
 
 use crate::AppState;
+use crate::auth::Access;
 use crate::db::store;
+use crate::http::Routes;
 
 /// Readiness fails if the database has not answered within this bound.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+pub fn routes() -> Routes {
+    Routes::new().get("/healthz", Access::Public, healthz).get("/readyz", Access::Public, readyz)
 }
 
 async fn healthz() -> Json<serde_json::Value> {

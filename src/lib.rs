@@ -16,20 +16,50 @@
 //! | [`tls`] | rustls server/client configuration (TLS 1.2 and 1.3 only) |
 //! | [`http`] | the router, security headers, error shape, access log |
 //! | [`health`] | `/healthz` and `/readyz` |
+//! | [`auth`] | bearer tokens and scopes, the route guard, login/refresh/logout, OAuth client credentials |
+//! | [`admin`] | `moat admin …`: organizations, users and service clients, straight to the database |
+//! | [`users`] | an organization's users (read-only API) |
+//! | [`audit`] | the append-only audit log of security events |
+//! | [`limits`] | abuse limits kept in PostgreSQL, shared by every instance |
+//! | [`crypto`] | AES-256-GCM-SIV sealing of secrets at rest |
+//! | [`maintenance`] | periodic purge of expired rows, safe with many instances |
 //! | [`server`] | [`AppState`], binding the listener, graceful shutdown |
 //! | [`telemetry`] | logging (text or JSON) |
 //!
 //! SQL lives in `sql/<capability>/`, migrations in `migrations/`.
 
+pub mod admin;
+mod admin_cli;
+pub mod audit;
+pub mod auth;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod dev;
 pub mod health;
 pub mod http;
+pub mod limits;
+pub mod maintenance;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod users;
 
 pub use server::{App, AppState};
+
+/// Every SQL statement Moat runs, by name, so one test can `prepare` them all
+/// against a freshly migrated database as the runtime role.
+pub fn statements() -> Vec<(&'static str, &'static str)> {
+    [
+        db::store::ALL,
+        auth::STATEMENTS,
+        admin::STATEMENTS,
+        audit::STATEMENTS,
+        users::STATEMENTS,
+        limits::STATEMENTS,
+        maintenance::STATEMENTS,
+    ]
+    .concat()
+}

@@ -14,33 +14,57 @@ use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use deadpool_postgres::Pool;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::TokenKeys;
+use crate::auth::password::Hasher;
 use crate::config::Config;
+use crate::crypto::Sealer;
+use crate::http::Routes;
 
 /// What every handler can reach. Explicit, cloned per request, no globals.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub db: Pool,
+    /// Signs and verifies JWTs (current and previous signing keys).
+    pub tokens: Arc<TokenKeys>,
+    /// argon2id hashing, with the dummy hash that equalizes login timing.
+    pub hasher: Hasher,
+    /// AES-256-GCM-SIV for secrets at rest.
+    pub sealer: Arc<Sealer>,
+}
+
+impl AppState {
+    /// Everything but the listener: what `serve` and the tests share.
+    pub async fn new(config: Arc<Config>) -> anyhow::Result<Self> {
+        let db = config.database.pool(config.pool_size).map_err(anyhow::Error::msg)?;
+        let issuer = config.public_url.origin().ascii_serialization();
+        let tokens = TokenKeys::new(config.signing_key.clone(), config.previous_signing_keys.clone(), issuer);
+        let hasher = Hasher::new().await.context("preparing password hashing")?;
+        let sealer = Sealer::new(config.encryption_key.clone(), Vec::new());
+        Ok(Self { config, db, tokens: Arc::new(tokens), hasher, sealer: Arc::new(sealer) })
+    }
 }
 
 pub struct App {
     listener: std::net::TcpListener,
     router: Router,
-    config: Arc<Config>,
+    state: AppState,
 }
 
 impl App {
     /// Builds the pool, marks a development database, and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        Self::build_with(config, Router::new()).await
+        Self::build_with(config, Routes::new()).await
     }
 
     /// As [`App::build`], with extra routes merged in before the layers.
-    pub async fn build_with(config: Config, extra: Router<AppState>) -> anyhow::Result<Self> {
+    pub async fn build_with(config: Config, extra: Routes) -> anyhow::Result<Self> {
         let config = Arc::new(config);
-        let db = config.database.pool(config.pool_size).map_err(anyhow::Error::msg)?;
+        let state = AppState::new(config.clone()).await?;
         if config.environment.dev_mode().is_some() {
-            let client = db.get().await.context("cannot reach the database")?;
+            let client = state.db.get().await.context("cannot reach the database")?;
             crate::db::checks::mark_dev_taint(&**client)
                 .await
                 .context("cannot mark the database as development-tainted")?;
@@ -48,8 +72,13 @@ impl App {
         }
         let listener =
             std::net::TcpListener::bind(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
-        let router = crate::http::router(AppState { config: config.clone(), db }, extra);
-        Ok(Self { listener, router, config })
+        let router = crate::http::router(state.clone(), extra);
+        Ok(Self { listener, router, state })
+    }
+
+    /// The state the handlers share (tests reach the pool through it).
+    pub fn state(&self) -> &AppState {
+        &self.state
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -61,17 +90,22 @@ impl App {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let handle: Handle<SocketAddr> = Handle::new();
         let trigger = handle.clone();
-        let grace = self.config.shutdown_grace;
+        let config = self.state.config.clone();
+        let grace = config.shutdown_grace;
+        let background = CancellationToken::new();
+        tokio::spawn(crate::maintenance::run(self.state.db.clone(), config.refresh_reuse_grace, background.clone()));
+        let stop_background = background.clone();
         tokio::spawn(async move {
             shutdown.await;
+            stop_background.cancel();
             tracing::info!(
                 grace_secs = grace.as_secs(),
                 "shutting down: no new connections, finishing in-flight requests"
             );
             trigger.graceful_shutdown(Some(grace));
         });
-        let service = self.router.into_make_service();
-        match &self.config.tls {
+        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        let served = match &config.tls {
             Some(tls) => {
                 axum_server::from_tcp_rustls(self.listener, RustlsConfig::from_config(tls.config()))?
                     .handle(handle)
@@ -79,7 +113,9 @@ impl App {
                     .await
             }
             None => axum_server::from_tcp(self.listener)?.handle(handle).serve(service).await,
-        }
+        };
+        background.cancel();
+        served
     }
 }
 

@@ -6,6 +6,7 @@
 //! [`crate::dev::DevMode::bypass`]. Secrets come from the environment or a
 //! `*_FILE`, never from arguments, and no value read here is ever logged.
 
+mod auth;
 pub mod keys;
 mod secrets;
 mod transport;
@@ -69,6 +70,8 @@ pub struct Config {
     pub environment: Environment,
     pub database: DatabaseSettings,
     pub signing_key: SigningKey,
+    /// Keys that still verify tokens during a rotation (never used to sign).
+    pub previous_signing_keys: Vec<SigningKey>,
     pub encryption_key: EncryptionKey,
     pub bind: SocketAddr,
     /// Present when Moat terminates TLS itself.
@@ -84,6 +87,14 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Largest JSON body accepted (1 MiB).
     pub json_body_limit: usize,
+    /// Lifetime of an access token (15 min).
+    pub access_token_ttl: Duration,
+    /// Lifetime of each refresh token; a session ends after `SESSION_MAX_AGE` regardless.
+    pub refresh_token_ttl: Duration,
+    /// How long an already-rotated refresh token is answered with the current one (10 s).
+    pub refresh_reuse_grace: Duration,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Why `load` refused, with what it could still parse for the database checks.
@@ -111,7 +122,9 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
             .ok(),
     };
     let signing_key = secrets::signing_key(vars, dev, &mut problems);
+    let previous_signing_keys = secrets::previous_signing_keys(vars, dev, &mut problems);
     let encryption_key = secrets::encryption_key(vars, signing_key.as_ref(), dev, &mut problems);
+    let auth = auth::auth(vars, &mut problems);
     let transport = transport::transport(vars, dev, &mut problems);
     let log_format = LogFormat::parse(vars.get("MOAT_LOG_FORMAT")).unwrap_or_else(|()| {
         problems.push(
@@ -131,6 +144,7 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
             environment,
             database,
             signing_key,
+            previous_signing_keys,
             encryption_key,
             bind: t.bind,
             tls: t.tls,
@@ -141,6 +155,10 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(20),
             json_body_limit: 1024 * 1024,
+            access_token_ttl: auth.access_token_ttl,
+            refresh_token_ttl: auth.refresh_token_ttl,
+            refresh_reuse_grace: auth.refresh_reuse_grace,
+            trusted_proxies: auth.trusted_proxies,
         }),
         (database, ..) => Err(Box::new(Rejected { problems, environment, database })),
     }

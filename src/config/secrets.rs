@@ -119,3 +119,36 @@ fn key_problem(name: &str, flaw: &KeyFlaw) -> Problem {
         .fix(format!("export {name}=\"$(moat keygen {kind})\""))
         .fix(format!("or: export {name}=\"$(openssl rand -base64 {bytes})\""))
 }
+
+/// `MOAT_SIGNING_KEYS_PREVIOUS`: comma-separated keys still accepted for
+/// verification during a rotation, each judged like the current key.
+pub(super) fn previous_signing_keys(vars: &Vars, dev: Option<DevMode>, problems: &mut Vec<Problem>) -> Vec<SigningKey> {
+    let name = "MOAT_SIGNING_KEYS_PREVIOUS";
+    let Ok(Some(raw)) = secret(vars, name, problems) else {
+        return Vec::new();
+    };
+    let mut keys = Vec::new();
+    for (i, item) in raw.split(',').map(str::trim).filter(|s| !s.is_empty()).enumerate() {
+        match SigningKey::parse(item) {
+            Ok(key) => keys.push(key),
+            Err((flaw, usable)) => {
+                let label = format!("{name} (entry {})", i + 1);
+                match (dev, usable) {
+                    (Some(dev), Some(key)) => {
+                        dev.bypass("startup", format!("{label} {flaw}; accepting it anyway"));
+                        keys.push(key);
+                    }
+                    _ => problems.push(
+                        Problem::new(
+                            label,
+                            flaw.to_string(),
+                            "A previous key still verifies tokens: a weak one lets anyone forge them until it is removed.",
+                        )
+                        .fix(format!("remove that entry from {name} (tokens it signed then stop verifying)")),
+                    ),
+                }
+            }
+        }
+    }
+    keys
+}

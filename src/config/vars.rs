@@ -16,7 +16,7 @@ pub struct EnvVar {
 }
 
 const SERVE_CHECK: &[&str] = &["serve", "check"];
-const ALL: &[&str] = &["serve", "check", "migrate"];
+const ALL: &[&str] = &["serve", "check", "migrate", "admin"];
 
 pub const VARS: &[EnvVar] = &[
     EnvVar {
@@ -42,6 +42,18 @@ pub const VARS: &[EnvVar] = &[
         commands: SERVE_CHECK,
         default: None,
         doc: "Path of a file holding MOAT_SIGNING_KEY instead (e.g. a container secret). Set one of the two, not both.",
+    },
+    EnvVar {
+        name: "MOAT_SIGNING_KEYS_PREVIOUS",
+        commands: SERVE_CHECK,
+        default: None,
+        doc: "Comma-separated previous signing keys that still verify tokens during a rotation (never used to sign); each is checked like MOAT_SIGNING_KEY. See docs/security.md.",
+    },
+    EnvVar {
+        name: "MOAT_SIGNING_KEYS_PREVIOUS_FILE",
+        commands: SERVE_CHECK,
+        default: None,
+        doc: "Path of a file holding MOAT_SIGNING_KEYS_PREVIOUS instead.",
     },
     EnvVar {
         name: "MOAT_ENCRYPTION_KEY",
@@ -79,6 +91,30 @@ pub const VARS: &[EnvVar] = &[
         commands: SERVE_CHECK,
         default: None,
         doc: "The origin browsers use, e.g. `https://moat.example.com`. Required and `https` in production.",
+    },
+    EnvVar {
+        name: "MOAT_ACCESS_TOKEN_TTL",
+        commands: SERVE_CHECK,
+        default: Some("15m"),
+        doc: "Lifetime of access tokens (1m to 24h), e.g. `15m`.",
+    },
+    EnvVar {
+        name: "MOAT_REFRESH_TOKEN_TTL",
+        commands: SERVE_CHECK,
+        default: Some("14d"),
+        doc: "Lifetime of each refresh token (5m to 90d); every refresh rotates it. A session ends 30 days after login regardless.",
+    },
+    EnvVar {
+        name: "MOAT_REFRESH_REUSE_GRACE",
+        commands: SERVE_CHECK,
+        default: Some("10s"),
+        doc: "How long after a refresh the previous refresh token is answered with the current one instead of being treated as reuse (0s to 120s).",
+    },
+    EnvVar {
+        name: "MOAT_TRUSTED_PROXIES",
+        commands: SERVE_CHECK,
+        default: None,
+        doc: "Comma-separated IPs or CIDR blocks of reverse proxies; only from these peers is `X-Forwarded-For` believed for the client IP (abuse limits, audit log).",
     },
     EnvVar {
         name: "MOAT_DATABASE_POOL_SIZE",

@@ -7,6 +7,7 @@
 pub mod checks;
 pub mod migrate;
 pub mod store;
+pub mod tenant;
 
 use std::fmt;
 use std::path::PathBuf;

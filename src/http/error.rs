@@ -142,3 +142,27 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
         other => ApiError::new(other.status(), "bad_request", "the request body could not be read"),
     }
 }
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::internal(&std::io::Error::other(crate::db::describe_error(&e)))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        tracing::error!(error = %e, "no database connection available");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is temporarily unavailable")
+    }
+}
+
+impl From<crate::db::tenant::TenantError> for ApiError {
+    fn from(e: crate::db::tenant::TenantError) -> Self {
+        match e {
+            crate::db::tenant::TenantError::Inactive => {
+                Self::new(StatusCode::UNAUTHORIZED, "invalid_token", "the token's user or client is disabled")
+            }
+            crate::db::tenant::TenantError::Db(e) => e.into(),
+        }
+    }
+}

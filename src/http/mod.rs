@@ -7,8 +7,11 @@
 //! `.fallback`, so 404s and 405s are wrapped too.
 
 mod access_log;
+mod client_ip;
 pub mod error;
 mod headers;
+pub mod pagination;
+mod routes;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -17,16 +20,28 @@ use axum::middleware;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 
+pub use client_ip::{ClientIp, resolve as resolve_client_ip};
 pub use error::{ApiError, ApiJson};
+pub use routes::{RouteInfo, Routes};
 
 use crate::AppState;
 
+/// Every capability's routes, merged in this one place.
+fn app_routes() -> Routes {
+    crate::health::routes().merge(crate::auth::routes()).merge(crate::users::routes()).merge(crate::audit::routes())
+}
+
+/// Every route Moat serves, with the access it requires (for tests and docs).
+pub fn route_table() -> Vec<RouteInfo> {
+    app_routes().table()
+}
+
 /// The complete application: Moat's routes plus `extra` (tests add probes here).
-pub fn router(state: AppState, extra: Router<AppState>) -> Router {
+pub fn router(state: AppState, extra: Routes) -> Router {
     let config = state.config.clone();
-    let routes = Router::new()
-        .merge(crate::health::router())
+    let routes = app_routes()
         .merge(extra)
+        .into_router(&state.tokens)
         .fallback(|| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::max(config.json_body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))

@@ -3,37 +3,30 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
-use axum::routing::{get, post};
-use moat::AppState;
-use moat::http::{ApiError, ApiJson};
+use moat::auth::Access::Public;
+use moat::http::{ApiError, ApiJson, Routes};
 
 use crate::harness::{self, Env, Options, TestDb, assert_security_headers, error_code, spawn_app};
 
 /// Probe routes that produce every status the baseline promises to cover.
-fn probes() -> Router<AppState> {
-    Router::new()
-        .route("/test/redirect", get(|| async { Redirect::to("/healthz") }))
-        .route("/test/echo", post(|ApiJson(v): ApiJson<serde_json::Value>| async move { axum::Json(v) }))
-        .route("/test/unauthorized", get(|| async { ApiError::unauthorized() }))
-        .route(
-            "/test/rate-limited",
-            get(|| async { ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "slow down") }),
-        )
-        .route("/test/panic", get(|| async { panic_now() }))
-        .route(
-            "/test/internal",
-            get(|| async { ApiError::internal(&std::io::Error::other("db at 10.0.0.7 said: relation users")) }),
-        )
-        .route(
-            "/test/slow",
-            get(|| async {
-                tokio::time::sleep(Duration::from_millis(1500)).await;
-                "done".into_response()
-            }),
-        )
+fn probes() -> Routes {
+    Routes::new()
+        .get("/test/redirect", Public, || async { Redirect::to("/healthz") })
+        .post("/test/echo", Public, |ApiJson(v): ApiJson<serde_json::Value>| async move { axum::Json(v) })
+        .get("/test/unauthorized", Public, || async { ApiError::unauthorized() })
+        .get("/test/rate-limited", Public, || async {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "slow down")
+        })
+        .get("/test/panic", Public, || async { panic_now() })
+        .get("/test/internal", Public, || async {
+            ApiError::internal(&std::io::Error::other("db at 10.0.0.7 said: relation users"))
+        })
+        .get("/test/slow", Public, || async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            "done".into_response()
+        })
 }
 
 fn panic_now() -> &'static str {

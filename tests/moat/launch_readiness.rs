@@ -63,7 +63,7 @@ fn rx(pattern: &str) -> Regex {
 
 fn seed_secrets(sql: &str, found: &mut impl FnMut(&'static str, String)) {
     let patterns = [
-        (r"\$argon2(id|i|d)?\$", "an argon2 password hash"),
+        (r"\$argon2(id|i|d)?\$v=\d+\$m=\d+", "an argon2 password hash"),
         (r"\$2[abxy]?\$\d{2}\$", "a bcrypt password hash"),
         (r"\$(pbkdf2|scrypt|6|5)[$-]", "a crypt-style password hash"),
         (r"-----BEGIN [A-Z ]*PRIVATE KEY-----", "a private key"),
@@ -75,11 +75,15 @@ fn seed_secrets(sql: &str, found: &mut impl FnMut(&'static str, String)) {
             found("seed-secret", what.to_owned());
         }
     }
-    let insert = rx(r"(?is)insert\s+into\s+[\w.]+\s*\(([^)]*)\)");
+    // An INSERT into a secret column is a seed only when it writes literals;
+    // parameterized statements ($1, $2…) carry values the application hashed.
+    let insert = rx(r"(?is)insert\s+into\s+[\w.]+\s*\(([^)]*)\)([^;]*)");
     let secret_column =
         rx(r"(?i)password|passwd|secret|api_key|private_key|_hash\b|\btoken\b|access_token|refresh_token");
-    for columns in insert.captures_iter(sql) {
-        if let Some(column) = secret_column.find(&columns[1]) {
+    for capture in insert.captures_iter(sql) {
+        if let Some(column) = secret_column.find(&capture[1])
+            && capture[2].contains('\'')
+        {
             found("seed-secret", format!("an INSERT seeding secret column {}", column.as_str()));
         }
     }
@@ -96,17 +100,21 @@ fn statements(code: &str) -> Vec<String> {
 }
 
 fn key_fallbacks(code: &str, found: &mut impl FnMut(&'static str, String)) {
+    // An environment variable name (upper case) that names a secret, then a fallback.
     let fallback = rx(
-        r#"(?i)"[A-Z0-9_]*(KEY|SECRET|PASSWORD|TOKEN)[A-Z0-9_]*".*\.(unwrap_or|unwrap_or_else|unwrap_or_default|or|or_else)\s*\("#,
+        r#""[A-Z0-9_]*(KEY|SECRET|PASSWORD|TOKEN)[A-Z0-9_]*".*\.(unwrap_or|unwrap_or_else|unwrap_or_default|or|or_else)\s*\("#,
     );
+    // A constant whose name says it holds a secret (names ending in _PREFIX, _NAME,
+    // _VAR, _HEADER or _COOKIE describe a secret without holding one).
     let constant = rx(
-        r#"(?i)\b(const|static)\s+[A-Z0-9_]*(KEY|SECRET|PASSWORD|TOKEN)[A-Z0-9_]*\s*:\s*&\s*('static\s+)?(str|\[u8[^\]]*\])\s*=\s*b?""#,
+        r#"(?i)\b(const|static)\s+[A-Z0-9_]*(KEY|SECRET|PASSWORD|TOKEN)([A-Z0-9_]*[A-Z0-9])?\s*:\s*&\s*('static\s+)?(str|\[u8[^\]]*\])\s*=\s*b?""#,
     );
+    let describes = rx(r"(?i)_(PREFIX|NAME|VAR|HEADER|COOKIE)\s*:");
     for statement in statements(code) {
         if fallback.is_match(&statement) {
             found("hardcoded-key-fallback", format!("a secret falls back to a default: {statement}"));
         }
-        if constant.is_match(&statement) {
+        if constant.is_match(&statement) && !describes.is_match(&statement) {
             found("hardcoded-key-fallback", format!("a secret is a literal constant: {statement}"));
         }
     }
@@ -119,7 +127,7 @@ fn key_fallbacks(code: &str, found: &mut impl FnMut(&'static str, String)) {
 }
 
 fn all_interfaces(code: &str, found: &mut impl FnMut(&'static str, String)) {
-    let any = rx(r#"0\.0\.0\.0|\[::\]|"::"|Ipv[46]Addr::UNSPECIFIED"#);
+    let any = rx(r#"(^|[^0-9.])0\.0\.0\.0|\[::\]|"::"|Ipv[46]Addr::UNSPECIFIED"#);
     for line in code.lines().filter(|l| any.is_match(l)) {
         found("bind-all-interfaces", line.trim().to_owned());
     }
@@ -185,7 +193,14 @@ fn each_rule_fires_on_a_planted_example() {
         "INSERT INTO service_clients (client_id, secret) VALUES ('demo', 'demo-secret');\n",
     );
     write("sql/keys/blob.sql", "SELECT 'c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0';\n");
-    write("sql/safe/ok.sql", "-- password handling lives in src/auth\nSELECT id, email FROM users WHERE id = $1;\n");
+    write(
+        "sql/safe/ok.sql",
+        "-- password handling lives in src/auth\nSELECT id, email FROM users WHERE id = $1;\nINSERT INTO users (email, password_hash) VALUES ($1, $2);\n",
+    );
+    write(
+        "src/safe.rs",
+        "pub const CLIENT_SECRET_PREFIX: &str = \"moat_cs_\";\nfn proxies() -> &'static str { \"10.0.0.0/24\" }\nfn t() { let s = seal(b\"token\").unwrap_or_default(); }\n",
+    );
     write(
         "src/config.rs",
         "fn key() -> String {\n    std::env::var(\"MOAT_SIGNING_KEY\")\n        .unwrap_or_else(|_| \"dev-signing-key\".to_owned())\n}\nconst JWT_SECRET: &str = \"hunter2\";\nfn bind() -> String { std::env::var(\"MOAT_BIND\").unwrap_or(\"127.0.0.1:8080\".into()) }\n",
@@ -220,6 +235,7 @@ fn each_rule_fires_on_a_planted_example() {
         "{findings:#?}"
     );
     assert_eq!(rules_for(&findings, "src/embedded.rs"), ["hardcoded-key-fallback"]);
+    assert!(rules_for(&findings, "src/safe.rs").is_empty(), "{findings:#?}");
     assert_eq!(rules_for(&findings, "src/net.rs"), ["bind-all-interfaces"]);
     assert_eq!(rules_for(&findings, ".env.example"), ["bind-all-interfaces"]);
     assert_eq!(rules_for(&findings, "src/cache.rs"), ["unclassified-cache", "unclassified-cache"], "{findings:#?}");

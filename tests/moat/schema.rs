@@ -14,9 +14,11 @@ async fn connect(db: &TestDb, role: Role) -> tokio_postgres::Client {
 async fn every_statement_prepares_as_the_runtime_role() {
     let db = TestDb::migrated().await;
     let client = connect(&db, Role::App).await;
-    for (name, sql) in moat::db::store::ALL {
+    let statements = moat::statements();
+    assert!(statements.len() > 30, "statements missing from moat::statements()");
+    for (name, sql) in statements {
         if let Err(e) = client.prepare(sql).await {
-            panic!("sql/db/{name}.sql does not prepare: {e:?}");
+            panic!("sql/{name}.sql does not prepare: {e:?}");
         }
     }
 }

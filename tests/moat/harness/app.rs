@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
-use moat::{App, AppState};
+use moat::App;
+use moat::http::Routes;
 use reqwest::header::HeaderMap;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -26,7 +26,7 @@ pub struct TestApp {
 #[derive(Default)]
 pub struct Options {
     pub env: Option<Env>,
-    pub extra: Option<Router<AppState>>,
+    pub extra: Option<Routes>,
     pub request_timeout: Option<Duration>,
     pub shutdown_grace: Option<Duration>,
     pub db: Option<TestDb>,

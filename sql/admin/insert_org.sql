@@ -1,0 +1,1 @@
+INSERT INTO orgs (id, name) VALUES ($1, $2)

@@ -1,0 +1,1 @@
+SELECT EXISTS (SELECT 1 FROM orgs WHERE id = $1) AS exists

@@ -1,0 +1,4 @@
+-- A new refresh token of a family: stored as its SHA-256, plus a sealed copy kept
+-- only for the reuse grace window. It never outlives its family.
+INSERT INTO refresh_tokens (id, family_id, org_id, token_hash, expires_at, sealed_token)
+VALUES ($1, $2, $3, $4, LEAST(now() + make_interval(secs => $5), $6), $7)

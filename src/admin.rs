@@ -1,0 +1,226 @@
+//! Bootstrap without static keys: organizations, users and service clients
+//! are created by `moat admin …`, which talks to the database directly.
+//!
+//! There is no admin API key and no seed data. Every change runs in a tenant
+//! transaction (row-level security applies to the CLI too) and writes an
+//! audit event with actor `cli`. Passwords and secrets are hashed with
+//! argon2id before they reach SQL and are shown to the operator once.
+
+use deadpool_postgres::{Pool, Transaction};
+use uuid::Uuid;
+
+use crate::audit::{self, Event};
+use crate::auth::password::{self, random_secret};
+use crate::auth::{Role, Scopes, normalize_email};
+use crate::db::tenant::{self, Lookup};
+
+macro_rules! statements {
+    ($($name:ident => $file:literal),* $(,)?) => {
+        $(const $name: &str = include_str!(concat!("../sql/admin/", $file, ".sql"));)*
+        pub const STATEMENTS: &[(&str, &str)] = &[$((concat!("admin/", $file), $name)),*];
+    };
+}
+
+statements! {
+    INSERT_ORG => "insert_org",
+    ORG_EXISTS => "org_exists",
+    INSERT_USER => "insert_user",
+    INSERT_CLIENT => "insert_client",
+    FIND_USER_ORG => "find_user_org",
+    FIND_CLIENT_ORG => "find_client_org",
+    ROTATE_CLIENT_SECRET => "rotate_client_secret",
+    DISABLE_USER => "disable_user",
+    REVOKE_USER_FAMILIES => "revoke_user_families",
+    DISABLE_CLIENT => "disable_client",
+}
+
+/// Prefix of every client secret, so secret scanners can recognise a leaked one.
+pub const CLIENT_SECRET_PREFIX: &str = "moat_cs_";
+const ACTOR: &str = "cli";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("the name must be 1 to 200 characters")]
+    InvalidName,
+    #[error("{0:?} is not an email address")]
+    InvalidEmail(String),
+    #[error("the password must be {min} to {max} characters", min = password::MIN_LEN, max = password::MAX_LEN)]
+    WeakPassword,
+    #[error("unknown scope {0:?}; known scopes: {known}", known = known_scopes())]
+    UnknownScope(String),
+    #[error("a service client needs at least one scope")]
+    NoScopes,
+    #[error("no organization {0}")]
+    OrgNotFound(Uuid),
+    #[error("no user with email {0}")]
+    UserNotFound(String),
+    #[error("no service client {0}")]
+    ClientNotFound(String),
+    #[error("a user with email {0} already exists")]
+    EmailTaken(String),
+    #[error("database: {0}")]
+    Db(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+fn known_scopes() -> String {
+    crate::auth::Scope::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
+}
+
+impl From<tokio_postgres::Error> for AdminError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Db(crate::db::describe_error(&e))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for AdminError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Db(e.to_string())
+    }
+}
+
+impl From<password::HashError> for AdminError {
+    fn from(e: password::HashError) -> Self {
+        Self::Other(e.into())
+    }
+}
+
+fn valid_name(name: &str) -> Result<&str, AdminError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(AdminError::InvalidName);
+    }
+    Ok(name)
+}
+
+async fn record(
+    tx: &Transaction<'_>,
+    org: Uuid,
+    event: &'static str,
+    subject: impl Into<String>,
+) -> Result<(), AdminError> {
+    audit::record(tx, &Event::new(Some(org), event, ACTOR).subject(subject)).await?;
+    Ok(())
+}
+
+pub async fn create_org(pool: &Pool, name: &str) -> Result<Uuid, AdminError> {
+    let name = valid_name(name)?;
+    let id = Uuid::new_v4();
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tenant::set_org(&tx, id).await?;
+    tx.execute(INSERT_ORG, &[&id, &name]).await?;
+    record(&tx, id, "org_created", name).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// A random password for `create-user --generate-password` (24 characters).
+pub fn generate_password() -> String {
+    random_secret(18)
+}
+
+pub async fn create_user(
+    pool: &Pool,
+    org: Uuid,
+    email: &str,
+    role: Role,
+    password: String,
+) -> Result<Uuid, AdminError> {
+    let normalized = normalize_email(email).ok_or_else(|| AdminError::InvalidEmail(email.to_owned()))?;
+    if !(password::MIN_LEN..=password::MAX_LEN).contains(&password.chars().count()) {
+        return Err(AdminError::WeakPassword);
+    }
+    let hash = password::hash(password).await?;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    require_org(&tx, org).await?;
+    let id = match tx.query_one(INSERT_USER, &[&org, &email.trim(), &normalized, &role.as_str(), &hash]).await {
+        Ok(row) => row.get::<_, Uuid>("id"),
+        Err(e) if constraint(&e) == Some("users_email_key") => return Err(AdminError::EmailTaken(normalized)),
+        Err(e) => return Err(e.into()),
+    };
+    record(&tx, org, "user_created", &normalized).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Creates a service client; returns its id and its secret (shown once, stored hashed).
+pub async fn create_client(pool: &Pool, org: Uuid, name: &str, scopes: &str) -> Result<(Uuid, String), AdminError> {
+    let name = valid_name(name)?;
+    let scopes = Scopes::parse(scopes).map_err(AdminError::UnknownScope)?;
+    if scopes.is_empty() {
+        return Err(AdminError::NoScopes);
+    }
+    let secret = format!("{CLIENT_SECRET_PREFIX}{}", random_secret(32));
+    let hash = password::hash(secret.clone()).await?;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    require_org(&tx, org).await?;
+    let id: Uuid = tx.query_one(INSERT_CLIENT, &[&org, &name, &hash, &scopes.to_vec()]).await?.get("id");
+    record(&tx, org, "client_created", id.to_string()).await?;
+    tx.commit().await?;
+    Ok((id, secret))
+}
+
+/// Replaces a client's secret; the old one stops working at once. Returns the new one.
+pub async fn rotate_client_secret(pool: &Pool, client_id: &str) -> Result<String, AdminError> {
+    let secret = format!("{CLIENT_SECRET_PREFIX}{}", random_secret(32));
+    let hash = password::hash(secret.clone()).await?;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let (id, org) = client_org(&tx, client_id).await?;
+    tx.execute(ROTATE_CLIENT_SECRET, &[&id, &org, &hash]).await?;
+    record(&tx, org, "client_secret_rotated", id.to_string()).await?;
+    tx.commit().await?;
+    Ok(secret)
+}
+
+pub async fn disable_client(pool: &Pool, client_id: &str) -> Result<(), AdminError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let (id, org) = client_org(&tx, client_id).await?;
+    tx.execute(DISABLE_CLIENT, &[&id, &org]).await?;
+    record(&tx, org, "client_disabled", id.to_string()).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Disables a user and ends every session they have.
+pub async fn disable_user(pool: &Pool, email: &str) -> Result<(), AdminError> {
+    let normalized = normalize_email(email).ok_or_else(|| AdminError::InvalidEmail(email.to_owned()))?;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tenant::set_lookup(&tx, Lookup::Email(&normalized)).await?;
+    let row = tx.query_opt(FIND_USER_ORG, &[&normalized]).await?.ok_or(AdminError::UserNotFound(normalized.clone()))?;
+    let (id, org): (Uuid, Uuid) = (row.get("id"), row.get("org_id"));
+    tenant::set_org(&tx, org).await?;
+    tx.execute(DISABLE_USER, &[&id, &org]).await?;
+    tx.execute(REVOKE_USER_FAMILIES, &[&id, &org]).await?;
+    record(&tx, org, "user_disabled", &normalized).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn require_org(tx: &Transaction<'_>, org: Uuid) -> Result<(), AdminError> {
+    tenant::set_org(tx, org).await?;
+    if tx.query_one(ORG_EXISTS, &[&org]).await?.get::<_, bool>("exists") {
+        Ok(())
+    } else {
+        Err(AdminError::OrgNotFound(org))
+    }
+}
+
+async fn client_org(tx: &Transaction<'_>, client_id: &str) -> Result<(Uuid, Uuid), AdminError> {
+    let not_found = || AdminError::ClientNotFound(client_id.to_owned());
+    let id = Uuid::parse_str(client_id.trim()).map_err(|_| not_found())?;
+    tenant::set_lookup(tx, Lookup::Client(id)).await?;
+    let org: Uuid = tx.query_opt(FIND_CLIENT_ORG, &[&id]).await?.ok_or_else(not_found)?.get("org_id");
+    tenant::set_org(tx, org).await?;
+    Ok((id, org))
+}
+
+fn constraint(e: &tokio_postgres::Error) -> Option<&str> {
+    e.as_db_error().and_then(|db| db.constraint())
+}

@@ -1,0 +1,133 @@
+//! `moat admin …`: the command-line face of [`crate::admin`].
+//!
+//! Reads `DATABASE_URL` (the runtime role is enough: row-level security
+//! applies to these commands too). Passwords come from standard input (or are
+//! generated); secrets are printed once, on standard output, and never logged.
+
+use std::io::{IsTerminal as _, Read as _};
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use deadpool_postgres::Pool;
+use uuid::Uuid;
+
+use crate::admin::{self, AdminError};
+use crate::auth::Role;
+use crate::config::Vars;
+use crate::db::{self, DatabaseSettings};
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an organization; prints its id.
+    CreateOrg { name: String },
+    /// Create a user; the password is read from standard input unless --generate-password.
+    CreateUser {
+        #[arg(long)]
+        org: Uuid,
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_enum, default_value = "member")]
+        role: Role,
+        /// Generate a random password and print it once.
+        #[arg(long)]
+        generate_password: bool,
+    },
+    /// Create a service client; prints client_id and client_secret (shown once).
+    CreateClient {
+        #[arg(long)]
+        org: Uuid,
+        #[arg(long)]
+        name: String,
+        /// Space-separated scopes, e.g. "conversations:read runs:write".
+        #[arg(long)]
+        scopes: String,
+    },
+    /// Replace a client's secret (the old one stops working at once); prints the new one.
+    RotateClientSecret { client_id: String },
+    /// Disable a user and end all their sessions.
+    DisableUser { email: String },
+    /// Disable a service client.
+    DisableClient { client_id: String },
+}
+
+pub async fn run(command: AdminCommand, vars: &Vars) -> ExitCode {
+    let pool = match connect(vars).await {
+        Ok(pool) => pool,
+        Err(message) => {
+            eprintln!("moat admin: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match execute(command, &pool).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("moat admin: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: AdminCommand, pool: &Pool) -> Result<(), AdminError> {
+    match command {
+        AdminCommand::CreateOrg { name } => println!("{}", admin::create_org(pool, &name).await?),
+        AdminCommand::CreateUser { org, email, role, generate_password } => {
+            let password = if generate_password { admin::generate_password() } else { read_password(&email)? };
+            let id = admin::create_user(pool, org, &email, role, password.clone()).await?;
+            println!("{id}");
+            if generate_password {
+                println!("password: {password}");
+                eprintln!("moat admin: the password is shown once; hand it over securely");
+            }
+        }
+        AdminCommand::CreateClient { org, name, scopes } => {
+            let (id, secret) = admin::create_client(pool, org, &name, &scopes).await?;
+            println!("client_id={id}\nclient_secret={secret}");
+            eprintln!("moat admin: the secret is shown once; store it now");
+        }
+        AdminCommand::RotateClientSecret { client_id } => {
+            let secret = admin::rotate_client_secret(pool, &client_id).await?;
+            println!("client_secret={secret}");
+            eprintln!("moat admin: the previous secret no longer works");
+        }
+        AdminCommand::DisableUser { email } => {
+            admin::disable_user(pool, &email).await?;
+            eprintln!("moat admin: disabled {email} and ended their sessions");
+        }
+        AdminCommand::DisableClient { client_id } => {
+            admin::disable_client(pool, &client_id).await?;
+            eprintln!("moat admin: disabled client {client_id}");
+        }
+    }
+    Ok(())
+}
+
+/// From a terminal: prompted twice without echo. Otherwise: standard input, one trailing newline removed.
+fn read_password(email: &str) -> Result<String, AdminError> {
+    let io = |e: std::io::Error| AdminError::Other(anyhow::anyhow!("cannot read the password: {e}"));
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("Password for {email}: ")).map_err(io)?;
+        let second = rpassword::prompt_password("Repeat it: ").map_err(io)?;
+        if first != second {
+            return Err(AdminError::Other(anyhow::anyhow!("the two passwords differ")));
+        }
+        return Ok(first);
+    }
+    let mut input = String::new();
+    std::io::stdin().take(4096).read_to_string(&mut input).map_err(io)?;
+    let trimmed = input.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&input);
+    Ok(trimmed.to_owned())
+}
+
+/// A small pool on `DATABASE_URL`, after checking the schema is the binary's.
+async fn connect(vars: &Vars) -> Result<Pool, String> {
+    let raw = vars.get("DATABASE_URL").ok_or("DATABASE_URL is not set")?;
+    let settings = DatabaseSettings::parse(raw).map_err(|e| format!("DATABASE_URL is invalid: {e}"))?;
+    let client = settings.connect().await.map_err(|e| format!("cannot connect to {}: {e}", settings.describe()))?;
+    let status = db::migrate::status(&client).await.map_err(|e| db::describe_error(&e))?;
+    if !status.is_current() {
+        return Err(
+            "the database schema is not this binary's; run: DATABASE_URL='<owner role URL>' moat migrate".into()
+        );
+    }
+    settings.pool(2)
+}

@@ -1,0 +1,110 @@
+//! The audit log: an append-only record of security events (logins, refresh
+//! token reuse, clients created, rotated or disabled, users disabled…).
+//!
+//! Events are written in the same transaction as the change they describe,
+//! so one never exists without the other. The runtime role can only INSERT
+//! and SELECT the table (migration V2). Never put a password, secret or token
+//! in an event.
+
+use std::net::IpAddr;
+
+use axum::Json;
+use axum::extract::State;
+use deadpool_postgres::Transaction;
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::{Access, Caller, Scope};
+use crate::db::tenant;
+use crate::http::pagination::{Cursor, Page, Paged};
+use crate::http::{ApiError, Routes};
+
+pub const INSERT_EVENT: &str = include_str!("../sql/audit/insert_event.sql");
+pub const LIST_EVENTS: &str = include_str!("../sql/audit/list_events.sql");
+pub const STATEMENTS: &[(&str, &str)] = &[("audit/insert_event", INSERT_EVENT), ("audit/list_events", LIST_EVENTS)];
+
+/// One security event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// `None` only when no organization is known (e.g. a login for an unknown email).
+    pub org: Option<Uuid>,
+    /// `snake_case` name, e.g. `login_failed`.
+    pub event: &'static str,
+    /// Who did it: `user:<id>`, `client:<id>`, `cli`, or `anonymous`.
+    pub actor: String,
+    /// What it was done to (an email, a client id…).
+    pub subject: Option<String>,
+    pub ip: Option<IpAddr>,
+    pub detail: Value,
+}
+
+impl Event {
+    pub fn new(org: Option<Uuid>, event: &'static str, actor: impl Into<String>) -> Self {
+        Self { org, event, actor: actor.into(), subject: None, ip: None, detail: Value::Object(Default::default()) }
+    }
+
+    pub fn subject(mut self, subject: impl Into<String>) -> Self {
+        self.subject = Some(subject.into());
+        self
+    }
+
+    pub fn ip(mut self, ip: IpAddr) -> Self {
+        self.ip = Some(ip);
+        self
+    }
+
+    pub fn detail(mut self, detail: Value) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
+/// Appends `event` within `tx` (whose organization, if any, must be the event's).
+pub async fn record(tx: &Transaction<'_>, event: &Event) -> Result<(), tokio_postgres::Error> {
+    let statement = tx.prepare_cached(INSERT_EVENT).await?;
+    tx.execute(&statement, &[&event.org, &event.event, &event.actor, &event.subject, &event.ip, &event.detail])
+        .await
+        .map(|_| ())
+}
+
+pub fn routes() -> Routes {
+    Routes::new().get("/v1/audit-log", Access::Scope(Scope::AuditRead), list)
+}
+
+#[derive(Debug, Serialize)]
+struct EventView {
+    id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    at: OffsetDateTime,
+    event: String,
+    actor: Option<String>,
+    subject: Option<String>,
+    ip: Option<String>,
+    detail: Value,
+}
+
+/// `GET /v1/audit-log`: the caller's organization's events, newest first.
+async fn list(State(state): State<AppState>, caller: Caller, page: Page) -> Result<Json<Paged<EventView>>, ApiError> {
+    let mut client = state.db.get().await?;
+    let tx = tenant::begin(&mut client, &caller).await?;
+    let statement = tx.prepare_cached(LIST_EVENTS).await?;
+    let (after_at, after_id) = (page.after.map(|c| c.at()), page.after.map(|c| c.id()));
+    let rows = tx.query(&statement, &[&caller.org, &after_at, &after_id, &(page.limit + 1)]).await?;
+    tx.commit().await?;
+    let events = rows
+        .iter()
+        .map(|row| EventView {
+            id: row.get("id"),
+            at: row.get("at"),
+            event: row.get("event"),
+            actor: row.get("actor"),
+            subject: row.get("subject"),
+            ip: row.get::<_, Option<IpAddr>>("ip").map(|ip| ip.to_string()),
+            detail: row.get("detail"),
+        })
+        .collect();
+    Ok(Json(Paged::from_rows(events, &page, |e| Cursor::new(e.at, e.id))))
+}

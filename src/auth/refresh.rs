@@ -1,0 +1,174 @@
+//! Refresh-token families: random tokens, stored as SHA-256, single-use.
+//!
+//! A login starts a family. Each refresh marks the presented token used and
+//! issues the next one. Presenting a used token again means it was copied:
+//! the whole family is revoked (reuse detection) — except within the grace
+//! window right after a rotation, when the duplicate (a second browser tab
+//! racing the first) is answered with the family's current token, which is
+//! kept sealed (AES-256-GCM-SIV) for exactly that window. Concurrent
+//! refreshes of one token serialize on its row lock.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use deadpool_postgres::Transaction;
+use sha2::{Digest as _, Sha256};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::password::random_secret;
+use super::scope::Role;
+use super::store;
+use crate::crypto::Sealer;
+use crate::db::tenant::{self, Lookup};
+
+/// A session ends this long after login, however often it is refreshed.
+pub const SESSION_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Longest refresh token accepted (Moat's are 43 characters).
+const MAX_TOKEN_LEN: usize = 256;
+
+/// Lifetimes that govern rotation.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub token_ttl: Duration,
+    pub reuse_grace: Duration,
+}
+
+/// What a presented refresh token led to.
+#[derive(Debug)]
+pub enum Rotation {
+    /// A valid token: here is the user and the token to send back.
+    Rotated { user: Uuid, org: Uuid, role: Role, token: String },
+    /// Unknown, expired, revoked, or its user is disabled.
+    Refused,
+    /// A rotated token presented again outside the grace window: the family is now revoked.
+    Reused { user: Uuid, org: Uuid },
+}
+
+pub fn hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn aad(id: Uuid) -> Vec<u8> {
+    format!("refresh_tokens.sealed_token:{id}").into_bytes()
+}
+
+/// Starts a family for `user` (within a transaction set to `org`); returns its first token.
+pub async fn start(
+    tx: &Transaction<'_>,
+    sealer: &Sealer,
+    org: Uuid,
+    user: Uuid,
+    policy: Policy,
+) -> anyhow::Result<String> {
+    let statement = tx.prepare_cached(store::INSERT_FAMILY).await?;
+    let row = tx.query_one(&statement, &[&org, &user, &SESSION_MAX_AGE.as_secs_f64()]).await?;
+    issue(tx, sealer, row.get("id"), org, row.get("expires_at"), policy).await
+}
+
+async fn issue(
+    tx: &Transaction<'_>,
+    sealer: &Sealer,
+    family: Uuid,
+    org: Uuid,
+    family_expires: OffsetDateTime,
+    policy: Policy,
+) -> anyhow::Result<String> {
+    let (id, token) = (Uuid::new_v4(), random_secret(32));
+    let sealed = sealer.seal(token.as_bytes(), &aad(id)).context("sealing the refresh token")?;
+    let statement = tx.prepare_cached(store::INSERT_REFRESH_TOKEN).await?;
+    let hashed = hash(&token).to_vec();
+    let ttl = policy.token_ttl.as_secs_f64();
+    tx.execute(&statement, &[&id, &family, &org, &hashed, &ttl, &family_expires, &sealed]).await?;
+    Ok(token)
+}
+
+/// Rotates `presented`, detecting reuse. Commit `tx` whatever the outcome: a
+/// detected reuse revokes the family in it.
+pub async fn rotate(
+    tx: &Transaction<'_>,
+    sealer: &Sealer,
+    presented: &str,
+    policy: Policy,
+) -> anyhow::Result<Rotation> {
+    if presented.is_empty() || presented.len() > MAX_TOKEN_LEN {
+        return Ok(Rotation::Refused);
+    }
+    let hashed = hash(presented);
+    tenant::set_lookup(tx, Lookup::Refresh(&hashed)).await?;
+    let statement = tx.prepare_cached(store::FIND_REFRESH_TOKEN).await?;
+    let grace = policy.reuse_grace.as_secs_f64();
+    let Some(token) = tx.query_opt(&statement, &[&hashed.to_vec(), &grace]).await? else {
+        return Ok(Rotation::Refused);
+    };
+    let (id, family, org): (Uuid, Uuid, Uuid) = (token.get("id"), token.get("family_id"), token.get("org_id"));
+    tenant::set_org(tx, org).await?;
+    let statement = tx.prepare_cached(store::LOCK_FAMILY).await?;
+    let Some(fam) = tx.query_opt(&statement, &[&family, &org]).await? else {
+        return Ok(Rotation::Refused);
+    };
+    let user: Uuid = fam.get("user_id");
+    if fam.get::<_, bool>("user_disabled") {
+        revoke_family(tx, family, org, "user_disabled").await?;
+        return Ok(Rotation::Refused);
+    }
+    let role = Role::parse(fam.get("role")).context("unknown role in users")?;
+    if fam.get("revoked") || fam.get("expired") || token.get("expired") {
+        return Ok(Rotation::Refused);
+    }
+    if !token.get::<_, bool>("used") {
+        let statement = tx.prepare_cached(store::USE_REFRESH_TOKEN).await?;
+        tx.execute(&statement, &[&id, &org]).await?;
+        let token = issue(tx, sealer, family, org, fam.get("expires_at"), policy).await?;
+        return Ok(Rotation::Rotated { user, org, role, token });
+    }
+    if token.get::<_, bool>("in_grace")
+        && let Some(current) = current_token(tx, sealer, family, org, grace).await?
+    {
+        return Ok(Rotation::Rotated { user, org, role, token: current });
+    }
+    revoke_family(tx, family, org, "reuse").await?;
+    Ok(Rotation::Reused { user, org })
+}
+
+/// The family's current token, if it was issued within the grace window.
+async fn current_token(
+    tx: &Transaction<'_>,
+    sealer: &Sealer,
+    family: Uuid,
+    org: Uuid,
+    grace: f64,
+) -> anyhow::Result<Option<String>> {
+    let statement = tx.prepare_cached(store::CURRENT_FAMILY_TOKEN).await?;
+    let Some(row) = tx.query_opt(&statement, &[&family, &grace, &org]).await? else {
+        return Ok(None);
+    };
+    let sealed: Vec<u8> = row.get("sealed_token");
+    let plain = sealer.open(&sealed, &aad(row.get("id"))).context("opening the sealed refresh token")?;
+    Ok(Some(String::from_utf8(plain).context("sealed refresh token is not text")?))
+}
+
+/// Revokes the family of `presented` (logout). Returns its org and user, if the token was known.
+pub async fn revoke(tx: &Transaction<'_>, presented: &str) -> anyhow::Result<Option<(Uuid, Uuid)>> {
+    if presented.is_empty() || presented.len() > MAX_TOKEN_LEN {
+        return Ok(None);
+    }
+    let hashed = hash(presented);
+    tenant::set_lookup(tx, Lookup::Refresh(&hashed)).await?;
+    let statement = tx.prepare_cached(store::FIND_REFRESH_TOKEN).await?;
+    let Some(token) = tx.query_opt(&statement, &[&hashed.to_vec(), &0f64]).await? else {
+        return Ok(None);
+    };
+    let (family, org): (Uuid, Uuid) = (token.get("family_id"), token.get("org_id"));
+    tenant::set_org(tx, org).await?;
+    let statement = tx.prepare_cached(store::LOCK_FAMILY).await?;
+    let user = tx.query_opt(&statement, &[&family, &org]).await?.map(|row| row.get::<_, Uuid>("user_id"));
+    revoke_family(tx, family, org, "logout").await?;
+    Ok(user.map(|user| (org, user)))
+}
+
+async fn revoke_family(tx: &Transaction<'_>, family: Uuid, org: Uuid, reason: &str) -> anyhow::Result<()> {
+    let statement = tx.prepare_cached(store::REVOKE_FAMILY).await?;
+    tx.execute(&statement, &[&family, &org, &reason]).await?;
+    Ok(())
+}

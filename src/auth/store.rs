@@ -1,0 +1,22 @@
+//! The SQL the `auth` capability runs, loaded from `sql/auth/`.
+
+macro_rules! statements {
+    ($($name:ident => $file:literal),* $(,)?) => {
+        $(pub const $name: &str = include_str!(concat!("../../sql/auth/", $file, ".sql"));)*
+        /// Every statement, so one test can `prepare` them all against a migrated database.
+        pub const STATEMENTS: &[(&str, &str)] = &[$((concat!("auth/", $file), $name)),*];
+    };
+}
+
+statements! {
+    FIND_USER_BY_EMAIL => "find_user_by_email",
+    INSERT_FAMILY => "insert_family",
+    INSERT_REFRESH_TOKEN => "insert_refresh_token",
+    FIND_REFRESH_TOKEN => "find_refresh_token",
+    LOCK_FAMILY => "lock_family",
+    USE_REFRESH_TOKEN => "use_refresh_token",
+    CURRENT_FAMILY_TOKEN => "current_family_token",
+    REVOKE_FAMILY => "revoke_family",
+    FIND_CLIENT => "find_client",
+    GET_USER => "get_user",
+}

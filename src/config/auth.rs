@@ -1,0 +1,75 @@
+//! Token lifetimes and the proxies whose `X-Forwarded-For` Moat believes.
+
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::vars::Vars;
+use crate::check::Problem;
+
+pub(super) struct AuthSettings {
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub refresh_reuse_grace: Duration,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+pub(super) fn auth(vars: &Vars, problems: &mut Vec<Problem>) -> AuthSettings {
+    AuthSettings {
+        access_token_ttl: duration(vars, "MOAT_ACCESS_TOKEN_TTL", "15m", (60, 24 * 3600), problems),
+        refresh_token_ttl: duration(vars, "MOAT_REFRESH_TOKEN_TTL", "14d", (300, 90 * 24 * 3600), problems),
+        refresh_reuse_grace: duration(vars, "MOAT_REFRESH_REUSE_GRACE", "10s", (0, 120), problems),
+        trusted_proxies: trusted_proxies(vars, problems),
+    }
+}
+
+/// A duration like `15m`, `900s` or `14d`, bounded to `range` seconds.
+fn duration(vars: &Vars, name: &str, default: &str, range: (u64, u64), problems: &mut Vec<Problem>) -> Duration {
+    let fallback = humantime::parse_duration(default).unwrap_or_default();
+    let Some(raw) = vars.get(name) else {
+        return fallback;
+    };
+    match humantime::parse_duration(raw) {
+        Ok(d) if (range.0..=range.1).contains(&d.as_secs()) => d,
+        _ => {
+            problems.push(
+                Problem::new(
+                    name,
+                    format!("must be a duration from {}s to {}s, e.g. `{default}`", range.0, range.1),
+                    "Token lifetimes bound how long a stolen token stays useful.",
+                )
+                .fix(format!("export {name}={default}   # the default")),
+            );
+            fallback
+        }
+    }
+}
+
+fn trusted_proxies(vars: &Vars, problems: &mut Vec<Problem>) -> Vec<IpNet> {
+    let Some(raw) = vars.get("MOAT_TRUSTED_PROXIES") else {
+        return Vec::new();
+    };
+    let mut nets = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match item.parse::<IpNet>().or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from)) {
+            Ok(net) if net.prefix_len() == 0 => problems.push(
+                Problem::new(
+                    "MOAT_TRUSTED_PROXIES",
+                    format!("contains {item}, which trusts every address"),
+                    "Any client could then choose its own IP address with X-Forwarded-For and escape the per-IP abuse limits.",
+                )
+                .fix("list only your proxies' addresses, e.g. export MOAT_TRUSTED_PROXIES=10.0.0.5,10.0.1.0/24"),
+            ),
+            Ok(net) => nets.push(net),
+            Err(_) => problems.push(
+                Problem::new(
+                    "MOAT_TRUSTED_PROXIES",
+                    format!("contains {item:?}, which is neither an IP address nor a CIDR block"),
+                    "X-Forwarded-For is believed only from these peers; a typo would silently trust no one or the wrong host.",
+                )
+                .fix("export MOAT_TRUSTED_PROXIES=10.0.0.5,10.0.1.0/24"),
+            ),
+        }
+    }
+    nets
+}

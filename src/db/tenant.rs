@@ -1,0 +1,68 @@
+//! Tenant transactions: the row-level-security context of every query.
+//!
+//! Every tenant table's policies read `moat.org_id`, which is set here and
+//! only here, transaction-locally (`set_config(…, true)`), so it ends with the
+//! transaction and never reaches the next checkout of a pooled connection. A
+//! query that forgets its `org_id` filter still sees one organization only.
+//! Before authentication there is no organization; [`Lookup`] scopes a
+//! transaction to the rows matching one presented key instead.
+
+use deadpool_postgres::{Object, Transaction};
+use uuid::Uuid;
+
+use super::store;
+use crate::auth::Caller;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    /// The token's user or client was disabled or deleted since it was issued.
+    #[error("the caller is disabled or no longer exists")]
+    Inactive,
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+}
+
+/// A pre-authentication key: the rows it matches, and only those, become visible.
+#[derive(Debug, Clone, Copy)]
+pub enum Lookup<'a> {
+    /// A normalized login email.
+    Email(&'a str),
+    /// A service client id.
+    Client(Uuid),
+    /// The SHA-256 of a presented refresh token.
+    Refresh(&'a [u8; 32]),
+}
+
+/// Starts a transaction as `caller`: its organization, after checking it is still enabled.
+pub async fn begin<'a>(client: &'a mut Object, caller: &Caller) -> Result<Transaction<'a>, TenantError> {
+    let tx = client.transaction().await?;
+    let statement = tx.prepare_cached(store::BEGIN_TENANT).await?;
+    let row = tx.query_one(&statement, &[&caller.org, &caller.kind.as_str(), &caller.id]).await?;
+    if !row.get::<_, bool>("active") {
+        return Err(TenantError::Inactive);
+    }
+    Ok(tx)
+}
+
+/// Sets the organization for the rest of `tx` (after a lookup found it, or for admin commands).
+pub async fn set_org(tx: &Transaction<'_>, org: Uuid) -> Result<(), tokio_postgres::Error> {
+    set_local(tx, "moat.org_id", &org.to_string()).await
+}
+
+/// Makes the rows matching `lookup` visible for the rest of `tx`.
+pub async fn set_lookup(tx: &Transaction<'_>, lookup: Lookup<'_>) -> Result<(), tokio_postgres::Error> {
+    match lookup {
+        Lookup::Email(email) => set_local(tx, "moat.lookup_email", email).await,
+        Lookup::Client(id) => set_local(tx, "moat.lookup_client", &id.to_string()).await,
+        Lookup::Refresh(hash) => set_local(tx, "moat.lookup_refresh", &hex(hash)).await,
+    }
+}
+
+async fn set_local(tx: &Transaction<'_>, name: &str, value: &str) -> Result<(), tokio_postgres::Error> {
+    let statement = tx.prepare_cached(store::SET_LOCAL).await?;
+    tx.query_one(&statement, &[&name, &value]).await.map(|_| ())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

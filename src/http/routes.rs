@@ -1,0 +1,90 @@
+//! The route table: every route is registered with the [`Access`] it requires,
+//! and that declaration is also what enforces it (the guard is attached here,
+//! not by each handler). [`Routes::table`] lists every route, so a test can
+//! attack each one and the public allowlist stays short and visible.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{MethodRouter, on};
+
+use crate::AppState;
+use crate::auth::{Access, Guard, TokenKeys, enforce};
+
+/// One registered route, as the route-table test and the docs see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+struct Entry {
+    info: RouteInfo,
+    route: MethodRouter<AppState>,
+}
+
+/// Routes with their declared access; turned into a router in one place.
+#[derive(Default)]
+pub struct Routes {
+    entries: Vec<Entry>,
+}
+
+macro_rules! method {
+    ($name:ident, $method:ident) => {
+        pub fn $name<H, T>(self, path: &'static str, access: Access, handler: H) -> Self
+        where
+            H: Handler<T, AppState>,
+            T: 'static,
+        {
+            self.add(Method::$method, path, access, handler)
+        }
+    };
+}
+
+impl Routes {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    method!(get, GET);
+    method!(post, POST);
+    method!(put, PUT);
+    method!(patch, PATCH);
+    method!(delete, DELETE);
+
+    fn add<H, T>(mut self, method: Method, path: &'static str, access: Access, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = axum::routing::MethodFilter::try_from(method.clone());
+        #[allow(clippy::expect_used)] // only the constant methods above reach here
+        let route = on(filter.expect("a routable method"), handler);
+        self.entries.push(Entry { info: RouteInfo { method, path, access }, route });
+        self
+    }
+
+    pub fn merge(mut self, other: Routes) -> Self {
+        self.entries.extend(other.entries);
+        self
+    }
+
+    pub fn table(&self) -> Vec<RouteInfo> {
+        self.entries.iter().map(|e| e.info.clone()).collect()
+    }
+
+    /// The axum router, with the guard in front of every non-public route.
+    pub fn into_router(self, keys: &Arc<TokenKeys>) -> Router<AppState> {
+        self.entries.into_iter().fold(Router::new(), |router, Entry { info, route }| {
+            let route = match info.access {
+                Access::Public => route,
+                access => route.route_layer(from_fn_with_state(Guard { keys: keys.clone(), access }, enforce)),
+            };
+            router.route(info.path, route)
+        })
+    }
+}

@@ -1,0 +1,78 @@
+//! The users of an organization, for its administrators (`users:read`).
+//!
+//! Users are created and disabled with `moat admin` (see [`crate::admin`]);
+//! this module only reads. Another organization's user answers 404, exactly
+//! like one that does not exist.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::{Access, Caller, Scope};
+use crate::db::tenant;
+use crate::http::pagination::{Cursor, Page, Paged};
+use crate::http::{ApiError, Routes};
+
+pub const LIST_USERS: &str = include_str!("../sql/users/list_users.sql");
+pub const GET_USER: &str = include_str!("../sql/users/get_user.sql");
+pub const STATEMENTS: &[(&str, &str)] = &[("users/list_users", LIST_USERS), ("users/get_user", GET_USER)];
+
+pub fn routes() -> Routes {
+    Routes::new().get("/v1/users", Access::Scope(Scope::UsersRead), list).get(
+        "/v1/users/{id}",
+        Access::Scope(Scope::UsersRead),
+        get,
+    )
+}
+
+#[derive(Debug, Serialize)]
+struct UserView {
+    id: Uuid,
+    email: String,
+    role: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    disabled: bool,
+}
+
+impl From<&Row> for UserView {
+    fn from(row: &Row) -> Self {
+        Self {
+            id: row.get("id"),
+            email: row.get("email"),
+            role: row.get("role"),
+            created_at: row.get("created_at"),
+            disabled: row.get::<_, Option<OffsetDateTime>>("disabled_at").is_some(),
+        }
+    }
+}
+
+async fn list(State(state): State<AppState>, caller: Caller, page: Page) -> Result<Json<Paged<UserView>>, ApiError> {
+    let mut client = state.db.get().await?;
+    let tx = tenant::begin(&mut client, &caller).await?;
+    let statement = tx.prepare_cached(LIST_USERS).await?;
+    let (after_at, after_id) = (page.after.map(|c| c.at()), page.after.map(|c| c.id()));
+    let rows = tx.query(&statement, &[&caller.org, &after_at, &after_id, &(page.limit + 1)]).await?;
+    tx.commit().await?;
+    let users = rows.iter().map(UserView::from).collect();
+    Ok(Json(Paged::from_rows(users, &page, |u| Cursor::new(u.created_at, u.id))))
+}
+
+async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<UserView>, ApiError> {
+    // A malformed id is as unknown as a missing one.
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found())?;
+    let mut client = state.db.get().await?;
+    let tx = tenant::begin(&mut client, &caller).await?;
+    let statement = tx.prepare_cached(GET_USER).await?;
+    let row = tx.query_opt(&statement, &[&id, &caller.org]).await?;
+    tx.commit().await?;
+    row.as_ref().map(|r| Json(UserView::from(r))).ok_or_else(ApiError::not_found)
+}
