@@ -6,6 +6,9 @@
 
 mod harness;
 
+mod auth_routes;
+mod auth_sessions;
+mod auth_tokens;
 mod db_tls;
 mod dev_mode;
 mod http_baseline;

@@ -3,11 +3,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use moat::App;
 use moat::http::Routes;
+use moat::{App, AppState};
 use reqwest::header::HeaderMap;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+use moat::auth::{PrincipalKind, Role, Scopes};
+use uuid::Uuid;
 
 use super::pg::TestDb;
 use super::process::Env;
@@ -15,6 +18,8 @@ use super::process::Env;
 pub struct TestApp {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
+    /// The app's own state: its pool (runtime role), keys and configuration.
+    pub state: AppState,
     /// Kept so the database lives as long as the app.
     pub _db: TestDb,
     scheme: &'static str,
@@ -51,12 +56,13 @@ pub async fn spawn_app(options: Options) -> TestApp {
     let scheme = if config.tls.is_some() { "https" } else { "http" };
     let app = App::build_with(config, options.extra.unwrap_or_default()).await.expect("build app");
     let addr = app.local_addr().expect("local addr");
+    let state = app.state().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
     }));
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-    TestApp { addr, http, _db: db, scheme, shutdown: Some(tx), task }
+    TestApp { addr, http, state, _db: db, scheme, shutdown: Some(tx), task }
 }
 
 impl TestApp {
@@ -66,6 +72,62 @@ impl TestApp {
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.expect("request")
+    }
+
+    /// `GET path` with a bearer token.
+    pub async fn get_as(&self, token: &str, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).bearer_auth(token).send().await.expect("request")
+    }
+
+    /// A new organization (through the same code as `moat admin create-org`).
+    pub async fn create_org(&self, name: &str) -> Uuid {
+        moat::admin::create_org(&self.state.db, name).await.expect("create org")
+    }
+
+    /// A new user with a random password; returns its id and password.
+    pub async fn create_user(&self, org: Uuid, email: &str, role: Role) -> (Uuid, String) {
+        let password = moat::admin::generate_password();
+        let id =
+            moat::admin::create_user(&self.state.db, org, email, role, password.clone()).await.expect("create user");
+        (id, password)
+    }
+
+    /// `POST /v1/auth/login`.
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/auth/login"))
+            .json(&serde_json::json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .expect("login request")
+    }
+
+    /// An organization with one user of `role`, logged in: `(org, user, access token)`.
+    pub async fn signed_in(&self, role: Role) -> (Uuid, Uuid, String) {
+        let org = self.create_org("Signed-in org").await;
+        let email = format!("{}@example.com", Uuid::new_v4());
+        let (user, password) = self.create_user(org, &email, role).await;
+        let response = self.login(&email, &password).await;
+        assert_eq!(response.status(), 200, "login failed");
+        let body: serde_json::Value = response.json().await.expect("login body");
+        (org, user, body["access_token"].as_str().expect("access_token").to_owned())
+    }
+
+    /// An access token of a new admin user of `org`, obtained by logging in.
+    pub async fn admin_token(&self, org: Uuid) -> String {
+        let email = format!("admin-{}@example.com", Uuid::new_v4());
+        let (_, password) = self.create_user(org, &email, Role::Admin).await;
+        let body: serde_json::Value = self.login(&email, &password).await.json().await.expect("login body");
+        body["access_token"].as_str().expect("access_token").to_owned()
+    }
+
+    /// An access token minted directly with the app's keys (any scopes, any principal).
+    pub fn token(&self, kind: PrincipalKind, id: Uuid, org: Uuid, scopes: &Scopes) -> String {
+        self.state
+            .tokens
+            .mint_access(self.state.config.access_token_ttl, kind, id, org, scopes)
+            .expect("mint")
+            .access_token
     }
 
     /// Triggers graceful shutdown and waits for the server to return.
