@@ -30,7 +30,8 @@ pub async fn purge_once(pool: &Pool, grace: Duration) -> anyhow::Result<i64> {
 
 /// Purges every [`PURGE_INTERVAL`] until `stop` is cancelled.
 pub async fn run(pool: Pool, grace: Duration, stop: CancellationToken) {
-    let mut ticker = tokio::time::interval(PURGE_INTERVAL);
+    // The first round comes one interval after start, not in the start-up burst.
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + PURGE_INTERVAL, PURGE_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod admin_cli;
 mod auth_routes;
 mod auth_sessions;
 mod auth_tokens;
@@ -13,7 +14,10 @@ mod db_tls;
 mod dev_mode;
 mod http_baseline;
 mod launch_readiness;
+mod limits;
+mod oauth;
 mod readiness;
 mod schema;
 mod startup;
+mod tenancy;
 mod tls;

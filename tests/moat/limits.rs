@@ -1,0 +1,188 @@
+//! Abuse limits live in PostgreSQL: two `moat serve` processes enforce one
+//! limit; failures lock out progressively; `X-Forwarded-For` counts only from
+//! trusted proxies; expired rows are purged safely by any instance.
+
+use std::time::Duration;
+
+use moat::auth::Role;
+use serde_json::{Value, json};
+
+use crate::harness::{self, Env, Options, Role as DbRole, TestDb, error_code, spawn_app};
+
+async fn pool(db: &TestDb) -> deadpool_postgres::Pool {
+    moat::db::DatabaseSettings::parse(&db.url(DbRole::App)).unwrap().pool(2).unwrap()
+}
+
+async fn login(http: &reqwest::Client, base: &str, email: &str, password: &str) -> reqwest::Response {
+    http.post(format!("{base}/v1/auth/login"))
+        .json(&json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn retry_after(response: &reqwest::Response) -> u64 {
+    response.headers().get("retry-after").expect("Retry-After").to_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn two_processes_enforce_one_login_limit() {
+    let db = TestDb::migrated().await;
+    let pool = pool(&db).await;
+    let org = moat::admin::create_org(&pool, "Acme").await.unwrap();
+    let password = moat::admin::generate_password();
+    moat::admin::create_user(&pool, org, "ada@example.com", Role::Member, password.clone()).await.unwrap();
+    let env = Env::production(&db);
+    let (a, b) = (harness::serve(&env).await, harness::serve(&env).await);
+    let bases = [a.url(""), b.url("")];
+    let http = reqwest::Client::new();
+
+    // Ten successful logins a minute per email, counted across both processes.
+    for i in 0..10 {
+        let response = login(&http, &bases[i % 2], "ada@example.com", &password).await;
+        assert_eq!(response.status(), 200, "attempt {}", i + 1);
+    }
+    let limited = login(&http, &bases[0], "ada@example.com", &password).await;
+    assert_eq!(limited.status(), 429, "the 11th attempt, on the process that saw only 5");
+    assert!((1..=60).contains(&retry_after(&limited)));
+    assert_eq!(error_code(limited).await, "rate_limited");
+    assert_eq!(login(&http, &bases[1], "ada@example.com", &password).await.status(), 429);
+
+    // Another email is not affected.
+    assert_eq!(login(&http, &bases[1], "someone@example.com", "wrong password").await.status(), 401);
+    for serving in [a, b] {
+        let log = serving.terminate().await.all_output();
+        assert!(!log.contains(&password), "a password reached the log");
+    }
+}
+
+#[tokio::test]
+async fn consecutive_failures_lock_out_progressively_even_the_right_password() {
+    let db = TestDb::migrated().await;
+    let pool = pool(&db).await;
+    let org = moat::admin::create_org(&pool, "Acme").await.unwrap();
+    let password = moat::admin::generate_password();
+    moat::admin::create_user(&pool, org, "ada@example.com", Role::Member, password.clone()).await.unwrap();
+    let env = Env::production(&db);
+    let (a, b) = (harness::serve(&env).await, harness::serve(&env).await);
+    let bases = [a.url(""), b.url("")];
+    let http = reqwest::Client::new();
+
+    for i in 0..5 {
+        assert_eq!(login(&http, &bases[i % 2], "ada@example.com", "guess").await.status(), 401, "failure {}", i + 1);
+    }
+    let locked = login(&http, &bases[1], "ada@example.com", &password).await;
+    assert_eq!(locked.status(), 429, "locked after 5 failures, even with the right password");
+    let first = retry_after(&locked);
+    assert_eq!(first, 1);
+
+    tokio::time::sleep(Duration::from_millis(1100 * first)).await;
+    assert_eq!(login(&http, &bases[0], "ada@example.com", "guess").await.status(), 401);
+    let locked = login(&http, &bases[1], "ada@example.com", &password).await;
+    assert_eq!(locked.status(), 429);
+    assert_eq!(retry_after(&locked), 2, "the lockout doubles with each further failure");
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(login(&http, &bases[0], "ada@example.com", &password).await.status(), 200, "after the lockout");
+    drop((a, b));
+}
+
+#[tokio::test]
+async fn forwarded_for_counts_only_from_trusted_proxies() {
+    let db = TestDb::migrated().await;
+    let trusted = Env::production(&db).set("MOAT_TRUSTED_PROXIES", "127.0.0.1/32, ::1");
+    let app = spawn_app(Options { env: Some(trusted), db: Some(db), ..Options::default() }).await;
+    let org = app.create_org("Acme").await;
+    let (_, password) = app.create_user(org, "ada@example.com", Role::Admin).await;
+    let attempt = |ip: &'static str, email: String| {
+        app.http
+            .post(app.url("/v1/auth/login"))
+            .header("x-forwarded-for", format!("198.51.100.1, {ip}"))
+            .json(&json!({ "email": email, "password": "wrong" }))
+            .send()
+    };
+    // 30 attempts a minute per client IP: the proxy's client 203.0.113.7 hits it …
+    for i in 0..30 {
+        assert_eq!(attempt("203.0.113.7", format!("u{i}@example.com")).await.unwrap().status(), 401);
+    }
+    assert_eq!(attempt("203.0.113.7", "u99@example.com".into()).await.unwrap().status(), 429);
+    // … another client behind the same proxy does not.
+    assert_eq!(attempt("203.0.113.8", "u98@example.com".into()).await.unwrap().status(), 401);
+
+    let body: Value = app.login("ada@example.com", &password).await.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap();
+    let log: Value = app.get_as(token, "/v1/audit-log?limit=1").await.json().await.unwrap();
+    assert_eq!(log["items"][0]["event"], "login_succeeded");
+    assert_eq!(log["items"][0]["ip"], "127.0.0.1", "no X-Forwarded-For: the peer");
+}
+
+#[tokio::test]
+async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
+    let app = spawn_app(Options::default()).await;
+    let org = app.create_org("Acme").await;
+    let (_, password) = app.create_user(org, "ada@example.com", Role::Admin).await;
+    // Spoofing a new address on every attempt does not escape the per-IP limit.
+    for i in 0..30 {
+        let response = app
+            .http
+            .post(app.url("/v1/auth/login"))
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .json(&json!({ "email": format!("u{i}@example.com"), "password": "wrong" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    let response = app
+        .http
+        .post(app.url("/v1/auth/login"))
+        .header("x-forwarded-for", "203.0.113.200")
+        .json(&json!({ "email": "ada@example.com", "password": password }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+}
+
+#[tokio::test]
+async fn expired_rows_are_purged_by_one_instance_at_a_time() {
+    let app = spawn_app(Options::default()).await;
+    let (org, user, _) = app.signed_in(Role::Member).await;
+    let admin = app._db.admin().await;
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO rate_limits (bucket, window_start, window_secs, hits, expires_at) VALUES
+                ('test:expired', now() - interval '2 hours', 60, 1, now() - interval '1 hour'),
+                ('test:live', now(), 60, 1, now() + interval '1 hour');
+             INSERT INTO refresh_families (id, org_id, user_id, expires_at) VALUES
+                ('00000000-0000-4000-8000-000000000001', '{org}', '{user}', now() - interval '1 minute');
+             INSERT INTO refresh_tokens (family_id, org_id, token_hash, expires_at) VALUES
+                ('00000000-0000-4000-8000-000000000001', '{org}', sha256('expired'), now() - interval '1 minute');"
+        ))
+        .await
+        .unwrap();
+    let count = |sql: &'static str| {
+        let admin = &admin;
+        async move { admin.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    let grace = Duration::from_secs(10);
+
+    // While another instance holds the purge lock, this one skips.
+    let mut holder = app._db.admin().await;
+    let tx = holder.transaction().await.unwrap();
+    tx.execute("SELECT pg_advisory_xact_lock(7885082312880748391)", &[]).await.unwrap();
+    assert_eq!(moat::maintenance::purge_once(&app.state.db, grace).await.unwrap(), 0);
+    assert_eq!(count("SELECT count(*) FROM rate_limits WHERE bucket LIKE 'test:%'").await, 2, "nothing purged yet");
+    tx.rollback().await.unwrap();
+
+    let purged = moat::maintenance::purge_once(&app.state.db, grace).await.unwrap();
+    assert!(purged >= 2, "purged {purged}");
+    assert_eq!(
+        count("SELECT count(*) FROM rate_limits WHERE bucket LIKE 'test:%'").await,
+        1,
+        "only the live row stays"
+    );
+    assert_eq!(count("SELECT count(*) FROM refresh_families WHERE expires_at < now()").await, 0);
+    assert_eq!(count("SELECT count(*) FROM refresh_tokens WHERE expires_at < now()").await, 0);
+    assert!(count("SELECT count(*) FROM refresh_families").await >= 1, "the live session survives");
+}

@@ -1,0 +1,169 @@
+//! `POST /v1/oauth/token` (client credentials): Basic or form authentication,
+//! scope intersection, RFC 6749 errors, rotation and disabling.
+
+use base64::Engine as _;
+use moat::auth::Role;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::harness::{Options, TestApp, spawn_app};
+
+async fn token_request(app: &TestApp, basic: Option<(&str, &str)>, form: &[(&str, &str)]) -> reqwest::Response {
+    let mut request = app
+        .http
+        .post(app.url("/v1/oauth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish());
+    if let Some((id, secret)) = basic {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        request = request.header("authorization", format!("Basic {encoded}"));
+    }
+    request.send().await.unwrap()
+}
+
+async fn oauth_error(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    assert_eq!(response.headers().get("cache-control").unwrap(), "no-store");
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error_description"].is_string(), "{body}");
+    (status, body["error"].as_str().unwrap().to_owned())
+}
+
+async fn client(app: &TestApp, scopes: &str) -> (Uuid, String, String) {
+    let org = app.create_org("Clients").await;
+    let (id, secret) = moat::admin::create_client(&app.state.db, org, "worker", scopes).await.unwrap();
+    (org, id.to_string(), secret)
+}
+
+#[tokio::test]
+async fn client_credentials_by_basic_or_form_with_scope_intersection() {
+    let app = spawn_app(Options::default()).await;
+    let (org, id, secret) = client(&app, "conversations:read runs:write").await;
+
+    for (label, response) in [
+        ("basic", token_request(&app, Some((&id, &secret)), &[("grant_type", "client_credentials")]).await),
+        (
+            "form",
+            token_request(
+                &app,
+                None,
+                &[("grant_type", "client_credentials"), ("client_id", &id), ("client_secret", &secret)],
+            )
+            .await,
+        ),
+    ] {
+        assert_eq!(response.status(), 200, "{label}");
+        assert_eq!(response.headers().get("cache-control").unwrap(), "no-store", "{label}");
+        assert_eq!(response.headers().get("pragma").unwrap(), "no-cache", "{label}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["scope"], "conversations:read runs:write");
+        let me: Value = app.get_as(body["access_token"].as_str().unwrap(), "/v1/me").await.json().await.unwrap();
+        assert_eq!((me["kind"].as_str(), me["id"].as_str()), (Some("client"), Some(id.as_str())), "{me}");
+        assert_eq!(me["org"], org.to_string());
+    }
+
+    // Requested ∩ granted: asking for more than granted yields only the granted part.
+    let response = token_request(
+        &app,
+        Some((&id, &secret)),
+        &[("grant_type", "client_credentials"), ("scope", "runs:write audit:read")],
+    )
+    .await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["scope"], "runs:write");
+    // The narrowed token really lacks the other scope.
+    let narrowed = body["access_token"].as_str().unwrap();
+    assert_eq!(app.get_as(narrowed, "/v1/audit-log").await.status(), 403);
+}
+
+#[tokio::test]
+async fn rfc6749_errors_for_each_kind_of_bad_request() {
+    let app = spawn_app(Options::default()).await;
+    let (_, id, secret) = client(&app, "conversations:read").await;
+    let grant = ("grant_type", "client_credentials");
+    let wrong = format!("{secret}x");
+    let cases: Vec<(&str, reqwest::Response, (u16, &str))> = vec![
+        ("wrong secret", token_request(&app, Some((&id, &wrong)), &[grant]).await, (401, "invalid_client")),
+        (
+            "unknown client",
+            token_request(&app, Some((&Uuid::new_v4().to_string(), &secret)), &[grant]).await,
+            (401, "invalid_client"),
+        ),
+        ("not a client id", token_request(&app, Some(("admin", "admin")), &[grant]).await, (401, "invalid_client")),
+        ("no credentials", token_request(&app, None, &[grant]).await, (401, "invalid_client")),
+        (
+            "two methods",
+            token_request(&app, Some((&id, &secret)), &[grant, ("client_id", &id), ("client_secret", &secret)]).await,
+            (400, "invalid_request"),
+        ),
+        (
+            "password grant",
+            token_request(&app, Some((&id, &secret)), &[("grant_type", "password")]).await,
+            (400, "unsupported_grant_type"),
+        ),
+        ("no grant type", token_request(&app, Some((&id, &secret)), &[]).await, (400, "invalid_request")),
+        (
+            "repeated parameter",
+            token_request(&app, Some((&id, &secret)), &[grant, grant]).await,
+            (400, "invalid_request"),
+        ),
+        (
+            "unknown scope",
+            token_request(&app, Some((&id, &secret)), &[grant, ("scope", "root")]).await,
+            (400, "invalid_scope"),
+        ),
+        (
+            "no granted scope",
+            token_request(&app, Some((&id, &secret)), &[grant, ("scope", "audit:read")]).await,
+            (400, "invalid_scope"),
+        ),
+    ];
+    for (label, response, (status, code)) in cases {
+        let basic = label == "wrong secret";
+        let challenge = response.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(oauth_error(response).await, (status, code.to_owned()), "{label}");
+        if basic {
+            assert_eq!(challenge.as_deref(), Some("Basic realm=\"moat\""), "{label}");
+        }
+    }
+    let json = app
+        .http
+        .post(app.url("/v1/oauth/token"))
+        .json(&serde_json::json!({"grant_type": "client_credentials", "client_id": id, "client_secret": secret}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(oauth_error(json).await, (400, "invalid_request".to_owned()), "JSON instead of a form");
+}
+
+#[tokio::test]
+async fn rotated_secrets_and_disabled_clients_stop_working_at_once() {
+    let app = spawn_app(Options::default()).await;
+    let (_, id, old) = client(&app, "conversations:read").await;
+    let grant = [("grant_type", "client_credentials")];
+    let first: Value = token_request(&app, Some((&id, &old)), &grant).await.json().await.unwrap();
+    let access = first["access_token"].as_str().unwrap().to_owned();
+
+    let new = moat::admin::rotate_client_secret(&app.state.db, &id).await.unwrap();
+    assert_ne!(new, old);
+    assert_eq!(oauth_error(token_request(&app, Some((&id, &old)), &grant).await).await.1, "invalid_client");
+    assert_eq!(token_request(&app, Some((&id, &new)), &grant).await.status(), 200);
+
+    moat::admin::disable_client(&app.state.db, &id).await.unwrap();
+    assert_eq!(oauth_error(token_request(&app, Some((&id, &new)), &grant).await).await.1, "invalid_client");
+    assert_eq!(app.get_as(&access, "/v1/me").await.status(), 401, "a disabled client's live token");
+}
+
+/// Users cannot use the client-credentials grant with their email and password.
+#[tokio::test]
+async fn user_passwords_are_not_client_secrets() {
+    let app = spawn_app(Options::default()).await;
+    let org = app.create_org("Acme").await;
+    let (user, password) = app.create_user(org, "ada@example.com", Role::Admin).await;
+    let grant = [("grant_type", "client_credentials")];
+    for id in ["ada@example.com".to_owned(), user.to_string()] {
+        let response = token_request(&app, Some((&id, &password)), &grant).await;
+        assert_eq!(oauth_error(response).await.1, "invalid_client", "{id}");
+    }
+}
