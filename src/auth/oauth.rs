@@ -158,8 +158,19 @@ async fn issue(
     };
     let stored = client_row.as_ref().map_or_else(|| state.hasher.dummy().to_owned(), |r| r.get("secret_hash"));
     let matches = password::verify(secret, stored).await.map_err(internal)?;
+    let known = client_row.as_ref().map(|r| (r.get::<_, Uuid>("org_id"), r.get::<_, bool>("disabled")));
     let Some(row) = client_row.filter(|r| matches && !r.get::<_, bool>("disabled")) else {
         limits::fail(&state.db, TOKEN_PER_CLIENT, &client_id).await.map_err(internal)?;
+        let reason = match known {
+            None => "unknown_client",
+            Some((_, true)) => "client_disabled",
+            Some((_, false)) => "wrong_secret",
+        };
+        let event = Event::new(known.map(|(org, _)| org), "client_auth_failed", "anonymous")
+            .subject(client_id.chars().take(64).collect::<String>())
+            .ip(ip)
+            .detail(json!({ "reason": reason }));
+        record(state, &event).await.map_err(internal)?;
         return Err(OAuthError::invalid_client(used_basic));
     };
     limits::succeed(&state.db, TOKEN_PER_CLIENT, &client_id).await.map_err(internal)?;
@@ -182,17 +193,22 @@ async fn issue(
         .mint_access(state.config.access_token_ttl, PrincipalKind::Client, id, org, &scopes)
         .map_err(internal)?;
     access.scope = Some(scopes.to_string());
-    let _ = audit_issue(state, org, id, ip).await;
+    record(state, &Event::new(Some(org), "client_token_issued", format!("client:{id}")).ip(ip))
+        .await
+        .map_err(internal)?;
     let mut response = Json(access).into_response();
     response.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     Ok(response)
 }
 
-async fn audit_issue(state: &AppState, org: Uuid, client: Uuid, ip: std::net::IpAddr) -> anyhow::Result<()> {
+/// Audits `event` in a transaction of its own (set to the event's organization, if any).
+async fn record(state: &AppState, event: &Event) -> anyhow::Result<()> {
     let mut db = state.db.get().await?;
     let tx = db.transaction().await?;
-    tenant::set_org(&tx, org).await?;
-    audit::record(&tx, &Event::new(Some(org), "client_token_issued", format!("client:{client}")).ip(ip)).await?;
+    if let Some(org) = event.org {
+        tenant::set_org(&tx, org).await?;
+    }
+    audit::record(&tx, event).await?;
     tx.commit().await?;
     Ok(())
 }

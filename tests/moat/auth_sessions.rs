@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use moat::auth::Role;
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::harness::{Env, Options, TestApp, TestDb, error_code, spawn_app};
@@ -99,6 +100,28 @@ async fn failed_logins_are_indistinguishable() {
     timings.iter_mut().for_each(|t| t.sort());
     assert!(bodies.windows(2).all(|w| w[0] == w[1]), "bodies differ: {bodies:?}");
     assert_eq!(bodies[0], r#"{"error":{"code":"invalid_credentials","message":"the email or password is incorrect"}}"#);
+    // Each failure is audited with its real reason (visible to admins only).
+    let admin = app.admin_token(org).await;
+    let log: Value = app.get_as(&admin, "/v1/audit-log?limit=200").await.json().await.unwrap();
+    let failures: Vec<(&str, &str)> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "login_failed")
+        .map(|e| (e["subject"].as_str().unwrap(), e["detail"]["reason"].as_str().unwrap()))
+        .collect();
+    assert!(failures.contains(&("real@example.com", "wrong_password")), "{failures:?}");
+    assert!(failures.contains(&("gone@example.com", "user_disabled")), "{failures:?}");
+    assert!(!log.to_string().contains("not the password at all"), "a password reached the audit log");
+    let anonymous: i64 = app
+        ._db
+        .admin()
+        .await
+        .query_one("SELECT count(*) FROM audit_log WHERE org_id IS NULL AND event = 'login_failed' AND detail->>'reason' = 'unknown_email'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(anonymous, 5, "unknown-email failures are audited without an organization");
     // Medians within a factor of three: every case pays for one argon2 verification
     // (skipping it for unknown emails would make them about ten times faster).
     let medians: Vec<f64> = timings.iter().map(|s| s[s.len() / 2].as_secs_f64()).collect();
@@ -171,6 +194,9 @@ async fn logout_revokes_the_session_and_clears_the_browser() {
     assert_eq!(refresh(&app, &token).await.status(), 401, "a logged-out token must not refresh");
     // Logging out again, or without a cookie, is harmless.
     assert_eq!(app.http.post(app.url("/v1/auth/logout")).send().await.unwrap().status(), 204);
+    let admin = app.admin_token(org).await;
+    let log: Value = app.get_as(&admin, "/v1/audit-log").await.json().await.unwrap();
+    assert!(log["items"].as_array().unwrap().iter().any(|e| e["event"] == "logout"), "{log}");
 }
 
 #[tokio::test]

@@ -153,6 +153,34 @@ async fn rotated_secrets_and_disabled_clients_stop_working_at_once() {
     moat::admin::disable_client(&app.state.db, &id).await.unwrap();
     assert_eq!(oauth_error(token_request(&app, Some((&id, &new)), &grant).await).await.1, "invalid_client");
     assert_eq!(app.get_as(&access, "/v1/me").await.status(), 401, "a disabled client's live token");
+
+    // Issued tokens and failed authentications are audited (never with the secret).
+    let org: uuid::Uuid = app
+        ._db
+        .admin()
+        .await
+        .query_one("SELECT org_id FROM service_clients WHERE id = $1", &[&uuid::Uuid::parse_str(&id).unwrap()])
+        .await
+        .unwrap()
+        .get(0);
+    let admin = app.admin_token(org).await;
+    let log: Value = app.get_as(&admin, "/v1/audit-log?limit=200").await.json().await.unwrap();
+    let reasons: Vec<(&str, &str)> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap(), e["detail"]["reason"].as_str().unwrap_or("")))
+        .collect();
+    for expected in [
+        ("client_token_issued", ""),
+        ("client_auth_failed", "wrong_secret"),
+        ("client_auth_failed", "client_disabled"),
+        ("client_secret_rotated", ""),
+        ("client_disabled", ""),
+    ] {
+        assert!(reasons.contains(&expected), "{expected:?} missing from {reasons:?}");
+    }
+    assert!(!log.to_string().contains(&old) && !log.to_string().contains(&new), "a secret reached the audit log");
 }
 
 /// Users cannot use the client-credentials grant with their email and password.
