@@ -9,8 +9,25 @@ use serde_json::{Value, json};
 
 use crate::harness::{self, Env, Options, Role as DbRole, TestDb, error_code, spawn_app};
 
-async fn pool(db: &TestDb) -> deadpool_postgres::Pool {
-    moat::db::DatabaseSettings::parse(&db.url(DbRole::App)).unwrap().pool(2).unwrap()
+/// Two `moat serve` processes on one database with one user, `ada@example.com`.
+struct Pair {
+    _db: TestDb,
+    a: harness::process::Serving,
+    b: harness::process::Serving,
+    password: String,
+}
+
+impl Pair {
+    async fn start() -> Self {
+        let db = TestDb::migrated().await;
+        let pool = moat::db::DatabaseSettings::parse(&db.url(DbRole::App)).unwrap().pool(2).unwrap();
+        let org = moat::admin::create_org(&pool, "Acme").await.unwrap();
+        let password = moat::admin::generate_password();
+        moat::admin::create_user(&pool, org, "ada@example.com", Role::Member, password.clone()).await.unwrap();
+        let env = Env::production(&db);
+        let (a, b) = (harness::serve(&env).await, harness::serve(&env).await);
+        Self { _db: db, a, b, password }
+    }
 }
 
 async fn login(http: &reqwest::Client, base: &str, email: &str, password: &str) -> reqwest::Response {
@@ -27,13 +44,7 @@ fn retry_after(response: &reqwest::Response) -> u64 {
 
 #[tokio::test]
 async fn two_processes_enforce_one_login_limit() {
-    let db = TestDb::migrated().await;
-    let pool = pool(&db).await;
-    let org = moat::admin::create_org(&pool, "Acme").await.unwrap();
-    let password = moat::admin::generate_password();
-    moat::admin::create_user(&pool, org, "ada@example.com", Role::Member, password.clone()).await.unwrap();
-    let env = Env::production(&db);
-    let (a, b) = (harness::serve(&env).await, harness::serve(&env).await);
+    let Pair { _db, a, b, password } = Pair::start().await;
     let bases = [a.url(""), b.url("")];
     let http = reqwest::Client::new();
 
@@ -58,13 +69,7 @@ async fn two_processes_enforce_one_login_limit() {
 
 #[tokio::test]
 async fn consecutive_failures_lock_out_progressively_even_the_right_password() {
-    let db = TestDb::migrated().await;
-    let pool = pool(&db).await;
-    let org = moat::admin::create_org(&pool, "Acme").await.unwrap();
-    let password = moat::admin::generate_password();
-    moat::admin::create_user(&pool, org, "ada@example.com", Role::Member, password.clone()).await.unwrap();
-    let env = Env::production(&db);
-    let (a, b) = (harness::serve(&env).await, harness::serve(&env).await);
+    let Pair { _db, a, b, password } = Pair::start().await;
     let bases = [a.url(""), b.url("")];
     let http = reqwest::Client::new();
 
@@ -84,7 +89,6 @@ async fn consecutive_failures_lock_out_progressively_even_the_right_password() {
 
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(login(&http, &bases[0], "ada@example.com", &password).await.status(), 200, "after the lockout");
-    drop((a, b));
 }
 
 #[tokio::test]
