@@ -13,6 +13,7 @@
 -- `moat admin …`, and no password, secret or hash of one is ever in this file.
 
 -- The caller's organization for this transaction, or NULL.
+-- (Only built-in functions: pg_catalog is always searched first for them.)
 CREATE FUNCTION moat_org() RETURNS uuid
 LANGUAGE sql STABLE
 AS $$ SELECT NULLIF(current_setting('moat.org_id', true), '')::uuid $$;
@@ -120,17 +121,25 @@ CREATE TABLE audit_log (
 );
 CREATE INDEX audit_log_org_idx ON audit_log (org_id, at DESC, id DESC);
 
--- Abuse limits shared by every instance: one row per bucket (e.g. a login
--- email's hash or a client IP), updated with one atomic upsert per attempt.
+-- Abuse limits shared by every instance: one row per bucket (an HMAC of an
+-- email, a client id or an IP), updated with one atomic upsert per attempt.
+-- A limit's parameters travel with its bucket so the upsert can apply them.
 -- Not tenant data (attempts precede authentication), so no row-level security.
 CREATE TABLE rate_limits (
-    bucket        text        NOT NULL,
-    window_start  timestamptz NOT NULL,
-    window_secs   float8      NOT NULL,
-    hits          integer     NOT NULL,
-    failures      integer     NOT NULL DEFAULT 0,
-    locked_until  timestamptz,
-    expires_at    timestamptz NOT NULL,
+    bucket                text        NOT NULL,
+    window_start          timestamptz NOT NULL,
+    window_secs           float8      NOT NULL,
+    hits                  integer     NOT NULL,
+    -- attempts since the last success, counted when an attempt starts (so
+    -- concurrent attempts cannot slip past a lockout)
+    failures              integer     NOT NULL DEFAULT 0,
+    lockout_after         integer     NOT NULL DEFAULT 0,
+    lockout_base_secs     float8      NOT NULL DEFAULT 0,
+    lockout_max_secs      float8      NOT NULL DEFAULT 0,
+    locked_until          timestamptz,
+    -- whether the latest attempt was refused by a lockout already in force
+    last_refused          boolean     NOT NULL DEFAULT false,
+    expires_at            timestamptz NOT NULL,
     CONSTRAINT rate_limits_pkey PRIMARY KEY (bucket)
 );
 CREATE INDEX rate_limits_expires_idx ON rate_limits (expires_at);
@@ -187,14 +196,15 @@ GRANT SELECT, INSERT, UPDATE ON rate_limits TO moat_runtime;
 -- not when its access token expires).
 CREATE FUNCTION moat_begin(org uuid, principal_kind text, principal uuid) RETURNS boolean
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     PERFORM set_config('moat.org_id', org::text, true);
     IF principal_kind = 'user' THEN
-        RETURN EXISTS (SELECT 1 FROM users u
+        RETURN EXISTS (SELECT 1 FROM public.users u
                        WHERE u.id = principal AND u.org_id = org AND u.disabled_at IS NULL);
     ELSIF principal_kind = 'client' THEN
-        RETURN EXISTS (SELECT 1 FROM service_clients c
+        RETURN EXISTS (SELECT 1 FROM public.service_clients c
                        WHERE c.id = principal AND c.org_id = org AND c.disabled_at IS NULL);
     END IF;
     RETURN false;
@@ -202,43 +212,56 @@ END
 $$;
 
 -- Purging expired rows crosses organizations, so it runs as the owner
--- through this function, and the owner's policies below let it see and
--- delete only rows that have expired. Safe with many instances: one runs it
--- at a time (the others skip), and every statement is bounded.
-CREATE POLICY refresh_families_purge ON refresh_families FOR ALL TO CURRENT_USER
-    USING (expires_at < now() OR revoked_at < now() - interval '1 day') WITH CHECK (true);
-CREATE POLICY refresh_tokens_purge ON refresh_tokens FOR ALL TO CURRENT_USER
-    USING (expires_at < now() OR sealed_token IS NOT NULL) WITH CHECK (true);
+-- through this function, and the owner's policies below let it see, delete
+-- or update only what has expired: refresh families past their end (or
+-- revoked a day ago), refresh tokens past their expiry, and sealed copies
+-- older than the longest reuse grace window Moat allows (120 s). Safe with
+-- many instances: one runs it at a time (the others skip), and every
+-- statement is bounded.
+CREATE POLICY refresh_families_purge_read ON refresh_families FOR SELECT TO CURRENT_USER
+    USING (expires_at < now() OR revoked_at < now() - interval '1 day');
+CREATE POLICY refresh_families_purge ON refresh_families FOR DELETE TO CURRENT_USER
+    USING (expires_at < now() OR revoked_at < now() - interval '1 day');
+CREATE POLICY refresh_tokens_purge_read ON refresh_tokens FOR SELECT TO CURRENT_USER
+    USING (expires_at < now() OR (sealed_token IS NOT NULL AND created_at < now() - interval '120 seconds'));
+CREATE POLICY refresh_tokens_purge ON refresh_tokens FOR DELETE TO CURRENT_USER
+    USING (expires_at < now());
+CREATE POLICY refresh_tokens_unseal ON refresh_tokens FOR UPDATE TO CURRENT_USER
+    USING (sealed_token IS NOT NULL AND created_at < now() - interval '120 seconds')
+    WITH CHECK (sealed_token IS NULL);
 
-CREATE FUNCTION moat_purge_expired(batch integer, grace interval) RETURNS bigint
+-- SECURITY DEFINER: the search path ends with pg_temp (so a caller's
+-- temporary tables can never stand in for these) and every name is qualified.
+CREATE FUNCTION moat_purge_expired(batch integer) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     purged bigint := 0;
     n bigint;
+    lim integer := least(greatest(batch, 1), 10000);
 BEGIN
     -- "moatpurg": one purger at a time across every instance.
-    IF NOT pg_try_advisory_xact_lock(7885082312880748391) THEN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(7885082312880748391) THEN
         RETURN 0;
     END IF;
-    DELETE FROM rate_limits WHERE bucket IN (
-        SELECT bucket FROM rate_limits WHERE expires_at < now() LIMIT batch);
+    DELETE FROM public.rate_limits WHERE bucket IN (
+        SELECT bucket FROM public.rate_limits WHERE expires_at < now() LIMIT lim);
     GET DIAGNOSTICS n = ROW_COUNT; purged := purged + n;
-    DELETE FROM refresh_families WHERE id IN (
-        SELECT id FROM refresh_families
-        WHERE expires_at < now() OR revoked_at < now() - interval '1 day' LIMIT batch);
+    DELETE FROM public.refresh_families WHERE id IN (
+        SELECT id FROM public.refresh_families
+        WHERE expires_at < now() OR revoked_at < now() - interval '1 day' LIMIT lim);
     GET DIAGNOSTICS n = ROW_COUNT; purged := purged + n;
-    DELETE FROM refresh_tokens WHERE id IN (
-        SELECT id FROM refresh_tokens WHERE expires_at < now() LIMIT batch);
+    DELETE FROM public.refresh_tokens WHERE id IN (
+        SELECT id FROM public.refresh_tokens WHERE expires_at < now() LIMIT lim);
     GET DIAGNOSTICS n = ROW_COUNT; purged := purged + n;
-    UPDATE refresh_tokens SET sealed_token = NULL WHERE id IN (
-        SELECT id FROM refresh_tokens
-        WHERE sealed_token IS NOT NULL AND created_at < now() - grace LIMIT batch);
+    UPDATE public.refresh_tokens SET sealed_token = NULL WHERE id IN (
+        SELECT id FROM public.refresh_tokens
+        WHERE sealed_token IS NOT NULL AND created_at < now() - interval '120 seconds' LIMIT lim);
     GET DIAGNOSTICS n = ROW_COUNT; purged := purged + n;
     RETURN purged;
 END
 $$;
 
-REVOKE ALL ON FUNCTION moat_purge_expired(integer, interval) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION moat_purge_expired(integer, interval) TO moat_runtime;
+REVOKE ALL ON FUNCTION moat_purge_expired(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION moat_purge_expired(integer) TO moat_runtime;

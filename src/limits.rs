@@ -1,21 +1,28 @@
 //! Abuse limits, kept in PostgreSQL so every instance enforces the same limit.
 //!
-//! Each [`Limit`] counts attempts per bucket (an email, a client id, an IP) in
-//! a fixed window with one atomic upsert, and may lock a bucket out after
-//! consecutive failures, for a time that doubles with each further failure.
-//! Bucket keys are hashed: the table never holds an email or an address.
-//! Counting runs outside the caller's transaction, so a failed request that
-//! rolls back still counts.
+//! Each [`Limit`] counts attempts per bucket (an email, a client, an IP) in a
+//! fixed window with one atomic upsert, and may lock a bucket out after
+//! consecutive unsuccessful attempts, for a time that doubles with each
+//! further one. An attempt counts as unsuccessful from the moment it starts
+//! until [`Limiter::succeed`] clears it, so concurrent attempts cannot slip
+//! past a lockout. Bucket names are HMACs under a key derived from
+//! `MOAT_ENCRYPTION_KEY`: the table holds no email or address, not even a
+//! reversible hash of one. Counting runs outside the caller's transaction, so
+//! a request that rolls back still counts.
 
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use sha2::{Digest as _, Sha256};
+use hmac::{Hmac, KeyInit as _, Mac as _};
+use sha2::Sha256;
+
+use crate::config::EncryptionKey;
 
 pub const HIT: &str = include_str!("../sql/limits/hit.sql");
-pub const FAIL: &str = include_str!("../sql/limits/fail.sql");
 pub const SUCCEED: &str = include_str!("../sql/limits/succeed.sql");
-pub const STATEMENTS: &[(&str, &str)] = &[("limits/hit", HIT), ("limits/fail", FAIL), ("limits/succeed", SUCCEED)];
+pub const STATEMENTS: &[(&str, &str)] = &[("limits/hit", HIT), ("limits/succeed", SUCCEED)];
 
 /// One kind of limit (docs/security.md lists them).
 #[derive(Debug, Clone, Copy)]
@@ -24,15 +31,16 @@ pub struct Limit {
     /// Attempts allowed per window.
     pub max_hits: i64,
     pub window: Duration,
-    /// Consecutive failures before a lockout (0: never locks).
+    /// Consecutive unsuccessful attempts that start a lockout (0: never locks).
     pub lockout_after: i32,
-    /// First lockout; doubles with each further failure, up to `lockout_max`.
+    /// First lockout; doubles with each further unsuccessful attempt, up to `lockout_max`.
     pub lockout_base: Duration,
     pub lockout_max: Duration,
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
 const NO_LOCKOUT: (i32, Duration, Duration) = (0, Duration::ZERO, Duration::ZERO);
+const PROGRESSIVE: (i32, Duration, Duration) = (5, Duration::from_secs(1), Duration::from_secs(15 * 60));
 
 impl Limit {
     const fn new(name: &'static str, max_hits: i64, lockout: (i32, Duration, Duration)) -> Self {
@@ -50,23 +58,17 @@ impl Limit {
     fn retention(&self) -> f64 {
         self.window.max(self.lockout_max).as_secs_f64() + 60.0
     }
-
-    fn bucket(&self, key: &str) -> String {
-        let digest = Sha256::digest(key.as_bytes());
-        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}:{hex}", self.name)
-    }
 }
 
 /// `POST /v1/auth/login`, per normalized email: 10 a minute; locks after 5 failures in a row.
-pub const LOGIN_PER_EMAIL: Limit =
-    Limit::new("login_email", 10, (5, Duration::from_secs(1), Duration::from_secs(15 * 60)));
-/// `POST /v1/auth/login`, per client IP: 30 a minute.
+pub const LOGIN_PER_EMAIL: Limit = Limit::new("login_email", 10, PROGRESSIVE);
+/// `POST /v1/auth/login`, per client IP (IPv6: per /64): 30 a minute.
 pub const LOGIN_PER_IP: Limit = Limit::new("login_ip", 30, NO_LOCKOUT);
-/// `POST /v1/oauth/token`, per client id: 30 a minute; locks after 5 failures in a row.
-pub const TOKEN_PER_CLIENT: Limit =
-    Limit::new("token_client", 30, (5, Duration::from_secs(1), Duration::from_secs(15 * 60)));
-/// `POST /v1/oauth/token`, per client IP: 60 a minute.
+/// `POST /v1/oauth/token`, per client id *and* client IP: 30 a minute; locks after 5
+/// failures in a row. Keyed on both so that a stranger who knows a client id (it is
+/// not a secret) cannot lock the real client out from elsewhere.
+pub const TOKEN_PER_CLIENT: Limit = Limit::new("token_client", 30, PROGRESSIVE);
+/// `POST /v1/oauth/token`, per client IP (IPv6: per /64): 60 a minute.
 pub const TOKEN_PER_IP: Limit = Limit::new("token_ip", 60, NO_LOCKOUT);
 
 /// The outcome of counting an attempt.
@@ -79,56 +81,91 @@ pub enum Verdict {
     },
 }
 
-/// Counts one attempt against every `(limit, key)` pair; limited if any is over.
-pub async fn hit(pool: &Pool, attempts: &[(Limit, &str)]) -> Result<Verdict, LimitError> {
-    let client = pool.get().await?;
-    let buckets: Vec<String> = attempts.iter().map(|(l, k)| l.bucket(k)).collect();
-    let windows: Vec<f64> = attempts.iter().map(|(l, _)| l.window.as_secs_f64()).collect();
-    let retention: Vec<f64> = attempts.iter().map(|(l, _)| l.retention()).collect();
-    let statement = client.prepare_cached(HIT).await?;
-    let rows = client.query(&statement, &[&buckets, &windows, &retention]).await?;
-    let mut retry_after = 0i64;
-    for row in rows {
-        let bucket: String = row.get("bucket");
-        let Some((limit, _)) = attempts.iter().find(|(l, k)| l.bucket(k) == bucket) else {
-            continue;
-        };
-        let (hits, window_retry, lock_retry): (i32, i64, i64) =
-            (row.get("hits"), row.get("window_retry"), row.get("lock_retry"));
-        if lock_retry > 0 {
-            retry_after = retry_after.max(lock_retry);
-        }
-        if i64::from(hits) > limit.max_hits {
-            retry_after = retry_after.max(window_retry.max(1));
+/// The key a client IP is counted under: the address, or its /64 for IPv6
+/// (one IPv6 subscriber usually holds a whole /64).
+pub fn ip_key(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
     }
-    Ok(match u64::try_from(retry_after) {
-        Ok(0) | Err(_) => Verdict::Allowed,
-        Ok(secs) => Verdict::Limited { retry_after: secs },
-    })
 }
 
-/// Records a failed attempt (may start or extend a lockout).
-pub async fn fail(pool: &Pool, limit: Limit, key: &str) -> Result<(), LimitError> {
-    let client = pool.get().await?;
-    let statement = client.prepare_cached(FAIL).await?;
-    let params: (&str, i32, f64, f64, f64) = (
-        &limit.bucket(key),
-        limit.lockout_after,
-        limit.lockout_base.as_secs_f64(),
-        limit.lockout_max.as_secs_f64(),
-        limit.retention(),
-    );
-    client.execute(&statement, &[&params.0, &params.1, &params.2, &params.3, &params.4]).await?;
-    Ok(())
+/// Counts attempts and clears lockouts; cheap to clone.
+#[derive(Clone)]
+pub struct Limiter {
+    key: Arc<[u8; 32]>,
 }
 
-/// Clears the failure count after a success.
-pub async fn succeed(pool: &Pool, limit: Limit, key: &str) -> Result<(), LimitError> {
-    let client = pool.get().await?;
-    let statement = client.prepare_cached(SUCCEED).await?;
-    client.execute(&statement, &[&limit.bucket(key)]).await?;
-    Ok(())
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Limiter(bucket key redacted)")
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+impl Limiter {
+    /// Derives the bucket key from the encryption key (HMAC as a PRF, with its own label).
+    pub fn new(encryption: &EncryptionKey) -> Self {
+        Self { key: Arc::new(hmac(encryption.as_bytes(), b"moat/rate-limit-buckets/v1")) }
+    }
+
+    fn bucket(&self, limit: &Limit, key: &str) -> String {
+        let digest = hmac(self.key.as_slice(), key.as_bytes());
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}:{hex}", limit.name)
+    }
+
+    /// Counts one attempt against every `(limit, key)` pair; limited if any is over.
+    pub async fn hit(&self, pool: &Pool, attempts: &[(Limit, &str)]) -> Result<Verdict, LimitError> {
+        let buckets: Vec<String> = attempts.iter().map(|(l, k)| self.bucket(l, k)).collect();
+        let column = |f: fn(&Limit) -> f64| attempts.iter().map(|(l, _)| f(l)).collect::<Vec<f64>>();
+        let windows = column(|l| l.window.as_secs_f64());
+        let retention = column(Limit::retention);
+        let bases = column(|l| l.lockout_base.as_secs_f64());
+        let maxes = column(|l| l.lockout_max.as_secs_f64());
+        let after: Vec<i32> = attempts.iter().map(|(l, _)| l.lockout_after).collect();
+        let client = pool.get().await?;
+        let statement = client.prepare_cached(HIT).await?;
+        let rows = client.query(&statement, &[&buckets, &windows, &retention, &after, &bases, &maxes]).await?;
+        let mut retry_after = 0i64;
+        for row in rows {
+            let bucket: String = row.get("bucket");
+            let Some((limit, _)) = attempts.iter().zip(&buckets).find(|(_, b)| **b == bucket).map(|(a, _)| a) else {
+                continue;
+            };
+            let (hits, window_retry, lock_retry): (i32, i64, i64) =
+                (row.get("hits"), row.get("window_retry"), row.get("lock_retry"));
+            if row.get::<_, bool>("last_refused") {
+                retry_after = retry_after.max(lock_retry.max(1));
+            }
+            if i64::from(hits) > limit.max_hits {
+                retry_after = retry_after.max(window_retry.max(1));
+            }
+        }
+        Ok(match u64::try_from(retry_after) {
+            Ok(0) | Err(_) => Verdict::Allowed,
+            Ok(secs) => Verdict::Limited { retry_after: secs },
+        })
+    }
+
+    /// Clears the unsuccessful-attempt count and any lockout after a success.
+    pub async fn succeed(&self, pool: &Pool, limit: Limit, key: &str) -> Result<(), LimitError> {
+        let client = pool.get().await?;
+        let statement = client.prepare_cached(SUCCEED).await?;
+        client.execute(&statement, &[&self.bucket(&limit, key)]).await?;
+        Ok(())
+    }
+}
+
+fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
+    #[allow(clippy::expect_used)] // HMAC accepts keys of any length
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,4 +174,27 @@ pub enum LimitError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("the rate limiter's query failed: {}", crate::db::describe_error(.0))]
     Db(#[from] tokio_postgres::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_counts_per_64_and_ipv4_per_address() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap_or(IpAddr::from([0; 4]));
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap_or(IpAddr::from([0; 4]));
+        assert_eq!(ip_key(a), ip_key(b));
+        assert_eq!(ip_key("::ffff:192.0.2.1".parse().unwrap_or(a)), "192.0.2.1");
+    }
+
+    #[test]
+    fn buckets_are_keyed_and_do_not_reveal_the_key() {
+        let limiter = Limiter::new(&EncryptionKey::ephemeral());
+        let other = Limiter::new(&EncryptionKey::ephemeral());
+        let bucket = limiter.bucket(&LOGIN_PER_EMAIL, "ada@example.com");
+        assert!(bucket.starts_with("login_email:") && !bucket.contains("ada"));
+        assert_eq!(bucket, limiter.bucket(&LOGIN_PER_EMAIL, "ada@example.com"));
+        assert_ne!(bucket, other.bucket(&LOGIN_PER_EMAIL, "ada@example.com"));
+    }
 }

@@ -21,15 +21,15 @@ pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 const BATCH: i32 = 5000;
 
 /// One purge round; returns how many rows it removed or cleared (0 if another instance held the lock).
-pub async fn purge_once(pool: &Pool, grace: Duration) -> anyhow::Result<i64> {
+pub async fn purge_once(pool: &Pool) -> anyhow::Result<i64> {
     let client = pool.get().await?;
     let statement = client.prepare_cached(PURGE_EXPIRED).await?;
-    let row = client.query_one(&statement, &[&BATCH, &grace.as_secs_f64()]).await?;
+    let row = client.query_one(&statement, &[&BATCH]).await?;
     Ok(row.get("purged"))
 }
 
 /// Purges every [`PURGE_INTERVAL`] until `stop` is cancelled.
-pub async fn run(pool: Pool, grace: Duration, stop: CancellationToken) {
+pub async fn run(pool: Pool, stop: CancellationToken) {
     // The first round comes one interval after start, not in the start-up burst.
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + PURGE_INTERVAL, PURGE_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -38,7 +38,7 @@ pub async fn run(pool: Pool, grace: Duration, stop: CancellationToken) {
             () = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        match purge_once(&pool, grace).await {
+        match purge_once(&pool).await {
             Ok(0) => {}
             Ok(purged) => tracing::debug!(purged, "purged expired rows"),
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "purging expired rows failed; will retry"),

@@ -21,6 +21,7 @@ use crate::auth::password::Hasher;
 use crate::config::Config;
 use crate::crypto::Sealer;
 use crate::http::Routes;
+use crate::limits::Limiter;
 
 /// What every handler can reach. Explicit, cloned per request, no globals.
 #[derive(Clone)]
@@ -33,6 +34,8 @@ pub struct AppState {
     pub hasher: Hasher,
     /// AES-256-GCM-SIV for secrets at rest.
     pub sealer: Arc<Sealer>,
+    /// Abuse limits (state in PostgreSQL).
+    pub limiter: Limiter,
 }
 
 impl AppState {
@@ -43,7 +46,8 @@ impl AppState {
         let tokens = TokenKeys::new(config.signing_key.clone(), config.previous_signing_keys.clone(), issuer);
         let hasher = Hasher::new().await.context("preparing password hashing")?;
         let sealer = Sealer::new(config.encryption_key.clone(), Vec::new());
-        Ok(Self { config, db, tokens: Arc::new(tokens), hasher, sealer: Arc::new(sealer) })
+        let limiter = Limiter::new(&config.encryption_key);
+        Ok(Self { config, db, tokens: Arc::new(tokens), hasher, sealer: Arc::new(sealer), limiter })
     }
 }
 
@@ -93,7 +97,7 @@ impl App {
         let config = self.state.config.clone();
         let grace = config.shutdown_grace;
         let background = CancellationToken::new();
-        tokio::spawn(crate::maintenance::run(self.state.db.clone(), config.refresh_reuse_grace, background.clone()));
+        tokio::spawn(crate::maintenance::run(self.state.db.clone(), background.clone()));
         let stop_background = background.clone();
         tokio::spawn(async move {
             shutdown.await;

@@ -1,5 +1,5 @@
 -- Deletes expired rate-limit rows and refresh tokens/families, and clears
--- sealed refresh tokens past the grace window, in bounded batches. Runs as
--- the owner through a SECURITY DEFINER function that only touches expired
--- rows; concurrent callers on other instances skip (advisory lock).
-SELECT moat_purge_expired($1, make_interval(secs => $2)) AS purged
+-- sealed refresh tokens past the longest grace window, in bounded batches.
+-- Runs as the owner through a SECURITY DEFINER function that only touches
+-- expired rows; concurrent callers on other instances skip (advisory lock).
+SELECT moat_purge_expired($1) AS purged

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::jwt::PrincipalKind;
 use super::scope::{Scope, Scopes};
+use super::session::MALFORMED;
 use super::{password, store};
 use crate::AppState;
 use crate::audit::{self, Event};
@@ -131,19 +132,25 @@ async fn issue(
             OAuthError::new(StatusCode::BAD_REQUEST, "invalid_scope", "a requested scope does not exist")
         })?),
     };
-    if secret.len() > password::MAX_LEN || client_id.len() > 64 {
+    if secret.len() > password::MAX_LEN {
         return Err(OAuthError::invalid_client(used_basic));
     }
-    if let Verdict::Limited { retry_after } =
-        limits::hit(&state.db, &[(TOKEN_PER_CLIENT, &client_id), (TOKEN_PER_IP, &ip.to_string())])
-            .await
-            .map_err(internal)?
-    {
+    // Counted under the canonical id, so other spellings of one UUID share a bucket;
+    // anything that is not a UUID shares one "malformed" bucket and is never looked up.
+    let id = Uuid::parse_str(&client_id).ok();
+    let canonical = id.map_or_else(|| MALFORMED.to_owned(), |id| id.to_string());
+    let ip_key = limits::ip_key(ip);
+    let client_key = format!("{canonical} {ip_key}");
+    let verdict = state
+        .limiter
+        .hit(&state.db, &[(TOKEN_PER_CLIENT, &client_key), (TOKEN_PER_IP, &ip_key)])
+        .await
+        .map_err(internal)?;
+    if let Verdict::Limited { retry_after } = verdict {
         let limited = OAuthError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many attempts; retry later");
         return Err(OAuthError { retry_after: Some(retry_after), ..limited });
     }
 
-    let id = Uuid::parse_str(&client_id).ok();
     let client_row = match id {
         None => None,
         Some(id) => {
@@ -157,23 +164,22 @@ async fn issue(
         }
     };
     let stored = client_row.as_ref().map_or_else(|| state.hasher.dummy().to_owned(), |r| r.get("secret_hash"));
-    let matches = password::verify(secret, stored).await.map_err(internal)?;
+    let matches = state.hasher.verify(secret, stored).await.map_err(internal)?;
     let known = client_row.as_ref().map(|r| (r.get::<_, Uuid>("org_id"), r.get::<_, bool>("disabled")));
     let Some(row) = client_row.filter(|r| matches && !r.get::<_, bool>("disabled")) else {
-        limits::fail(&state.db, TOKEN_PER_CLIENT, &client_id).await.map_err(internal)?;
         let reason = match known {
             None => "unknown_client",
             Some((_, true)) => "client_disabled",
             Some((_, false)) => "wrong_secret",
         };
         let event = Event::new(known.map(|(org, _)| org), "client_auth_failed", "anonymous")
-            .subject(client_id.chars().take(64).collect::<String>())
+            .subject(canonical)
             .ip(ip)
             .detail(json!({ "reason": reason }));
         record(state, &event).await.map_err(internal)?;
         return Err(OAuthError::invalid_client(used_basic));
     };
-    limits::succeed(&state.db, TOKEN_PER_CLIENT, &client_id).await.map_err(internal)?;
+    state.limiter.succeed(&state.db, TOKEN_PER_CLIENT, &client_key).await.map_err(internal)?;
 
     let granted: Scopes = row.get::<_, Vec<String>>("scopes").iter().filter_map(|s| Scope::parse(s)).collect();
     let scopes = match requested {
@@ -205,9 +211,8 @@ async fn issue(
 async fn record(state: &AppState, event: &Event) -> anyhow::Result<()> {
     let mut db = state.db.get().await?;
     let tx = db.transaction().await?;
-    if let Some(org) = event.org {
-        tenant::set_org(&tx, org).await?;
-    }
+    // The same round trips whether or not the organization is known.
+    tenant::set_org(&tx, event.org.unwrap_or_default()).await?;
     audit::record(&tx, event).await?;
     tx.commit().await?;
     Ok(())

@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
@@ -27,10 +29,15 @@ pub enum HashError {
     Join(#[from] tokio::task::JoinError),
 }
 
-/// Hashes and verifies; cheap to clone.
+/// Verifies passwords and secrets with bounded concurrency; cheap to clone.
+///
+/// Each argon2 run takes 19 MiB and a core for tens of milliseconds: a flood
+/// of logins waits for a permit instead of exhausting memory and the
+/// blocking pool.
 #[derive(Clone)]
 pub struct Hasher {
     dummy: Arc<str>,
+    permits: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Hasher {
@@ -43,7 +50,14 @@ impl Hasher {
     /// Prepares the dummy hash (one argon2 run on the blocking pool).
     pub async fn new() -> Result<Self, HashError> {
         let dummy = hash(random_secret(32)).await?;
-        Ok(Self { dummy: dummy.into() })
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        Ok(Self { dummy: dummy.into(), permits: Arc::new(Semaphore::new(cores * 2)) })
+    }
+
+    /// Whether `secret` matches `phc`. A malformed stored hash never matches.
+    pub async fn verify(&self, secret: String, phc: String) -> Result<bool, HashError> {
+        let _permit = self.permits.acquire().await.map_err(|e| HashError::Hash(e.to_string()))?;
+        verify(secret, phc).await
     }
 
     /// A hash to verify against when there is no account, so timing matches.
@@ -63,7 +77,7 @@ pub async fn hash(secret: String) -> Result<String, HashError> {
     .await?
 }
 
-/// Whether `secret` matches `phc`. A malformed stored hash never matches.
+/// Whether `secret` matches `phc`, without the concurrency bound (tests, CLI).
 pub async fn verify(secret: String, phc: String) -> Result<bool, HashError> {
     tokio::task::spawn_blocking(move || {
         let Ok(parsed) = PasswordHash::new(&phc) else {

@@ -21,11 +21,16 @@ use super::jwt::PrincipalKind;
 use super::refresh::{self, Policy, Rotation};
 use super::scope::Role;
 use super::{password, store};
+
 use crate::AppState;
 use crate::audit::{self, Event};
 use crate::db::tenant::{self, Lookup};
 use crate::http::{ApiJson, ClientIp};
 use crate::limits::{self, LOGIN_PER_EMAIL, LOGIN_PER_IP, Verdict};
+
+/// What the audit log and the limiter record instead of an input that is not
+/// a plausible email or client id (it may be a mistyped secret).
+pub(super) const MALFORMED: &str = "malformed";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,49 +63,58 @@ pub(super) async fn login(
     if body.password.len() > password::MAX_LEN || body.email.len() > 1024 {
         return Err(AuthError::Invalid("the email or password is too long"));
     }
-    let email = normalize_email(&body.email).unwrap_or_else(|| body.email.trim().to_lowercase());
-    let ip_key = ip.to_string();
+    // A malformed email (control characters, no @…) is never looked up, and is
+    // recorded as "malformed" — never as typed: it may be a password.
+    let email = normalize_email(&body.email);
+    let subject = email.as_deref().unwrap_or(MALFORMED);
+    let ip_key = limits::ip_key(ip);
     if let Verdict::Limited { retry_after } =
-        limits::hit(&state.db, &[(LOGIN_PER_EMAIL, &email), (LOGIN_PER_IP, &ip_key)]).await?
+        state.limiter.hit(&state.db, &[(LOGIN_PER_EMAIL, subject), (LOGIN_PER_IP, &ip_key)]).await?
     {
         return Err(AuthError::RateLimited(retry_after));
     }
 
-    // Look up, then verify with no transaction open: argon2 takes tens of milliseconds.
-    let mut client = state.db.get().await?;
-    let user = {
-        let tx = client.transaction().await?;
-        tenant::set_lookup(&tx, Lookup::Email(&email)).await?;
-        let statement = tx.prepare_cached(store::FIND_USER_BY_EMAIL).await?;
-        let row = tx.query_opt(&statement, &[&email]).await?;
-        tx.commit().await?;
-        row
+    // No connection is held while argon2 runs (tens of milliseconds).
+    let user = match &email {
+        Some(email) => {
+            let mut client = state.db.get().await?;
+            let tx = client.transaction().await?;
+            tenant::set_lookup(&tx, Lookup::Email(email)).await?;
+            let statement = tx.prepare_cached(store::FIND_USER_BY_EMAIL).await?;
+            let row = tx.query_opt(&statement, &[email]).await?;
+            tx.commit().await?;
+            row
+        }
+        None => None,
     };
     let stored = user.as_ref().map_or_else(|| state.hasher.dummy().to_owned(), |u| u.get("password_hash"));
-    let matches = password::verify(body.password, stored).await?;
+    let matches = state.hasher.verify(body.password, stored).await?;
 
+    let mut client = state.db.get().await?;
     let tx = client.transaction().await?;
+    // Every failure takes the same round trips, whether or not the account exists.
+    let org = user.as_ref().map(|row| row.get::<_, Uuid>("org_id"));
+    tenant::set_org(&tx, org.unwrap_or_default()).await?;
     let outcome = match &user {
         Some(row) if matches && !row.get::<_, bool>("disabled") => {
-            let (id, org): (Uuid, Uuid) = (row.get("id"), row.get("org_id"));
+            let id: Uuid = row.get("id");
+            let org = org.unwrap_or_default();
             let role = Role::parse(row.get("role")).ok_or_else(|| anyhow::anyhow!("unknown role in users"))?;
-            tenant::set_org(&tx, org).await?;
             let token = refresh::start(&tx, &state.sealer, org, id, policy(&state)).await?;
-            let event = Event::new(Some(org), "login_succeeded", format!("user:{id}")).subject(&email).ip(ip);
+            let event = Event::new(Some(org), "login_succeeded", format!("user:{id}")).subject(subject).ip(ip);
             audit::record(&tx, &event).await?;
             Some((id, org, role, token))
         }
         _ => {
-            let (org, reason) = match &user {
-                None => (None, "unknown_email"),
-                Some(row) if row.get::<_, bool>("disabled") => (Some(row.get::<_, Uuid>("org_id")), "user_disabled"),
-                Some(row) => (Some(row.get::<_, Uuid>("org_id")), "wrong_password"),
+            let reason = match &user {
+                None => "unknown_email",
+                Some(row) if row.get::<_, bool>("disabled") => "user_disabled",
+                Some(_) => "wrong_password",
             };
-            if let Some(org) = org {
-                tenant::set_org(&tx, org).await?;
-            }
-            let event =
-                Event::new(org, "login_failed", "anonymous").subject(&email).ip(ip).detail(json!({ "reason": reason }));
+            let event = Event::new(org, "login_failed", "anonymous")
+                .subject(subject)
+                .ip(ip)
+                .detail(json!({ "reason": reason }));
             audit::record(&tx, &event).await?;
             None
         }
@@ -108,11 +122,11 @@ pub(super) async fn login(
     tx.commit().await?;
     drop(client);
 
+    // A failure was already counted when the attempt started.
     let Some((id, org, role, token)) = outcome else {
-        limits::fail(&state.db, LOGIN_PER_EMAIL, &email).await?;
         return Err(AuthError::InvalidCredentials);
     };
-    limits::succeed(&state.db, LOGIN_PER_EMAIL, &email).await?;
+    state.limiter.succeed(&state.db, LOGIN_PER_EMAIL, subject).await?;
     session_response(&state, id, org, role, &token)
 }
 
@@ -220,17 +234,24 @@ fn refresh_cookie(state: &AppState, headers: &HeaderMap) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// Cookie-authenticated requests must not come from another origin (CSRF):
-/// SameSite=Strict already withholds the cookie; this is the second lock.
+/// Cookie-authenticated requests must come from Moat's own origin (CSRF).
+/// SameSite=Strict already withholds the cookie from cross-site requests; this
+/// is the second lock: an `Origin` other than `MOAT_PUBLIC_URL`'s, or a
+/// `Sec-Fetch-Site` other than `same-origin` or `none`, is refused. (Clients
+/// that send neither header — not browsers — pass.)
 fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), AuthError> {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return Ok(());
-    };
     let ours = state.config.public_url.origin().ascii_serialization();
-    match origin.to_str() {
-        Ok(origin) if origin == ours => Ok(()),
-        _ => Err(AuthError::ForbiddenOrigin),
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && origin.to_str().ok() != Some(ours.as_str())
+    {
+        return Err(AuthError::ForbiddenOrigin);
     }
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.to_str(), Ok("same-origin" | "none"))
+    {
+        return Err(AuthError::ForbiddenOrigin);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -229,6 +229,15 @@ async fn cookie_endpoints_refuse_other_origins_and_bad_cookies() {
     for bad in [String::new(), "x".repeat(10_000), Uuid::new_v4().to_string(), "'; DROP TABLE users; --".into()] {
         assert_eq!(refresh(&app, &bad).await.status(), 401, "{bad:.20}");
     }
+    let cross_site = app
+        .http
+        .post(app.url("/v1/auth/refresh"))
+        .header("cookie", format!("{COOKIE}={token}"))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site.status(), 403, "Sec-Fetch-Site: cross-site");
     let none = app.http.post(app.url("/v1/auth/refresh")).send().await.unwrap();
     assert_eq!(none.status(), 401);
 }
@@ -245,8 +254,32 @@ async fn malformed_login_bodies_get_clear_errors() {
         error_code(post(r#"{"email":"a@b.c","password":"x","admin":true}"#).await.unwrap()).await,
         "invalid_request"
     );
+    // Control characters never reach the database (PostgreSQL refuses NUL in text: that would be a 500).
+    let nul = post(r#"{"email":"ada\u0000@example.com","password":"x"}"#).await.unwrap();
+    assert_eq!(nul.status(), 401);
+    assert_eq!(error_code(nul).await, "invalid_credentials");
     let long = format!(r#"{{"email":"a@b.c","password":"{}"}}"#, "p".repeat(2000));
     let response =
         app.http.post(app.url("/v1/auth/login")).header("content-type", "application/json").body(long).send();
     assert_eq!(error_code(response.await.unwrap()).await, "invalid_request");
+}
+
+/// What someone types into the email field may be their password: a value that is
+/// not a plausible email is audited as "malformed", never as typed.
+#[tokio::test]
+async fn a_password_typed_as_the_email_never_reaches_the_audit_log() {
+    let app = app_with("10s").await;
+    let response = app.login("correct horse battery staple", "ada@example.com").await;
+    assert_eq!(response.status(), 401);
+    let subjects: Vec<Option<String>> = app
+        ._db
+        .admin()
+        .await
+        .query("SELECT subject FROM audit_log WHERE event = 'login_failed'", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(subjects, [Some("malformed".to_owned())]);
 }

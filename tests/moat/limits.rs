@@ -169,17 +169,16 @@ async fn expired_rows_are_purged_by_one_instance_at_a_time() {
         let admin = &admin;
         async move { admin.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
     };
-    let grace = Duration::from_secs(10);
 
     // While another instance holds the purge lock, this one skips.
     let mut holder = app._db.admin().await;
     let tx = holder.transaction().await.unwrap();
     tx.execute("SELECT pg_advisory_xact_lock(7885082312880748391)", &[]).await.unwrap();
-    assert_eq!(moat::maintenance::purge_once(&app.state.db, grace).await.unwrap(), 0);
+    assert_eq!(moat::maintenance::purge_once(&app.state.db).await.unwrap(), 0);
     assert_eq!(count("SELECT count(*) FROM rate_limits WHERE bucket LIKE 'test:%'").await, 2, "nothing purged yet");
     tx.rollback().await.unwrap();
 
-    let purged = moat::maintenance::purge_once(&app.state.db, grace).await.unwrap();
+    let purged = moat::maintenance::purge_once(&app.state.db).await.unwrap();
     assert!(purged >= 2, "purged {purged}");
     assert_eq!(
         count("SELECT count(*) FROM rate_limits WHERE bucket LIKE 'test:%'").await,
@@ -189,4 +188,56 @@ async fn expired_rows_are_purged_by_one_instance_at_a_time() {
     assert_eq!(count("SELECT count(*) FROM refresh_families WHERE expires_at < now()").await, 0);
     assert_eq!(count("SELECT count(*) FROM refresh_tokens WHERE expires_at < now()").await, 0);
     assert!(count("SELECT count(*) FROM refresh_families").await >= 1, "the live session survives");
+}
+
+/// Concurrent guesses cannot slip past the lockout: each attempt counts from the moment it starts.
+#[tokio::test]
+async fn concurrent_guesses_get_no_more_tries_than_sequential_ones() {
+    let app = spawn_app(Options::default()).await;
+    let org = app.create_org("Acme").await;
+    app.create_user(org, "ada@example.com", Role::Member).await;
+    let guesses = (0..12).map(|i| app.login("ada@example.com", if i % 2 == 0 { "guess-a" } else { "guess-b" }));
+    let statuses: Vec<u16> =
+        futures_util::future::join_all(guesses).await.iter().map(|r| r.status().as_u16()).collect();
+    let tried = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((tried, refused), (5, 7), "{statuses:?}");
+}
+
+/// SECURITY DEFINER hardening: a caller's temporary table cannot stand in for
+/// the purge function's tables (that would run the caller's trigger as the owner).
+#[tokio::test]
+async fn the_purge_function_cannot_be_hijacked_with_temporary_tables() {
+    let db = TestDb::migrated().await;
+    let (client, connection) =
+        db.url(DbRole::App).parse::<tokio_postgres::Config>().unwrap().connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "CREATE TEMP TABLE rate_limits (bucket text, expires_at timestamptz);
+             CREATE FUNCTION pg_temp.escalate() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 EXECUTE 'ALTER TABLE public.audit_log NO FORCE ROW LEVEL SECURITY';
+                 EXECUTE 'GRANT DELETE ON public.audit_log TO moat_runtime';
+                 RETURN OLD;
+             END $$;
+             CREATE TRIGGER escalate BEFORE DELETE ON rate_limits FOR EACH ROW EXECUTE FUNCTION pg_temp.escalate();
+             GRANT ALL ON rate_limits TO PUBLIC;
+             INSERT INTO rate_limits VALUES ('x', now() - interval '1 hour');",
+        )
+        .await
+        .unwrap();
+    client.query_one("SELECT moat_purge_expired(10)", &[]).await.unwrap();
+    let left: i64 = client.query_one("SELECT count(*) FROM pg_temp.rate_limits", &[]).await.unwrap().get(0);
+    assert_eq!(left, 1, "the purge touched the caller's temporary table");
+    let admin = db.admin().await;
+    let row = admin
+        .query_one(
+            "SELECT relforcerowsecurity, has_table_privilege('moat_runtime', 'public.audit_log', 'DELETE')
+             FROM pg_class WHERE oid = 'public.audit_log'::regclass",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, bool>(0), row.get::<_, bool>(1)), (true, false), "the owner's rights were borrowed");
 }

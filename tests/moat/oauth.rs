@@ -195,3 +195,47 @@ async fn user_passwords_are_not_client_secrets() {
         assert_eq!(oauth_error(response).await.1, "invalid_client", "{id}");
     }
 }
+
+/// The per-client lockout is per client *and* IP: a stranger who knows a client id
+/// cannot lock the real client out, and spellings of one id share a bucket.
+#[tokio::test]
+async fn a_stranger_cannot_lock_a_client_out_and_spellings_share_a_bucket() {
+    let db = crate::harness::TestDb::migrated().await;
+    let env = crate::harness::Env::production(&db).set("MOAT_TRUSTED_PROXIES", "127.0.0.1");
+    let app = spawn_app(Options { env: Some(env), db: Some(db), ..Options::default() }).await;
+    let (_, id, secret) = client(&app, "conversations:read").await;
+    let uuid = Uuid::parse_str(&id).unwrap();
+    let spellings = [id.to_uppercase(), uuid.simple().to_string(), format!("{{{id}}}"), id.clone(), id.clone()];
+    let from = |ip: &'static str, id: String, secret: String| {
+        let form = format!("grant_type=client_credentials&client_id={id}&client_secret={secret}");
+        app.http
+            .post(app.url("/v1/oauth/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-forwarded-for", ip)
+            .body(form)
+            .send()
+    };
+    for spelling in spellings {
+        assert_eq!(from("203.0.113.66", spelling, "wrong".into()).await.unwrap().status(), 401);
+    }
+    let locked = from("203.0.113.66", id.clone(), secret.clone()).await.unwrap();
+    assert_eq!(locked.status(), 429, "five failures under five spellings lock that client for that address");
+    assert!(locked.headers().get("retry-after").is_some());
+    assert_eq!(from("198.51.100.20", id.clone(), secret).await.unwrap().status(), 200, "the real client elsewhere");
+
+    // A NUL in the client id is refused cleanly, and only "malformed" is recorded.
+    let response = from("198.51.100.21", "a%00b".into(), "x".into()).await.unwrap();
+    assert_eq!(oauth_error(response).await, (401, "invalid_client".to_owned()));
+    let subjects: Vec<String> = app
+        ._db
+        .admin()
+        .await
+        .query("SELECT subject FROM audit_log WHERE event = 'client_auth_failed'", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(subjects.iter().all(|s| *s == id || s == "malformed"), "{subjects:?}");
+    assert!(subjects.contains(&"malformed".to_owned()));
+}
