@@ -48,6 +48,13 @@ pub enum AdminCommand {
     DisableUser { email: String },
     /// Disable a service client.
     DisableClient { client_id: String },
+    /// Re-encrypt every stored credential under MOAT_ENCRYPTION_KEY, reading the old
+    /// key from MOAT_ENCRYPTION_KEYS_PREVIOUS, while Moat keeps serving. Resumable.
+    RotateEncryptionKey {
+        /// Integrations re-encrypted per transaction.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        batch: i64,
+    },
 }
 
 pub async fn run(command: AdminCommand, vars: &Vars) -> ExitCode {
@@ -58,6 +65,9 @@ pub async fn run(command: AdminCommand, vars: &Vars) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let AdminCommand::RotateEncryptionKey { batch } = command {
+        return rotate_encryption_key(&pool, vars, batch).await;
+    }
     match execute(command, &pool).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -97,6 +107,7 @@ async fn execute(command: AdminCommand, pool: &Pool) -> Result<(), AdminError> {
             admin::disable_client(pool, &client_id).await?;
             eprintln!("moat admin: disabled client {client_id}");
         }
+        AdminCommand::RotateEncryptionKey { .. } => {}
     }
     Ok(())
 }
@@ -130,4 +141,37 @@ async fn connect(vars: &Vars) -> Result<Pool, String> {
         );
     }
     settings.pool(2)
+}
+
+async fn rotate_encryption_key(pool: &Pool, vars: &Vars, batch: i64) -> ExitCode {
+    let (current, previous) = match crate::config::encryption_keys(vars) {
+        Ok(keys) => keys,
+        Err(problems) => {
+            for problem in problems {
+                eprint!("{problem}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let sealer = crate::crypto::Sealer::new(current, previous);
+    println!("re-encrypting stored credentials under key {}", sealer.key_id());
+    let result = crate::integrations::rekey::rotate(pool, &sealer, batch, |p| {
+        println!("org {}: re-encrypted {} in this batch, {} left", p.org, p.rekeyed, p.remaining);
+    })
+    .await;
+    match result {
+        Ok(total) => {
+            println!("done: {total} integration(s) re-encrypted; every credential is under key {}", sealer.key_id());
+            println!(
+                "keep the previous key configured for 10 more minutes (connect flows in progress), then remove it"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "moat admin: rotation stopped: {e:#}\nmoat admin: it is resumable: fix the cause and run it again"
+            );
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -42,6 +42,11 @@ impl Sealer {
         Self { current, previous }
     }
 
+    /// Id of the key new seals use.
+    pub fn key_id(&self) -> String {
+        self.current.key_id()
+    }
+
     /// Encrypts `plaintext` bound to `aad` (e.g. `b"refresh_tokens.sealed_token:<id>"`).
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, SealError> {
         let cipher = cipher(&self.current);

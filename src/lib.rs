@@ -18,6 +18,7 @@
 //! | [`health`] | `/healthz` and `/readyz` |
 //! | [`auth`] | bearer tokens and scopes, the route guard, login/refresh/logout, OAuth client credentials |
 //! | [`admin`] | `moat admin …`: organizations, users and service clients, straight to the database |
+//! | [`integrations`] | OAuth integrations, tokens sealed at rest, the credential broker (refresh exactly once) |
 //! | [`users`] | an organization's users (read-only API) |
 //! | [`audit`] | the append-only audit log of security events |
 //! | [`limits`] | abuse limits kept in PostgreSQL, shared by every instance |
@@ -40,6 +41,7 @@ pub mod db;
 pub mod dev;
 pub mod health;
 pub mod http;
+pub mod integrations;
 pub mod limits;
 pub mod maintenance;
 pub mod server;
@@ -60,6 +62,7 @@ pub fn statements() -> Vec<(&'static str, &'static str)> {
         users::STATEMENTS,
         limits::STATEMENTS,
         maintenance::STATEMENTS,
+        integrations::STATEMENTS,
     ]
     .concat()
 }

@@ -21,6 +21,7 @@ use crate::auth::password::Hasher;
 use crate::config::Config;
 use crate::crypto::Sealer;
 use crate::http::Routes;
+use crate::integrations::Providers;
 use crate::limits::Limiter;
 
 /// What every handler can reach. Explicit, cloned per request, no globals.
@@ -36,6 +37,8 @@ pub struct AppState {
     pub sealer: Arc<Sealer>,
     /// Abuse limits (state in PostgreSQL).
     pub limiter: Limiter,
+    /// OAuth providers with their HTTP clients.
+    pub providers: Arc<Providers>,
 }
 
 impl AppState {
@@ -45,9 +48,10 @@ impl AppState {
         let issuer = config.public_url.origin().ascii_serialization();
         let tokens = TokenKeys::new(config.signing_key.clone(), config.previous_signing_keys.clone(), issuer);
         let hasher = Hasher::new().await.context("preparing password hashing")?;
-        let sealer = Sealer::new(config.encryption_key.clone(), Vec::new());
+        let sealer = Sealer::new(config.encryption_key.clone(), config.previous_encryption_keys.clone());
         let limiter = Limiter::new(&config.encryption_key);
-        Ok(Self { config, db, tokens: Arc::new(tokens), hasher, sealer: Arc::new(sealer), limiter })
+        let providers = Arc::new(Providers::new(&config.providers, config.provider_timeout)?);
+        Ok(Self { config, db, tokens: Arc::new(tokens), hasher, sealer: Arc::new(sealer), limiter, providers })
     }
 }
 

@@ -11,7 +11,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cookie::{Cookie, SameSite};
+use cookie::SameSite;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -25,7 +25,7 @@ use super::{password, store};
 use crate::AppState;
 use crate::audit::{self, Event};
 use crate::db::tenant::{self, Lookup};
-use crate::http::{ApiJson, ClientIp};
+use crate::http::{ApiJson, ClientIp, cookies};
 use crate::limits::{self, LOGIN_PER_EMAIL, LOGIN_PER_IP, Verdict};
 
 /// What the audit log and the limiter record instead of an input that is not
@@ -182,10 +182,8 @@ fn session_response(state: &AppState, user: Uuid, org: Uuid, role: Role, token: 
         .mint_access(state.config.access_token_ttl, PrincipalKind::User, user, org, &role.scopes())
         .map_err(anyhow::Error::from)?;
     let max_age = state.config.refresh_token_ttl.min(refresh::SESSION_MAX_AGE);
-    let cookie =
-        build_cookie(state, token, cookie::time::Duration::seconds(i64::try_from(max_age.as_secs()).unwrap_or(0)));
     let mut response = Json(access).into_response();
-    set_cookie(&mut response, &cookie);
+    set_cookie(&mut response, state, token, i64::try_from(max_age.as_secs()).unwrap_or(0));
     Ok(response)
 }
 
@@ -199,39 +197,20 @@ fn secure(state: &AppState) -> bool {
     state.config.public_url.scheme() == "https"
 }
 
-fn build_cookie(state: &AppState, value: &str, max_age: cookie::time::Duration) -> Cookie<'static> {
-    Cookie::build((cookie_name(state), value.to_owned()))
-        .path("/")
-        .http_only(true)
-        .same_site(SameSite::Strict)
-        .secure(secure(state))
-        .max_age(max_age)
-        .build()
-}
-
-fn set_cookie(response: &mut Response, cookie: &Cookie<'_>) {
-    if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+fn set_cookie(response: &mut Response, state: &AppState, value: &str, max_age_secs: i64) {
+    if let Some(value) = cookies::set(cookie_name(state), value, SameSite::Strict, secure(state), max_age_secs) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
 }
 
 /// Adds a cookie that deletes the refresh cookie.
 fn cleared(mut response: Response, state: &AppState) -> Response {
-    set_cookie(&mut response, &build_cookie(state, "", cookie::time::Duration::ZERO));
+    set_cookie(&mut response, state, "", 0);
     response
 }
 
 fn refresh_cookie(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    let name = cookie_name(state);
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(Cookie::split_parse)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == name)
-        .map(|c| c.value().to_owned())
-        .filter(|v| !v.is_empty())
+    cookies::read(headers, cookie_name(state))
 }
 
 /// Cookie-authenticated requests must come from Moat's own origin (CSRF).

@@ -1,4 +1,4 @@
-//! Token lifetimes and the proxies whose `X-Forwarded-For` Moat believes.
+//! Token lifetimes, provider timeouts, and the proxies whose `X-Forwarded-For` Moat believes.
 
 use std::time::Duration;
 
@@ -12,6 +12,8 @@ pub(super) struct AuthSettings {
     pub refresh_token_ttl: Duration,
     pub refresh_reuse_grace: Duration,
     pub trusted_proxies: Vec<IpNet>,
+    pub token_min_validity: Duration,
+    pub provider_timeout: Duration,
 }
 
 pub(super) fn auth(vars: &Vars, problems: &mut Vec<Problem>) -> AuthSettings {
@@ -20,6 +22,8 @@ pub(super) fn auth(vars: &Vars, problems: &mut Vec<Problem>) -> AuthSettings {
         refresh_token_ttl: duration(vars, "MOAT_REFRESH_TOKEN_TTL", "14d", (300, 90 * 24 * 3600), problems),
         refresh_reuse_grace: duration(vars, "MOAT_REFRESH_REUSE_GRACE", "10s", (0, 120), problems),
         trusted_proxies: trusted_proxies(vars, problems),
+        token_min_validity: duration(vars, "MOAT_TOKEN_MIN_VALIDITY", "60s", (0, 3600), problems),
+        provider_timeout: duration(vars, "MOAT_PROVIDER_TIMEOUT", "10s", (1, 60), problems),
     }
 }
 

@@ -8,14 +8,17 @@
 
 mod auth;
 pub mod keys;
+pub mod providers;
 mod secrets;
 mod transport;
 mod vars;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use keys::{EncryptionKey, KeyFlaw, SigningKey};
+pub use providers::{ClientSecret, Provider};
 pub use vars::{EnvVar, VARS, Vars, help_for};
 
 use crate::check::Problem;
@@ -73,6 +76,8 @@ pub struct Config {
     /// Keys that still verify tokens during a rotation (never used to sign).
     pub previous_signing_keys: Vec<SigningKey>,
     pub encryption_key: EncryptionKey,
+    /// Keys that still open values sealed before a rotation (never used to seal).
+    pub previous_encryption_keys: Vec<EncryptionKey>,
     pub bind: SocketAddr,
     /// Present when Moat terminates TLS itself.
     pub tls: Option<crate::tls::ServerTls>,
@@ -95,6 +100,17 @@ pub struct Config {
     pub refresh_reuse_grace: Duration,
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// OAuth providers from `MOAT_PROVIDERS_FILE`, by name.
+    pub providers: BTreeMap<String, Provider>,
+    /// The broker hands out access tokens valid at least this long (60 s).
+    pub token_min_validity: Duration,
+    /// Deadline of each call to a provider's token endpoint (10 s); the refresh
+    /// lock timeout is derived from it (see `integrations::broker`).
+    pub provider_timeout: Duration,
+    /// Test seam only (never set from the environment): whether the broker takes
+    /// its per-integration advisory lock. Tests turn it off to prove the lock matters.
+    #[doc(hidden)]
+    pub refresh_lock: bool,
 }
 
 /// Why `load` refused, with what it could still parse for the database checks.
@@ -110,7 +126,8 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
     let mut problems = Vec::new();
     let environment = environment(vars, &mut problems);
     let dev = environment.dev_mode();
-    unknown_vars(vars, &mut problems);
+    let providers = providers::load(vars, dev, &mut problems);
+    unknown_vars(vars, &providers.secret_vars, &mut problems);
 
     let database = match vars.get("DATABASE_URL") {
         None => {
@@ -124,6 +141,7 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
     let signing_key = secrets::signing_key(vars, dev, &mut problems);
     let previous_signing_keys = secrets::previous_signing_keys(vars, dev, &mut problems);
     let encryption_key = secrets::encryption_key(vars, signing_key.as_ref(), dev, &mut problems);
+    let previous_encryption_keys = secrets::previous_encryption_keys(vars, dev, &mut problems);
     let auth = auth::auth(vars, &mut problems);
     let transport = transport::transport(vars, dev, &mut problems);
     let log_format = LogFormat::parse(vars.get("MOAT_LOG_FORMAT")).unwrap_or_else(|()| {
@@ -146,6 +164,7 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
             signing_key,
             previous_signing_keys,
             encryption_key,
+            previous_encryption_keys,
             bind: t.bind,
             tls: t.tls,
             tls_terminated_upstream: t.upstream,
@@ -159,8 +178,24 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
             refresh_token_ttl: auth.refresh_token_ttl,
             refresh_reuse_grace: auth.refresh_reuse_grace,
             trusted_proxies: auth.trusted_proxies,
+            providers: providers.providers,
+            token_min_validity: auth.token_min_validity,
+            provider_timeout: auth.provider_timeout,
+            refresh_lock: true,
         }),
         (database, ..) => Err(Box::new(Rejected { problems, environment, database })),
+    }
+}
+
+/// The current and previous encryption keys alone, judged as in production
+/// (for `moat admin rotate-encryption-key`, which needs nothing else).
+pub fn encryption_keys(vars: &Vars) -> Result<(EncryptionKey, Vec<EncryptionKey>), Vec<Problem>> {
+    let mut problems = Vec::new();
+    let current = secrets::encryption_key(vars, None, None, &mut problems);
+    let previous = secrets::previous_encryption_keys(vars, None, &mut problems);
+    match current {
+        Some(current) if problems.is_empty() => Ok((current, previous)),
+        _ => Err(problems),
     }
 }
 
@@ -183,8 +218,8 @@ fn environment(vars: &Vars, problems: &mut Vec<Problem>) -> Environment {
     }
 }
 
-fn unknown_vars(vars: &Vars, problems: &mut Vec<Problem>) {
-    for name in vars.unknown_moat_vars() {
+fn unknown_vars(vars: &Vars, provider_secrets: &[String], problems: &mut Vec<Problem>) {
+    for name in vars.unknown_moat_vars().into_iter().filter(|n| !provider_secrets.iter().any(|s| s == n)) {
         problems.push(
             Problem::new(
                 name,

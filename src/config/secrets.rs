@@ -123,13 +123,32 @@ fn key_problem(name: &str, flaw: &KeyFlaw) -> Problem {
 /// `MOAT_SIGNING_KEYS_PREVIOUS`: comma-separated keys still accepted for
 /// verification during a rotation, each judged like the current key.
 pub(super) fn previous_signing_keys(vars: &Vars, dev: Option<DevMode>, problems: &mut Vec<Problem>) -> Vec<SigningKey> {
-    let name = "MOAT_SIGNING_KEYS_PREVIOUS";
+    previous_keys(vars, "MOAT_SIGNING_KEYS_PREVIOUS", SigningKey::parse, dev, problems)
+}
+
+/// `MOAT_ENCRYPTION_KEYS_PREVIOUS`: keys that still open values sealed before a
+/// rotation (never used to seal), each judged like the current key.
+pub(super) fn previous_encryption_keys(
+    vars: &Vars,
+    dev: Option<DevMode>,
+    problems: &mut Vec<Problem>,
+) -> Vec<EncryptionKey> {
+    previous_keys(vars, "MOAT_ENCRYPTION_KEYS_PREVIOUS", |raw| EncryptionKey::parse(raw, None), dev, problems)
+}
+
+fn previous_keys<K>(
+    vars: &Vars,
+    name: &str,
+    parse: impl Fn(&str) -> Result<K, (KeyFlaw, Option<K>)>,
+    dev: Option<DevMode>,
+    problems: &mut Vec<Problem>,
+) -> Vec<K> {
     let Ok(Some(raw)) = secret(vars, name, problems) else {
         return Vec::new();
     };
     let mut keys = Vec::new();
     for (i, item) in raw.split(',').map(str::trim).filter(|s| !s.is_empty()).enumerate() {
-        match SigningKey::parse(item) {
+        match parse(item) {
             Ok(key) => keys.push(key),
             Err((flaw, usable)) => {
                 let label = format!("{name} (entry {})", i + 1);
@@ -142,9 +161,9 @@ pub(super) fn previous_signing_keys(vars: &Vars, dev: Option<DevMode>, problems:
                         Problem::new(
                             label,
                             flaw.to_string(),
-                            "A previous key still verifies tokens: a weak one lets anyone forge them until it is removed.",
+                            "A previous key is still trusted: a weak one undermines everything it protects until it is removed.",
                         )
-                        .fix(format!("remove that entry from {name} (tokens it signed then stop verifying)")),
+                        .fix(format!("remove that entry from {name}")),
                     ),
                 }
             }

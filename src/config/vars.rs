@@ -57,15 +57,45 @@ pub const VARS: &[EnvVar] = &[
     },
     EnvVar {
         name: "MOAT_ENCRYPTION_KEY",
-        commands: SERVE_CHECK,
+        commands: &["serve", "check", "admin"],
         default: None,
         doc: "Base64 of exactly 32 random bytes; the AES-256-GCM-SIV key for secrets at rest. Must differ from the signing key. Generate with `moat keygen encryption`.",
     },
     EnvVar {
         name: "MOAT_ENCRYPTION_KEY_FILE",
-        commands: SERVE_CHECK,
+        commands: &["serve", "check", "admin"],
         default: None,
         doc: "Path of a file holding MOAT_ENCRYPTION_KEY instead. Set one of the two, not both.",
+    },
+    EnvVar {
+        name: "MOAT_ENCRYPTION_KEYS_PREVIOUS",
+        commands: &["serve", "check", "admin"],
+        default: None,
+        doc: "Comma-separated previous encryption keys that still open values sealed before a rotation (never used to seal); each is checked like MOAT_ENCRYPTION_KEY. `moat admin rotate-encryption-key` re-encrypts everything under the current key.",
+    },
+    EnvVar {
+        name: "MOAT_ENCRYPTION_KEYS_PREVIOUS_FILE",
+        commands: &["serve", "check", "admin"],
+        default: None,
+        doc: "Path of a file holding MOAT_ENCRYPTION_KEYS_PREVIOUS instead.",
+    },
+    EnvVar {
+        name: "MOAT_PROVIDERS_FILE",
+        commands: SERVE_CHECK,
+        default: None,
+        doc: "TOML file of OAuth providers for integrations (docs/integrations.md). It names, per provider, the environment variable holding the client secret; never the secret.",
+    },
+    EnvVar {
+        name: "MOAT_TOKEN_MIN_VALIDITY",
+        commands: SERVE_CHECK,
+        default: Some("60s"),
+        doc: "The credential broker returns integration access tokens valid at least this long, refreshing them when needed (0s to 1h).",
+    },
+    EnvVar {
+        name: "MOAT_PROVIDER_TIMEOUT",
+        commands: SERVE_CHECK,
+        default: Some("10s"),
+        doc: "Deadline for each call to a provider's token endpoint (1s to 60s); the per-integration refresh lock waits at most this plus 5 s.",
     },
     EnvVar {
         name: "MOAT_BIND",

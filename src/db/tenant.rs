@@ -31,6 +31,8 @@ pub enum Lookup<'a> {
     Client(Uuid),
     /// The SHA-256 of a presented refresh token.
     Refresh(&'a [u8; 32]),
+    /// The SHA-256 of a presented OAuth `state` (connect callback).
+    State(&'a [u8; 32]),
 }
 
 /// Starts a transaction as `caller`: its organization, after checking it is still enabled.
@@ -55,6 +57,7 @@ pub async fn set_lookup(tx: &Transaction<'_>, lookup: Lookup<'_>) -> Result<(), 
         Lookup::Email(email) => set_local(tx, "moat.lookup_email", email).await,
         Lookup::Client(id) => set_local(tx, "moat.lookup_client", &id.to_string()).await,
         Lookup::Refresh(hash) => set_local(tx, "moat.lookup_refresh", &hex(hash)).await,
+        Lookup::State(hash) => set_local(tx, "moat.lookup_state", &hex(hash)).await,
     }
 }
 

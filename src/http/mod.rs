@@ -8,6 +8,7 @@
 
 mod access_log;
 mod client_ip;
+pub mod cookies;
 pub mod error;
 mod headers;
 pub mod pagination;
@@ -28,7 +29,11 @@ use crate::AppState;
 
 /// Every capability's routes, merged in this one place.
 fn app_routes() -> Routes {
-    crate::health::routes().merge(crate::auth::routes()).merge(crate::users::routes()).merge(crate::audit::routes())
+    crate::health::routes()
+        .merge(crate::auth::routes())
+        .merge(crate::users::routes())
+        .merge(crate::audit::routes())
+        .merge(crate::integrations::routes())
 }
 
 /// Every route Moat serves, with the access it requires (for tests and docs).

@@ -17,6 +17,8 @@ const PUBLIC: &[(&str, &str)] = &[
     ("POST", "/v1/auth/refresh"),
     ("POST", "/v1/auth/logout"),
     ("POST", "/v1/oauth/token"),
+    // Arrives from the OAuth provider; authenticated by its single-use state and the browser-binding cookie.
+    ("GET", "/v1/integrations/callback"),
 ];
 
 fn concrete(path: &str) -> String {

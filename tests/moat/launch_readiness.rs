@@ -75,18 +75,54 @@ fn seed_secrets(sql: &str, found: &mut impl FnMut(&'static str, String)) {
             found("seed-secret", what.to_owned());
         }
     }
-    // An INSERT into a secret column is a seed only when it writes literals;
-    // parameterized statements ($1, $2…) carry values the application hashed.
+    // An INSERT into a secret column is a seed only when it writes a literal there;
+    // parameterized values ($1, $2…) carry what the application hashed or sealed.
     let insert = rx(r"(?is)insert\s+into\s+[\w.]+\s*\(([^)]*)\)([^;]*)");
     let secret_column =
         rx(r"(?i)password|passwd|secret|api_key|private_key|_hash\b|\btoken\b|access_token|refresh_token");
     for capture in insert.captures_iter(sql) {
-        if let Some(column) = secret_column.find(&capture[1])
-            && capture[2].contains('\'')
-        {
-            found("seed-secret", format!("an INSERT seeding secret column {}", column.as_str()));
+        let columns: Vec<&str> = capture[1].split(',').map(str::trim).collect();
+        let values = values_tuple(&capture[2]);
+        for (i, column) in columns.iter().enumerate() {
+            if !secret_column.is_match(column) {
+                continue;
+            }
+            // Positional when the VALUES tuple lines up; otherwise any literal counts.
+            let literal = match &values {
+                Some(values) if values.len() == columns.len() => values[i].contains('\''),
+                _ => capture[2].contains('\''),
+            };
+            if literal {
+                found("seed-secret", format!("an INSERT seeding secret column {column}"));
+            }
         }
     }
+}
+
+/// The items of the first `VALUES (…)` tuple, split at top-level commas.
+fn values_tuple(rest: &str) -> Option<Vec<String>> {
+    let start = rest.to_ascii_lowercase().find("values")?;
+    let open = start + rest[start..].find('(')?;
+    let (mut depth, mut quoted, mut item, mut items) = (0usize, false, String::new(), Vec::new());
+    for c in rest[open + 1..].chars() {
+        match c {
+            '\'' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted && depth == 0 => {
+                items.push(item.trim().to_owned());
+                return Some(items);
+            }
+            ')' if !quoted => depth -= 1,
+            ',' if !quoted && depth == 0 => {
+                items.push(item.trim().to_owned());
+                item.clear();
+                continue;
+            }
+            _ => {}
+        }
+        item.push(c);
+    }
+    None
 }
 
 /// Rust source without whole-line comments (doc comments may discuss the rules).
@@ -195,7 +231,7 @@ fn each_rule_fires_on_a_planted_example() {
     write("sql/keys/blob.sql", "SELECT 'c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0';\n");
     write(
         "sql/safe/ok.sql",
-        "-- password handling lives in src/auth\nSELECT id, email FROM users WHERE id = $1;\nINSERT INTO users (email, password_hash) VALUES ($1, $2);\n",
+        "-- password handling lives in src/auth\nSELECT id, email FROM users WHERE id = $1;\nINSERT INTO users (email, password_hash) VALUES ($1, $2);\nINSERT INTO states (state_hash, expires_at) VALUES ($1, now() + interval '10 minutes');\n",
     );
     write(
         "src/safe.rs",

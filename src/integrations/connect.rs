@@ -1,0 +1,256 @@
+//! Connecting an integration in the browser: the OAuth authorization-code
+//! flow with PKCE (S256).
+//!
+//! `connect` (bearer, `integrations:write`) stores a pending flow — a random
+//! single-use `state` (only its hash is kept), the organization and user that
+//! started it, the sealed PKCE verifier, ten minutes to live — and sets a
+//! browser-binding cookie whose hash the flow also keeps. `callback` (public:
+//! it arrives from the provider) consumes the state first, whatever happens
+//! next, then requires the same browser's cookie, so a victim lured to a
+//! callback URL carrying someone else's state connects nothing. A wrong,
+//! reused or expired state is a 400 and nothing is stored.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cookie::SameSite;
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use uuid::Uuid;
+
+use super::api::valid_account;
+use super::broker::{self, aad};
+use super::error::IntegrationError;
+use super::store;
+use crate::AppState;
+use crate::audit::{self, Event};
+use crate::auth::password::random_secret;
+use crate::auth::{Caller, PrincipalKind, Scopes};
+use crate::db::tenant::{self, Lookup};
+use crate::http::cookies;
+
+/// How long a started connect flow stays usable (also the cookie's lifetime).
+const FLOW_TTL_SECS: i64 = 600;
+const MAX_STATE_LEN: usize = 256;
+
+#[derive(Deserialize)]
+pub(super) struct ConnectQuery {
+    /// A label for this connection (default: the provider's name); reconnecting the same label replaces it.
+    account: Option<String>,
+}
+
+fn sha256(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn verifier_aad(state_hash: &[u8; 32]) -> Vec<u8> {
+    format!("oauth_states.code_verifier:{}", hex(state_hash)).into_bytes()
+}
+
+fn redirect_uri(state: &AppState) -> String {
+    format!("{}/v1/integrations/callback", state.config.public_url.origin().ascii_serialization())
+}
+
+fn secure(state: &AppState) -> bool {
+    state.config.public_url.scheme() == "https"
+}
+
+/// `__Host-` (Secure, Path=/, no Domain) whenever the public URL is https.
+fn cookie_name(state: &AppState) -> &'static str {
+    if secure(state) { "__Host-moat_connect" } else { "moat_connect" }
+}
+
+/// SameSite=Lax, not Strict: the callback is a top-level navigation from the
+/// provider's site, and Strict cookies are withheld from those.
+fn binding_cookie(state: &AppState, value: &str, max_age: i64) -> Option<HeaderValue> {
+    cookies::set(cookie_name(state), value, SameSite::Lax, secure(state), max_age)
+}
+
+/// `GET /v1/integrations/{provider}/connect`: 302 to the provider (or, with
+/// `Accept: application/json`, `{"authorize_url"}` for single-page apps).
+pub(super) async fn connect(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(provider_name): Path<String>,
+    Query(query): Query<ConnectQuery>,
+    headers: HeaderMap,
+) -> Result<Response, IntegrationError> {
+    let provider = state.providers.get(&provider_name).ok_or(IntegrationError::UnknownProvider)?;
+    let account = valid_account(query.account.as_deref().unwrap_or(&provider_name))?;
+    let (flow_state, binding, verifier) = (random_secret(32), random_secret(32), random_secret(32));
+    let state_hash = sha256(&flow_state);
+    let challenge = URL_SAFE_NO_PAD.encode(sha256(&verifier));
+    let sealed_verifier = state.sealer.seal(verifier.as_bytes(), &verifier_aad(&state_hash))?;
+
+    let mut client = state.db.get().await?;
+    let tx = tenant::begin(&mut client, &caller).await?;
+    let statement = tx.prepare_cached(store::INSERT_STATE).await?;
+    let binding_hash = sha256(&binding).to_vec();
+    tx.execute(
+        &statement,
+        &[
+            &state_hash.to_vec(),
+            &caller.org,
+            &caller.actor(),
+            &provider_name,
+            &account,
+            &binding_hash,
+            &sealed_verifier,
+        ],
+    )
+    .await?;
+    tx.commit().await?;
+
+    let mut url = provider.provider.authorize_url.clone();
+    {
+        let mut pairs = url.query_pairs_mut();
+        pairs
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &provider.provider.client_id)
+            .append_pair("redirect_uri", &redirect_uri(&state))
+            .append_pair("state", &flow_state)
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256");
+        if !provider.provider.scopes.is_empty() {
+            pairs.append_pair("scope", &provider.provider.scopes.join(" "));
+        }
+        for (key, value) in &provider.provider.authorize_params {
+            pairs.append_pair(key, value);
+        }
+    }
+    let wants_json =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"));
+    let mut response = if wants_json {
+        Json(serde_json::json!({ "authorize_url": url.as_str() })).into_response()
+    } else {
+        let mut response = StatusCode::FOUND.into_response();
+        let location = HeaderValue::from_str(url.as_str()).map_err(anyhow::Error::from)?;
+        response.headers_mut().insert(header::LOCATION, location);
+        response
+    };
+    if let Some(cookie) = binding_cookie(&state, &binding, FLOW_TTL_SECS) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+/// `GET /v1/integrations/callback?code=…&state=…`: where the provider sends the browser back.
+pub(super) async fn callback(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, IntegrationError> {
+    let result = complete(&state, &params, &headers).await;
+    // The binding cookie has done its job either way.
+    let clear = binding_cookie(&state, "", 0);
+    let mut response = match result {
+        Ok(id) => {
+            let target =
+                format!("{}/app/integrations?connected={id}", state.config.public_url.origin().ascii_serialization());
+            let mut response = StatusCode::SEE_OTHER.into_response();
+            let location = HeaderValue::from_str(&target).map_err(anyhow::Error::from)?;
+            response.headers_mut().insert(header::LOCATION, location);
+            response
+        }
+        Err(e) => e.into_response(),
+    };
+    if let Some(clear) = clear {
+        response.headers_mut().append(header::SET_COOKIE, clear);
+    }
+    Ok(response)
+}
+
+async fn complete(
+    state: &AppState,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Uuid, IntegrationError> {
+    let flow_state = params.get("state").filter(|s| !s.is_empty() && s.len() <= MAX_STATE_LEN);
+    let flow_state = flow_state.ok_or(IntegrationError::InvalidState)?;
+    let state_hash = sha256(flow_state);
+
+    // Consume first: the state is single-use whatever happens next.
+    let mut client = state.db.get().await?;
+    let tx = client.transaction().await?;
+    tenant::set_lookup(&tx, Lookup::State(&state_hash)).await?;
+    let statement = tx.prepare_cached(store::CONSUME_STATE).await?;
+    let row = tx.query_opt(&statement, &[&state_hash.to_vec()]).await?;
+    tx.commit().await?;
+    let row = row.ok_or(IntegrationError::InvalidState)?;
+    if !row.get::<_, bool>("fresh") {
+        return Err(IntegrationError::InvalidState);
+    }
+    let binding = cookies::read(headers, cookie_name(state)).ok_or(IntegrationError::InvalidState)?;
+    if sha256(&binding).as_slice() != row.get::<_, Vec<u8>>("binding_hash").as_slice() {
+        return Err(IntegrationError::InvalidState);
+    }
+    if params.contains_key("error") {
+        return Err(IntegrationError::ProviderDenied);
+    }
+    let code = params.get("code").filter(|c| !c.is_empty() && c.len() <= 4096).ok_or(IntegrationError::InvalidState)?;
+
+    let (org, created_by): (Uuid, String) = (row.get("org_id"), row.get("created_by"));
+    let (provider_name, account): (String, String) = (row.get("provider"), row.get("account"));
+    let provider = state.providers.get(&provider_name).ok_or(IntegrationError::UnknownProvider)?;
+    let sealed: Vec<u8> = row.get("code_verifier");
+    let verifier = String::from_utf8(state.sealer.open(&sealed, &verifier_aad(&state_hash))?)
+        .map_err(|_| IntegrationError::Internal(anyhow::anyhow!("sealed verifier is not text")))?;
+    let tokens = match provider.exchange(code, &verifier, &redirect_uri(state)).await {
+        Ok(tokens) => tokens,
+        Err(super::provider::ProviderError::InvalidGrant) => return Err(IntegrationError::ProviderDenied),
+        Err(super::provider::ProviderError::Unavailable(cause)) => {
+            tracing::warn!(provider = %provider_name, %cause, "code exchange failed");
+            return Err(IntegrationError::ProviderUnavailable { retry_after: 1 });
+        }
+    };
+
+    // Store as the user who started the flow, if still enabled.
+    let caller = starter(org, &created_by)?;
+    let tx = tenant::begin(&mut client, &caller).await?;
+    let statement = tx.prepare_cached(store::FIND_ACCOUNT).await?;
+    let existing: Option<Uuid> =
+        tx.query_opt(&statement, &[&org, &provider_name, &account]).await?.map(|r| r.get("id"));
+    let id = existing.unwrap_or_else(Uuid::new_v4);
+    let access = state.sealer.seal(tokens.access_token.as_bytes(), &aad(id, "access_token"))?;
+    let refresh =
+        tokens.refresh_token.map(|t| state.sealer.seal(t.as_bytes(), &aad(id, "refresh_token"))).transpose()?;
+    let key_id = state.sealer.key_id();
+    if existing.is_some() {
+        broker::lock(&tx, id, state.config.provider_timeout + broker::LOCK_MARGIN).await?;
+        let statement = tx.prepare_cached(store::RECONNECT).await?;
+        tx.execute(&statement, &[&id, &org, &access, &refresh, &key_id, &tokens.expires_in]).await?;
+    } else {
+        let statement = tx.prepare_cached(store::INSERT_INTEGRATION).await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
+            [&id, &org, &created_by, &provider_name, &account, &access, &refresh, &key_id, &tokens.expires_in];
+        tx.query_one(&statement, &params).await?;
+    }
+    let event = Event::new(Some(org), "integration_connected", created_by)
+        .subject(id.to_string())
+        .detail(serde_json::json!({ "provider": provider_name, "reconnect": existing.is_some() }));
+    audit::record(&tx, &event).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// The principal that started a flow, from its `user:<id>` / `client:<id>` actor string.
+fn starter(org: Uuid, actor: &str) -> Result<Caller, IntegrationError> {
+    let bad = || IntegrationError::Internal(anyhow::anyhow!("unreadable flow starter {actor:?}"));
+    let (kind, id) = actor.split_once(':').ok_or_else(bad)?;
+    let kind = match kind {
+        "user" => PrincipalKind::User,
+        "client" => PrincipalKind::Client,
+        _ => return Err(bad()),
+    };
+    let id = Uuid::parse_str(id).map_err(|_| bad())?;
+    Ok(Caller { id, kind, org, scopes: Scopes::default(), expires_at: 0 })
+}

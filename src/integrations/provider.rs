@@ -1,0 +1,160 @@
+//! Talking to a provider's token endpoint: the authorization-code exchange
+//! (with the PKCE verifier) and the refresh-token grant.
+//!
+//! Each provider gets its own HTTP client: TLS 1.2+ with verified
+//! certificates (the system's roots, or only the provider's `ca_file`), no
+//! redirects, a deadline of `MOAT_PROVIDER_TIMEOUT`. Responses are classified
+//! so the broker can answer honestly: `invalid_grant` means the refresh token
+//! is dead; anything else is the provider being unavailable. Token material
+//! is never logged.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::Provider;
+
+/// A configured provider and its HTTP client.
+#[derive(Debug, Clone)]
+pub struct ProviderClient {
+    pub provider: Provider,
+    http: reqwest::Client,
+}
+
+/// Every configured provider, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Providers(BTreeMap<String, ProviderClient>);
+
+impl Providers {
+    pub fn new(providers: &BTreeMap<String, Provider>, timeout: Duration) -> anyhow::Result<Self> {
+        let mut clients = BTreeMap::new();
+        for (name, provider) in providers {
+            let tls = crate::tls::client_config(provider.ca_file.as_deref()).map_err(anyhow::Error::msg)?;
+            let http = reqwest::Client::builder()
+                .tls_backend_preconfigured(tls)
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                .user_agent("moat")
+                .build()?;
+            clients.insert(name.clone(), ProviderClient { provider: provider.clone(), http });
+        }
+        Ok(Self(clients))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ProviderClient> {
+        self.0.get(name)
+    }
+}
+
+/// Tokens from a successful token-endpoint call. `Debug` shows no token.
+pub struct Tokens {
+    pub access_token: String,
+    /// `None` when the provider did not rotate the refresh token.
+    pub refresh_token: Option<String>,
+    pub expires_in: f64,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokens(expires_in={}, redacted)", self.expires_in)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The grant (refresh token or code) is dead: the user must connect again.
+    #[error("the provider refused the grant (invalid_grant)")]
+    InvalidGrant,
+    /// Timeout, connection failure, 5xx, or an answer Moat cannot use.
+    #[error("the provider is unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    refresh_token: Option<String>,
+    expires_in: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct ErrorResponse {
+    error: String,
+}
+
+/// Assumed lifetime when a provider does not say (RFC 6749 makes `expires_in` optional).
+const DEFAULT_EXPIRES_IN: f64 = 3600.0;
+
+impl ProviderClient {
+    /// The refresh-token grant (RFC 6749 §6).
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens, ProviderError> {
+        self.token(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)]).await
+    }
+
+    /// The authorization-code grant with PKCE (RFC 6749 §4.1.3, RFC 7636).
+    pub async fn exchange(&self, code: &str, verifier: &str, redirect_uri: &str) -> Result<Tokens, ProviderError> {
+        self.token(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("code_verifier", verifier),
+            ("redirect_uri", redirect_uri),
+        ])
+        .await
+    }
+
+    async fn token(&self, form: &[(&str, &str)]) -> Result<Tokens, ProviderError> {
+        let response = self
+            .http
+            .post(self.provider.token_url.clone())
+            .basic_auth(&self.provider.client_id, Some(self.provider.client_secret.expose()))
+            .header("accept", "application/json")
+            .form(form)
+            .send()
+            .await
+            .map_err(|e| ProviderError::Unavailable(describe(&e)))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| ProviderError::Unavailable(describe(&e)))?;
+        if status.is_success() {
+            let tokens: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
+                ProviderError::Unavailable(format!("{status} with a body that is not a token response"))
+            })?;
+            if tokens.access_token.is_empty() {
+                return Err(ProviderError::Unavailable("an empty access token".into()));
+            }
+            let expires_in = tokens.expires_in.filter(|e| e.is_finite() && *e >= 0.0).unwrap_or(DEFAULT_EXPIRES_IN);
+            return Ok(Tokens {
+                access_token: tokens.access_token,
+                refresh_token: tokens.refresh_token.filter(|t| !t.is_empty()),
+                expires_in: expires_in.min(10.0 * 365.0 * 86400.0),
+            });
+        }
+        let error = serde_json::from_slice::<ErrorResponse>(&body).map(|e| e.error).unwrap_or_default();
+        if status.is_client_error() && error == "invalid_grant" {
+            return Err(ProviderError::InvalidGrant);
+        }
+        Err(ProviderError::Unavailable(format!(
+            "{status} {}",
+            if error.is_empty() { "(no OAuth error)" } else { &error }
+        )))
+    }
+}
+
+/// A reqwest error without its URL (which could carry a code in a query string).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    if cause.is_empty() { kind.to_owned() } else { format!("{kind}: {cause}") }
+}
