@@ -13,6 +13,7 @@ mod auth_tokens;
 mod db_tls;
 mod dev_mode;
 mod http_baseline;
+mod integrations;
 mod launch_readiness;
 mod limits;
 mod oauth;

@@ -35,6 +35,8 @@ pub struct Options {
     pub request_timeout: Option<Duration>,
     pub shutdown_grace: Option<Duration>,
     pub db: Option<TestDb>,
+    /// Adjusts the validated configuration (test seams that no environment variable reaches).
+    pub configure: Option<fn(&mut moat::config::Config)>,
 }
 
 pub async fn spawn_app(options: Options) -> TestApp {
@@ -52,6 +54,9 @@ pub async fn spawn_app(options: Options) -> TestApp {
     }
     if let Some(grace) = options.shutdown_grace {
         config.shutdown_grace = grace;
+    }
+    if let Some(configure) = options.configure {
+        configure(&mut config);
     }
     let scheme = if config.tls.is_some() { "https" } else { "http" };
     let app = App::build_with(config, options.extra.unwrap_or_default()).await.expect("build app");

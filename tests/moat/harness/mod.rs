@@ -3,6 +3,7 @@
 pub mod app;
 pub mod pg;
 pub mod process;
+pub mod provider;
 
 pub use app::{Options, TestApp, assert_security_headers, error_code, spawn_app};
 pub use pg::{Role, TestDb};

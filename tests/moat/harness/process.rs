@@ -136,6 +136,11 @@ impl Serving {
         self.child.id().and_then(|id| i32::try_from(id).ok()).expect("pid")
     }
 
+    /// SIGKILL: the process dies mid-whatever, as in a crash.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("SIGKILL");
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit; returns everything printed.
     pub async fn terminate(mut self) -> Finished {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGTERM)
