@@ -161,7 +161,10 @@ async fn expired_rows_are_purged_by_one_instance_at_a_time() {
              INSERT INTO refresh_families (id, org_id, user_id, expires_at) VALUES
                 ('00000000-0000-4000-8000-000000000001', '{org}', '{user}', now() - interval '1 minute');
              INSERT INTO refresh_tokens (family_id, org_id, token_hash, expires_at) VALUES
-                ('00000000-0000-4000-8000-000000000001', '{org}', sha256('expired'), now() - interval '1 minute');"
+                ('00000000-0000-4000-8000-000000000001', '{org}', sha256('expired'), now() - interval '1 minute');
+             INSERT INTO oauth_states (state_hash, org_id, created_by, provider, account, binding_hash, code_verifier, expires_at)
+                VALUES (sha256('old'), '{org}', 'user:{user}', 'p', 'a', sha256('b'), 'x', now() - interval '1 minute'),
+                       (sha256('new'), '{org}', 'user:{user}', 'p', 'a', sha256('c'), 'x', now() + interval '5 minutes');"
         ))
         .await
         .unwrap();
@@ -188,6 +191,7 @@ async fn expired_rows_are_purged_by_one_instance_at_a_time() {
     assert_eq!(count("SELECT count(*) FROM refresh_families WHERE expires_at < now()").await, 0);
     assert_eq!(count("SELECT count(*) FROM refresh_tokens WHERE expires_at < now()").await, 0);
     assert!(count("SELECT count(*) FROM refresh_families").await >= 1, "the live session survives");
+    assert_eq!(count("SELECT count(*) FROM oauth_states").await, 1, "only the live connect flow stays");
 }
 
 /// Concurrent guesses cannot slip past the lockout: each attempt counts from the moment it starts.
