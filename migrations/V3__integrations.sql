@@ -75,7 +75,8 @@ GRANT SELECT, INSERT, DELETE ON oauth_states TO moat_runtime;
 -- integration. Returns one row; `is_found` is false for a missing integration
 -- or another organization's.
 CREATE FUNCTION moat_integration_read(org uuid, principal_kind text, principal uuid, integration uuid)
-RETURNS TABLE (caller_active boolean, is_found boolean, int_status text, sealed_access bytea, valid_secs float8)
+RETURNS TABLE (caller_active boolean, is_found boolean, int_status text, sealed_access bytea, valid_secs float8,
+               refresh_count bigint, since_refresh float8, cooldown_secs float8)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, public, pg_temp
 AS $$
@@ -83,8 +84,10 @@ BEGIN
     caller_active := public.moat_begin(org, principal_kind, principal);
     is_found := false;
     IF caller_active THEN
-        SELECT true, i.status, i.access_token, extract(epoch FROM i.access_expires_at - now())::float8
-          INTO is_found, int_status, sealed_access, valid_secs
+        SELECT true, i.status, i.access_token, extract(epoch FROM i.access_expires_at - now())::float8,
+               i.refresh_count, extract(epoch FROM now() - i.last_refreshed_at)::float8,
+               GREATEST(extract(epoch FROM i.cooldown_until - now()), 0)::float8
+          INTO is_found, int_status, sealed_access, valid_secs, refresh_count, since_refresh, cooldown_secs
           FROM public.integrations i
          WHERE i.id = integration AND i.org_id = org;
         is_found := COALESCE(is_found, false);

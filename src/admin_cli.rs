@@ -52,7 +52,7 @@ pub enum AdminCommand {
     /// key from MOAT_ENCRYPTION_KEYS_PREVIOUS, while Moat keeps serving. Resumable.
     RotateEncryptionKey {
         /// Integrations re-encrypted per transaction.
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1000))]
         batch: i64,
     },
 }
@@ -154,14 +154,14 @@ async fn rotate_encryption_key(pool: &Pool, vars: &Vars, batch: i64) -> ExitCode
         }
     };
     let sealer = crate::crypto::Sealer::new(current, previous);
-    println!("re-encrypting stored credentials under key {}", sealer.key_id());
+    println!("re-encrypting stored credentials under the current MOAT_ENCRYPTION_KEY");
     let result = crate::integrations::rekey::rotate(pool, &sealer, batch, |p| {
         println!("org {}: re-encrypted {} in this batch, {} left", p.org, p.rekeyed, p.remaining);
     })
     .await;
     match result {
         Ok(total) => {
-            println!("done: {total} integration(s) re-encrypted; every credential is under key {}", sealer.key_id());
+            println!("done: {total} integration(s) re-encrypted; every credential is under the current key");
             println!(
                 "keep the previous key configured for 10 more minutes (connect flows in progress), then remove it"
             );

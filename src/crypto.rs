@@ -22,7 +22,8 @@ const HEADER_LEN: usize = 1 + KID_LEN + NONCE_LEN;
 pub enum SealError {
     #[error("the sealed value is malformed")]
     Malformed,
-    #[error("the sealed value was made with a key Moat does not have (key id {0})")]
+    /// The key id is kept for callers that must act on it, but never displayed.
+    #[error("the sealed value was made with a key Moat does not have")]
     UnknownKey(String),
     #[error("the sealed value does not open: wrong key, wrong associated data, or tampered")]
     Tampered,

@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::crypto::Sealer;
 use crate::http::Routes;
 use crate::integrations::Providers;
+use crate::integrations::broker::Broker;
 use crate::limits::Limiter;
 
 /// What every handler can reach. Explicit, cloned per request, no globals.
@@ -39,6 +40,8 @@ pub struct AppState {
     pub limiter: Limiter,
     /// OAuth providers with their HTTP clients.
     pub providers: Arc<Providers>,
+    /// Per-instance queueing and bounds for integration refreshes.
+    pub broker: Broker,
 }
 
 impl AppState {
@@ -51,7 +54,8 @@ impl AppState {
         let sealer = Sealer::new(config.encryption_key.clone(), config.previous_encryption_keys.clone());
         let limiter = Limiter::new(&config.encryption_key);
         let providers = Arc::new(Providers::new(&config.providers, config.provider_timeout)?);
-        Ok(Self { config, db, tokens: Arc::new(tokens), hasher, sealer: Arc::new(sealer), limiter, providers })
+        let broker = Broker::new(config.pool_size);
+        Ok(Self { config, db, tokens: Arc::new(tokens), hasher, sealer: Arc::new(sealer), limiter, providers, broker })
     }
 }
 

@@ -20,6 +20,9 @@ pub enum AuthError {
     ForbiddenOrigin,
     #[error("invalid request: {0}")]
     Invalid(&'static str),
+    /// No database connection became free in time.
+    #[error("no database connection available")]
+    Unavailable,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -32,13 +35,17 @@ impl From<tokio_postgres::Error> for AuthError {
 
 impl From<deadpool_postgres::PoolError> for AuthError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        Self::Internal(e.into())
+        tracing::warn!(error = %e, "no database connection available");
+        Self::Unavailable
     }
 }
 
 impl From<crate::limits::LimitError> for AuthError {
     fn from(e: crate::limits::LimitError) -> Self {
-        Self::Internal(e.into())
+        match e {
+            crate::limits::LimitError::Pool(e) => e.into(),
+            e => Self::Internal(e.into()),
+        }
     }
 }
 
@@ -68,6 +75,9 @@ impl IntoResponse for AuthError {
                 "this request must come from Moat's own origin",
             ),
             Self::Invalid(message) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message),
+            Self::Unavailable => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is temporarily unavailable")
+            }
             Self::Internal(e) => ApiError::internal(e.as_ref()),
         };
         error.into_response()

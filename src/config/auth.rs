@@ -23,7 +23,8 @@ pub(super) fn auth(vars: &Vars, problems: &mut Vec<Problem>) -> AuthSettings {
         refresh_reuse_grace: duration(vars, "MOAT_REFRESH_REUSE_GRACE", "10s", (0, 120), problems),
         trusted_proxies: trusted_proxies(vars, problems),
         token_min_validity: duration(vars, "MOAT_TOKEN_MIN_VALIDITY", "60s", (0, 3600), problems),
-        provider_timeout: duration(vars, "MOAT_PROVIDER_TIMEOUT", "10s", (1, 60), problems),
+        // At most 20 s: with the 5 s lock margin a waiting request still ends within the 30 s request timeout.
+        provider_timeout: duration(vars, "MOAT_PROVIDER_TIMEOUT", "10s", (1, 20), problems),
     }
 }
 

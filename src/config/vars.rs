@@ -95,7 +95,7 @@ pub const VARS: &[EnvVar] = &[
         name: "MOAT_PROVIDER_TIMEOUT",
         commands: SERVE_CHECK,
         default: Some("10s"),
-        doc: "Deadline for each call to a provider's token endpoint (1s to 60s); the per-integration refresh lock waits at most this plus 5 s.",
+        doc: "Deadline for each call to a provider's token endpoint (1s to 20s); the per-integration refresh lock waits at most this plus 5 s.",
     },
     EnvVar {
         name: "MOAT_BIND",

@@ -167,7 +167,7 @@ pub(super) async fn delete(
     let mut client = state.db.get().await?;
     let tx = tenant::begin(&mut client, &caller).await?;
     // Wait for an in-flight refresh so it cannot write into a deleted row's place.
-    broker::lock(&tx, id, state.config.provider_timeout + broker::LOCK_MARGIN).await?;
+    broker::lock(&tx, id, state.config.provider_timeout).await?;
     let statement = tx.prepare_cached(store::DELETE_INTEGRATION).await?;
     let row = tx.query_opt(&statement, &[&id, &caller.org]).await?.ok_or(IntegrationError::NotFound)?;
     let event = Event::new(Some(caller.org), "integration_deleted", caller.actor())

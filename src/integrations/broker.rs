@@ -4,23 +4,30 @@
 //!
 //! 1. Fast path: one statement, no transaction, no lock — if the stored token
 //!    is valid long enough, return it.
-//! 2. Otherwise, in a transaction: `lock_timeout` = provider timeout + 5 s,
-//!    `pg_advisory_xact_lock(lock_key(id))`, then read the row **again**: if
-//!    another caller refreshed while this one waited, return that token.
+//! 2. Otherwise, in a transaction: lock, statement and idle-in-transaction
+//!    timeouts, `pg_advisory_xact_lock(lock_key(id))`, then read the row
+//!    **again**: if another caller refreshed while this one waited, return that.
 //! 3. Else call the provider (deadline shorter than the lock timeout), store
 //!    the new access and refresh tokens (keeping the old refresh token only if
 //!    the provider sent none), commit — which releases the lock.
 //!
-//! The lock is transaction-scoped: it ends exactly when the refresh does,
-//! including when the holder's process or connection dies (PostgreSQL rolls
-//! the transaction back). There is no TTL to guess and no session state, so
-//! it also works behind PgBouncer in transaction mode.
+//! The PostgreSQL lock is what makes it exactly once across instances. Two
+//! per-instance measures keep it cheap: callers of one instance queue for an
+//! integration in memory (holding no database connection) so at most one per
+//! instance waits in PostgreSQL, and a semaphore bounds how many refreshes
+//! (each holding a connection through its provider call) run at once. The
+//! refresh itself runs detached from the request, so a client that hangs up
+//! or a request timeout cannot cut it off after the provider rotated the
+//! token but before the commit.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_postgres::{Object, Transaction};
+use deadpool_postgres::Transaction;
 use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
+use tokio::sync::{OwnedMutexGuard, Semaphore};
 use uuid::Uuid;
 
 use super::error::IntegrationError;
@@ -37,6 +44,9 @@ pub const COOLDOWN: Duration = Duration::from_secs(5);
 /// The lock wait exceeds the provider deadline by this much, so a waiter
 /// outlasts a holder that is still inside its provider call.
 pub const LOCK_MARGIN: Duration = Duration::from_secs(5);
+/// A token refreshed this recently is served even if shorter-lived than the
+/// minimum validity (a provider issuing short tokens must not be hammered).
+const RECENT_REFRESH_SECS: f64 = 10.0;
 const LOCK_NAMESPACE: &[u8] = b"moat/integration-refresh/v1:";
 
 /// The advisory-lock key of an integration: the first 8 bytes (big-endian) of
@@ -52,6 +62,50 @@ pub fn lock_key(id: Uuid) -> i64 {
 /// The associated data binding a sealed token to its integration and field.
 pub fn aad(id: Uuid, field: &str) -> Vec<u8> {
     format!("integrations.{field}:{id}").into_bytes()
+}
+
+/// Per-instance coordination (an optimization: correctness rests on the
+/// PostgreSQL lock). Listed in docs/caches.md as per-instance.
+#[derive(Clone)]
+pub struct Broker {
+    /// Integration id → the in-memory queue of this instance's callers.
+    flights: Arc<Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Refreshes in flight on this instance (each holds a pooled connection).
+    permits: Arc<Semaphore>,
+}
+
+impl Broker {
+    /// At most half the pool refreshes at once, so the rest keeps serving.
+    pub fn new(pool_size: usize) -> Self {
+        Self { flights: Arc::default(), permits: Arc::new(Semaphore::new((pool_size / 2).max(1))) }
+    }
+
+    async fn enter(&self, id: Uuid) -> Flight {
+        let queue = {
+            let mut flights = self.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            flights.entry(id).or_default().clone()
+        };
+        let turn = queue.lock_owned().await;
+        Flight { id, turn: Some(turn), flights: self.flights.clone() }
+    }
+}
+
+/// This caller's turn for one integration; leaving removes the queue when it is the last.
+struct Flight {
+    id: Uuid,
+    turn: Option<OwnedMutexGuard<()>>,
+    flights: Arc<Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        drop(self.turn.take());
+        let mut flights = self.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Only the map's own reference left: nobody queues for it any more.
+        if flights.get(&self.id).is_some_and(|queue| Arc::strong_count(queue) == 1) {
+            flights.remove(&self.id);
+        }
+    }
 }
 
 /// What the broker hands out. `Debug` shows no token.
@@ -76,10 +130,14 @@ fn issued(token: String, valid_secs: f64) -> Issued {
     Issued { access_token: token, expires_at: OffsetDateTime::now_utc() + valid }
 }
 
-/// An access token for integration `id`, valid at least the minimum validity.
-pub async fn access_token(state: &AppState, caller: &Caller, id: Uuid) -> Result<Issued, IntegrationError> {
-    let min = state.config.token_min_validity.as_secs_f64();
-    let mut client = state.db.get().await?;
+/// The fast path's view of an integration that needs a refresh.
+struct Stale {
+    refresh_count: i64,
+}
+
+/// Step 1: serve a valid token in one statement, or say what the refresh needs to know.
+async fn fast(state: &AppState, caller: &Caller, id: Uuid) -> Result<Result<Issued, Stale>, IntegrationError> {
+    let client = state.db.get().await?;
     let statement = client.prepare_cached(store::READ_FAST).await?;
     let row = client.query_one(&statement, &[&caller.org, &caller.kind.as_str(), &caller.id, &id]).await?;
     if !row.get::<_, bool>("caller_active") {
@@ -92,19 +150,50 @@ pub async fn access_token(state: &AppState, caller: &Caller, id: Uuid) -> Result
         return Err(IntegrationError::NeedsReauth);
     }
     let valid_secs: f64 = row.get::<_, Option<f64>>("valid_secs").unwrap_or(0.0);
-    if valid_secs >= min {
+    let since_refresh: Option<f64> = row.get("since_refresh");
+    let recent = valid_secs > 0.0 && since_refresh.is_some_and(|s| s < RECENT_REFRESH_SECS);
+    if valid_secs >= state.config.token_min_validity.as_secs_f64() || recent {
         let sealed: Vec<u8> = row.get::<_, Option<Vec<u8>>>("sealed_access").unwrap_or_default();
-        return Ok(issued(open_text(&state.sealer, &sealed, &aad(id, "access_token"))?, valid_secs));
+        return Ok(Ok(issued(open_text(&state.sealer, &sealed, &aad(id, "access_token"))?, valid_secs)));
     }
-    refresh(state, &mut client, caller, id).await
+    let cooldown = row.get::<_, Option<f64>>("cooldown_secs").unwrap_or(0.0);
+    if cooldown > 0.0 {
+        // The provider failed moments ago: do not queue on the lock just to hear it again.
+        return Err(IntegrationError::ProviderUnavailable { retry_after: cooldown.ceil() as u64 });
+    }
+    Ok(Err(Stale { refresh_count: row.get::<_, Option<i64>>("refresh_count").unwrap_or(0) }))
+}
+
+/// An access token for integration `id`, valid at least the minimum validity.
+pub async fn access_token(state: &AppState, caller: &Caller, id: Uuid) -> Result<Issued, IntegrationError> {
+    if let Ok(issued) = fast(state, caller, id).await? {
+        return Ok(issued);
+    }
+    // Queue behind this instance's other callers for the integration (no connection held)…
+    let flight = state.broker.enter(id).await;
+    // … then look again: one of them may have refreshed it meanwhile.
+    let stale = match fast(state, caller, id).await? {
+        Ok(issued) => return Ok(issued),
+        Err(stale) => stale,
+    };
+    let permit = state.broker.permits.clone().acquire_owned().await.map_err(anyhow::Error::from)?;
+    // Detached: the refresh finishes (or rolls back) even if this request is dropped.
+    let (state, caller) = (state.clone(), caller.clone());
+    let refresh = tokio::spawn(async move {
+        let result = refresh(&state, &caller, id, stale.refresh_count).await;
+        drop((permit, flight));
+        result
+    });
+    refresh.await.map_err(|e| IntegrationError::Internal(e.into()))?
 }
 
 /// Steps 2 and 3: under the integration's lock, re-read, then refresh if still needed.
-async fn refresh(state: &AppState, client: &mut Object, caller: &Caller, id: Uuid) -> Result<Issued, IntegrationError> {
+async fn refresh(state: &AppState, caller: &Caller, id: Uuid, seen_count: i64) -> Result<Issued, IntegrationError> {
     let min = state.config.token_min_validity.as_secs_f64();
-    let tx = tenant::begin(client, caller).await?;
+    let mut client = state.db.get().await?;
+    let tx = tenant::begin(&mut client, caller).await?;
     if state.config.refresh_lock {
-        lock(&tx, id, state.config.provider_timeout + LOCK_MARGIN).await?;
+        lock(&tx, id, state.config.provider_timeout).await?;
     }
     let statement = tx.prepare_cached(store::READ_FOR_REFRESH).await?;
     let row = tx.query_opt(&statement, &[&id, &caller.org]).await?.ok_or(IntegrationError::NotFound)?;
@@ -112,7 +201,9 @@ async fn refresh(state: &AppState, client: &mut Object, caller: &Caller, id: Uui
         return Err(IntegrationError::NeedsReauth);
     }
     let valid_secs: f64 = row.get("valid_secs");
-    if valid_secs >= min {
+    let refreshed_meanwhile = row.get::<_, i64>("refresh_count") != seen_count;
+    let recent = row.get::<_, Option<f64>>("since_refresh").is_some_and(|s| s < RECENT_REFRESH_SECS);
+    if valid_secs >= min || (valid_secs > 0.0 && (refreshed_meanwhile || recent)) {
         // Another caller refreshed while this one waited for the lock.
         let sealed: Vec<u8> = row.get("access_token");
         return Ok(issued(open_text(&state.sealer, &sealed, &aad(id, "access_token"))?, valid_secs));
@@ -160,14 +251,21 @@ async fn refresh(state: &AppState, client: &mut Object, caller: &Caller, id: Uui
     }
 }
 
-/// Waits for the integration's refresh lock, at most `wait`.
-pub async fn lock(tx: &Transaction<'_>, id: Uuid, wait: Duration) -> Result<(), IntegrationError> {
+/// Takes the integration's refresh lock, waiting at most `provider_timeout` + [`LOCK_MARGIN`].
+/// The transaction may then spend `provider_timeout` in a provider call; if its
+/// client vanishes, PostgreSQL ends the session (and the lock) soon after.
+pub async fn lock(tx: &Transaction<'_>, id: Uuid, provider_timeout: Duration) -> Result<(), IntegrationError> {
+    let wait = provider_timeout + LOCK_MARGIN;
+    let ms = |d: Duration| format!("{}ms", d.as_millis());
     let statement = tx.prepare_cached(store::SET_LOCK_TIMEOUT).await?;
-    tx.query_one(&statement, &[&format!("{}ms", wait.as_millis())]).await?;
+    tx.query_one(&statement, &[&ms(wait), &ms(wait + Duration::from_secs(1)), &ms(wait)]).await?;
     let statement = tx.prepare_cached(store::LOCK_INTEGRATION).await?;
     match tx.query_one(&statement, &[&lock_key(id)]).await {
         Ok(_) => Ok(()),
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+        Err(e)
+            if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+                || e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) =>
+        {
             Err(IntegrationError::RefreshBusy)
         }
         Err(e) => Err(e.into()),
@@ -203,5 +301,23 @@ mod tests {
         // The documented derivation, spelled out.
         let digest = Sha256::digest([b"moat/integration-refresh/v1:".as_slice(), a.as_bytes()].concat());
         assert_eq!(lock_key(a), i64::from_be_bytes(digest[..8].try_into().unwrap_or_default()));
+    }
+
+    #[tokio::test]
+    async fn flights_queue_callers_and_clean_up() {
+        let broker = Broker::new(4);
+        let id = Uuid::from_u128(7);
+        let first = broker.enter(id).await;
+        let waiting = tokio::spawn({
+            let broker = broker.clone();
+            async move { broker.enter(id).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "a second caller of the same integration must wait its turn");
+        drop(first);
+        let second = waiting.await.ok();
+        assert!(second.is_some());
+        drop(second);
+        assert!(broker.flights.lock().map(|f| f.is_empty()).unwrap_or(false), "the queue must be removed");
     }
 }

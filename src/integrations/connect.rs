@@ -64,15 +64,18 @@ fn secure(state: &AppState) -> bool {
     state.config.public_url.scheme() == "https"
 }
 
-/// `__Host-` (Secure, Path=/, no Domain) whenever the public URL is https.
-fn cookie_name(state: &AppState) -> &'static str {
-    if secure(state) { "__Host-moat_connect" } else { "moat_connect" }
+/// One cookie per flow (two tabs connecting at once keep their own), named
+/// after the state's hash; `__Host-` (Secure, Path=/, no Domain) whenever the
+/// public URL is https.
+fn cookie_name(state: &AppState, state_hash: &[u8; 32]) -> String {
+    let prefix = if secure(state) { "__Host-moat_connect_" } else { "moat_connect_" };
+    format!("{prefix}{}", &hex(state_hash)[..16])
 }
 
 /// SameSite=Lax, not Strict: the callback is a top-level navigation from the
 /// provider's site, and Strict cookies are withheld from those.
-fn binding_cookie(state: &AppState, value: &str, max_age: i64) -> Option<HeaderValue> {
-    cookies::set(cookie_name(state), value, SameSite::Lax, secure(state), max_age)
+fn binding_cookie(state: &AppState, state_hash: &[u8; 32], value: &str, max_age: i64) -> Option<HeaderValue> {
+    cookies::set(&cookie_name(state, state_hash), value, SameSite::Lax, secure(state), max_age)
 }
 
 /// `GET /v1/integrations/{provider}/connect`: 302 to the provider (or, with
@@ -93,6 +96,14 @@ pub(super) async fn connect(
 
     let mut client = state.db.get().await?;
     let tx = tenant::begin(&mut client, &caller).await?;
+    // Reconnecting replaces tokens: only the integration's creator may, or an
+    // org member could swap a colleague's connection for their own account.
+    let statement = tx.prepare_cached(store::FIND_ACCOUNT).await?;
+    if let Some(existing) = tx.query_opt(&statement, &[&caller.org, &provider_name, &account]).await?
+        && existing.get::<_, String>("created_by") != caller.actor()
+    {
+        return Err(IntegrationError::Exists);
+    }
     let statement = tx.prepare_cached(store::INSERT_STATE).await?;
     let binding_hash = sha256(&binding).to_vec();
     tx.execute(
@@ -137,7 +148,7 @@ pub(super) async fn connect(
         response.headers_mut().insert(header::LOCATION, location);
         response
     };
-    if let Some(cookie) = binding_cookie(&state, &binding, FLOW_TTL_SECS) {
+    if let Some(cookie) = binding_cookie(&state, &state_hash, &binding, FLOW_TTL_SECS) {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     Ok(response)
@@ -149,13 +160,16 @@ pub(super) async fn callback(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, IntegrationError> {
-    let result = complete(&state, &params, &headers).await;
-    // The binding cookie has done its job either way.
-    let clear = binding_cookie(&state, "", 0);
+    let flow_state = params.get("state").filter(|s| !s.is_empty() && s.len() <= MAX_STATE_LEN);
+    let Some(flow_state) = flow_state else {
+        return Ok(IntegrationError::InvalidState.into_response());
+    };
+    let state_hash = sha256(flow_state);
+    let result = complete(&state, &state_hash, &params, &headers).await;
     let mut response = match result {
         Ok(id) => {
-            let target =
-                format!("{}/app/integrations?connected={id}", state.config.public_url.origin().ascii_serialization());
+            let origin = state.config.public_url.origin().ascii_serialization();
+            let target = format!("{origin}/app/integrations?connected={id}");
             let mut response = StatusCode::SEE_OTHER.into_response();
             let location = HeaderValue::from_str(&target).map_err(anyhow::Error::from)?;
             response.headers_mut().insert(header::LOCATION, location);
@@ -163,25 +177,51 @@ pub(super) async fn callback(
         }
         Err(e) => e.into_response(),
     };
-    if let Some(clear) = clear {
+    // This flow's binding cookie has done its job either way (other flows' are untouched).
+    if let Some(clear) = binding_cookie(&state, &state_hash, "", 0) {
         response.headers_mut().append(header::SET_COOKIE, clear);
     }
     Ok(response)
 }
 
+/// The consumed flow.
+struct Flow {
+    org: Uuid,
+    created_by: String,
+    provider: String,
+    account: String,
+    verifier: String,
+}
+
 async fn complete(
     state: &AppState,
+    state_hash: &[u8; 32],
     params: &HashMap<String, String>,
     headers: &HeaderMap,
 ) -> Result<Uuid, IntegrationError> {
-    let flow_state = params.get("state").filter(|s| !s.is_empty() && s.len() <= MAX_STATE_LEN);
-    let flow_state = flow_state.ok_or(IntegrationError::InvalidState)?;
-    let state_hash = sha256(flow_state);
+    let flow = consume(state, state_hash, headers).await?;
+    if params.contains_key("error") {
+        return Err(IntegrationError::ProviderDenied);
+    }
+    let code = params.get("code").filter(|c| !c.is_empty() && c.len() <= 4096).ok_or(IntegrationError::InvalidState)?;
+    let provider = state.providers.get(&flow.provider).ok_or(IntegrationError::UnknownProvider)?;
+    // No database connection is held during the exchange.
+    let tokens = match provider.exchange(code, &flow.verifier, &redirect_uri(state)).await {
+        Ok(tokens) => tokens,
+        Err(super::provider::ProviderError::InvalidGrant) => return Err(IntegrationError::ProviderDenied),
+        Err(super::provider::ProviderError::Unavailable(cause)) => {
+            tracing::warn!(provider = %flow.provider, %cause, "code exchange failed");
+            return Err(IntegrationError::ProviderUnavailable { retry_after: 1 });
+        }
+    };
+    store(state, &flow, tokens).await
+}
 
-    // Consume first: the state is single-use whatever happens next.
+/// Consumes the state (single use, whatever happens next) and checks the browser binding.
+async fn consume(state: &AppState, state_hash: &[u8; 32], headers: &HeaderMap) -> Result<Flow, IntegrationError> {
     let mut client = state.db.get().await?;
     let tx = client.transaction().await?;
-    tenant::set_lookup(&tx, Lookup::State(&state_hash)).await?;
+    tenant::set_lookup(&tx, Lookup::State(state_hash)).await?;
     let statement = tx.prepare_cached(store::CONSUME_STATE).await?;
     let row = tx.query_opt(&statement, &[&state_hash.to_vec()]).await?;
     tx.commit().await?;
@@ -189,54 +229,93 @@ async fn complete(
     if !row.get::<_, bool>("fresh") {
         return Err(IntegrationError::InvalidState);
     }
-    let binding = cookies::read(headers, cookie_name(state)).ok_or(IntegrationError::InvalidState)?;
+    let binding = cookies::read(headers, &cookie_name(state, state_hash)).ok_or(IntegrationError::InvalidState)?;
     if sha256(&binding).as_slice() != row.get::<_, Vec<u8>>("binding_hash").as_slice() {
         return Err(IntegrationError::InvalidState);
     }
-    if params.contains_key("error") {
-        return Err(IntegrationError::ProviderDenied);
-    }
-    let code = params.get("code").filter(|c| !c.is_empty() && c.len() <= 4096).ok_or(IntegrationError::InvalidState)?;
-
-    let (org, created_by): (Uuid, String) = (row.get("org_id"), row.get("created_by"));
-    let (provider_name, account): (String, String) = (row.get("provider"), row.get("account"));
-    let provider = state.providers.get(&provider_name).ok_or(IntegrationError::UnknownProvider)?;
     let sealed: Vec<u8> = row.get("code_verifier");
-    let verifier = String::from_utf8(state.sealer.open(&sealed, &verifier_aad(&state_hash))?)
+    let verifier = String::from_utf8(state.sealer.open(&sealed, &verifier_aad(state_hash))?)
         .map_err(|_| IntegrationError::Internal(anyhow::anyhow!("sealed verifier is not text")))?;
-    let tokens = match provider.exchange(code, &verifier, &redirect_uri(state)).await {
-        Ok(tokens) => tokens,
-        Err(super::provider::ProviderError::InvalidGrant) => return Err(IntegrationError::ProviderDenied),
-        Err(super::provider::ProviderError::Unavailable(cause)) => {
-            tracing::warn!(provider = %provider_name, %cause, "code exchange failed");
-            return Err(IntegrationError::ProviderUnavailable { retry_after: 1 });
-        }
-    };
+    Ok(Flow {
+        org: row.get("org_id"),
+        created_by: row.get("created_by"),
+        provider: row.get("provider"),
+        account: row.get("account"),
+        verifier,
+    })
+}
 
-    // Store as the user who started the flow, if still enabled.
-    let caller = starter(org, &created_by)?;
+/// Stores the tokens as the principal that started the flow, if still enabled:
+/// a new integration, or a reconnect of that principal's own.
+async fn store(state: &AppState, flow: &Flow, tokens: super::provider::Tokens) -> Result<Uuid, IntegrationError> {
+    let caller = starter(flow.org, &flow.created_by)?;
+    let mut client = state.db.get().await?;
     let tx = tenant::begin(&mut client, &caller).await?;
     let statement = tx.prepare_cached(store::FIND_ACCOUNT).await?;
-    let existing: Option<Uuid> =
-        tx.query_opt(&statement, &[&org, &provider_name, &account]).await?.map(|r| r.get("id"));
-    let id = existing.unwrap_or_else(Uuid::new_v4);
-    let access = state.sealer.seal(tokens.access_token.as_bytes(), &aad(id, "access_token"))?;
-    let refresh =
-        tokens.refresh_token.map(|t| state.sealer.seal(t.as_bytes(), &aad(id, "refresh_token"))).transpose()?;
+    let existing = tx.query_opt(&statement, &[&flow.org, &flow.provider, &flow.account]).await?;
     let key_id = state.sealer.key_id();
-    if existing.is_some() {
-        broker::lock(&tx, id, state.config.provider_timeout + broker::LOCK_MARGIN).await?;
-        let statement = tx.prepare_cached(store::RECONNECT).await?;
-        tx.execute(&statement, &[&id, &org, &access, &refresh, &key_id, &tokens.expires_in]).await?;
-    } else {
-        let statement = tx.prepare_cached(store::INSERT_INTEGRATION).await?;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
-            [&id, &org, &created_by, &provider_name, &account, &access, &refresh, &key_id, &tokens.expires_in];
-        tx.query_one(&statement, &params).await?;
-    }
-    let event = Event::new(Some(org), "integration_connected", created_by)
+    let reconnected = match existing {
+        Some(row) if row.get::<_, String>("created_by") != flow.created_by => return Err(IntegrationError::Exists),
+        Some(row) => {
+            let id: Uuid = row.get("id");
+            broker::lock(&tx, id, state.config.provider_timeout).await?;
+            // A reconnect without a new refresh token keeps the old one (re-sealed under the current key).
+            let refresh = match &tokens.refresh_token {
+                Some(token) => Some(token.clone()),
+                None => {
+                    let statement = tx.prepare_cached(store::READ_FOR_REFRESH).await?;
+                    let old = tx.query_opt(&statement, &[&id, &flow.org]).await?;
+                    let sealed = old.and_then(|r| r.get::<_, Option<Vec<u8>>>("refresh_token"));
+                    sealed
+                        .map(|s| state.sealer.open(&s, &aad(id, "refresh_token")))
+                        .transpose()?
+                        .and_then(|p| String::from_utf8(p).ok())
+                }
+            };
+            let access = state.sealer.seal(tokens.access_token.as_bytes(), &aad(id, "access_token"))?;
+            let refresh = refresh.map(|t| state.sealer.seal(t.as_bytes(), &aad(id, "refresh_token"))).transpose()?;
+            let statement = tx.prepare_cached(store::RECONNECT).await?;
+            let updated =
+                tx.execute(&statement, &[&id, &flow.org, &access, &refresh, &key_id, &tokens.expires_in]).await?;
+            (updated == 1).then_some(id)
+        }
+        None => None,
+    };
+    let id = match reconnected {
+        Some(id) => id,
+        // New (or deleted while this flow ran): insert.
+        None => {
+            let id = Uuid::new_v4();
+            let access = state.sealer.seal(tokens.access_token.as_bytes(), &aad(id, "access_token"))?;
+            let refresh = tokens
+                .refresh_token
+                .as_ref()
+                .map(|t| state.sealer.seal(t.as_bytes(), &aad(id, "refresh_token")))
+                .transpose()?;
+            let statement = tx.prepare_cached(store::INSERT_INTEGRATION).await?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+                &id,
+                &flow.org,
+                &flow.created_by,
+                &flow.provider,
+                &flow.account,
+                &access,
+                &refresh,
+                &key_id,
+                &tokens.expires_in,
+            ];
+            match tx.query_one(&statement, &params).await {
+                Ok(_) => id,
+                Err(e) if e.as_db_error().and_then(|d| d.constraint()) == Some("integrations_account_key") => {
+                    return Err(IntegrationError::Exists);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let event = Event::new(Some(flow.org), "integration_connected", flow.created_by.clone())
         .subject(id.to_string())
-        .detail(serde_json::json!({ "provider": provider_name, "reconnect": existing.is_some() }));
+        .detail(serde_json::json!({ "provider": flow.provider, "reconnect": reconnected.is_some() }));
     audit::record(&tx, &event).await?;
     tx.commit().await?;
     Ok(id)

@@ -33,6 +33,9 @@ pub enum IntegrationError {
     ProviderDenied,
     #[error("invalid request: {0}")]
     Invalid(&'static str),
+    /// No database connection became free in time.
+    #[error("no database connection available")]
+    Unavailable,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -45,7 +48,8 @@ impl From<tokio_postgres::Error> for IntegrationError {
 
 impl From<deadpool_postgres::PoolError> for IntegrationError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        Self::Internal(e.into())
+        tracing::warn!(error = %e, "no database connection available");
+        Self::Unavailable
     }
 }
 
@@ -116,6 +120,11 @@ impl IntoResponse for IntegrationError {
                 "the provider did not authorize the connection",
             ),
             Self::Invalid(message) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message),
+            Self::Unavailable => {
+                let e =
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is busy; retry shortly");
+                return retry_after(e.into_response(), 1);
+            }
             Self::Internal(e) => ApiError::internal(e.as_ref()),
         };
         error.into_response()

@@ -116,28 +116,38 @@ impl ProviderClient {
             .map_err(|e| ProviderError::Unavailable(describe(&e)))?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| ProviderError::Unavailable(describe(&e)))?;
-        if status.is_success() {
-            let tokens: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
-                ProviderError::Unavailable(format!("{status} with a body that is not a token response"))
-            })?;
-            if tokens.access_token.is_empty() {
-                return Err(ProviderError::Unavailable("an empty access token".into()));
+        // Some providers answer errors with 200: an `error` field wins over the status.
+        let error = serde_json::from_slice::<ErrorResponse>(&body).ok().map(|e| oauth_error_code(&e.error));
+        if let Some(code) = &error {
+            if code == "invalid_grant" && (status.is_success() || status.is_client_error()) {
+                return Err(ProviderError::InvalidGrant);
             }
-            let expires_in = tokens.expires_in.filter(|e| e.is_finite() && *e >= 0.0).unwrap_or(DEFAULT_EXPIRES_IN);
-            return Ok(Tokens {
-                access_token: tokens.access_token,
-                refresh_token: tokens.refresh_token.filter(|t| !t.is_empty()),
-                expires_in: expires_in.min(10.0 * 365.0 * 86400.0),
-            });
+            return Err(ProviderError::Unavailable(format!("{status} {code}")));
         }
-        let error = serde_json::from_slice::<ErrorResponse>(&body).map(|e| e.error).unwrap_or_default();
-        if status.is_client_error() && error == "invalid_grant" {
-            return Err(ProviderError::InvalidGrant);
+        if !status.is_success() {
+            return Err(ProviderError::Unavailable(format!("{status} (no OAuth error)")));
         }
-        Err(ProviderError::Unavailable(format!(
-            "{status} {}",
-            if error.is_empty() { "(no OAuth error)" } else { &error }
-        )))
+        let tokens: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|_| ProviderError::Unavailable(format!("{status} with a body that is not a token response")))?;
+        if tokens.access_token.is_empty() {
+            return Err(ProviderError::Unavailable("an empty access token".into()));
+        }
+        let expires_in = tokens.expires_in.filter(|e| e.is_finite() && *e >= 0.0).unwrap_or(DEFAULT_EXPIRES_IN);
+        Ok(Tokens {
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token.filter(|t| !t.is_empty()),
+            expires_in: expires_in.min(10.0 * 365.0 * 86400.0),
+        })
+    }
+}
+
+/// An OAuth error code as safe to log: RFC 6749 codes are `[a-z_]`; anything
+/// else the provider sent is replaced, and it is never longer than 40 characters.
+fn oauth_error_code(raw: &str) -> String {
+    if !raw.is_empty() && raw.len() <= 40 && raw.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        raw.to_owned()
+    } else {
+        "unrecognised_error".to_owned()
     }
 }
 

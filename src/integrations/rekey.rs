@@ -59,17 +59,24 @@ struct Batch {
     remaining: i64,
 }
 
+/// One page of stale ids, each re-sealed in a short transaction of its own (so a
+/// batch never accumulates locks, and a refresh never waits long behind it).
 async fn rekey_batch(pool: &Pool, sealer: &Sealer, org: Uuid, current: &str, batch: i64) -> anyhow::Result<Batch> {
     let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    tenant::set_org(&tx, org).await?;
-    let ids: Vec<Uuid> =
-        tx.query(store::STALE_IDS, &[&org, &current, &batch]).await?.iter().map(|r| r.get("id")).collect();
+    let ids: Vec<Uuid> = {
+        let tx = client.transaction().await?;
+        tenant::set_org(&tx, org).await?;
+        let ids = tx.query(store::STALE_IDS, &[&org, &current, &batch]).await?.iter().map(|r| r.get("id")).collect();
+        tx.commit().await?;
+        ids
+    };
     let mut rekeyed = 0;
     for id in &ids {
+        let tx = client.transaction().await?;
+        tenant::set_org(&tx, org).await?;
         let locked: bool = tx.query_one(store::TRY_LOCK_INTEGRATION, &[&lock_key(*id)]).await?.get("locked");
         if !locked {
-            continue;
+            continue; // a refresh is in flight; it re-seals under the current key itself
         }
         let Some(row) = tx.query_opt(store::READ_FOR_REKEY, &[id, &org]).await? else {
             continue;
@@ -87,9 +94,15 @@ async fn rekey_batch(pool: &Pool, sealer: &Sealer, org: Uuid, current: &str, bat
         let refresh =
             row.get::<_, Option<Vec<u8>>>("refresh_token").map(|r| reseal("refresh_token", &r)).transpose()?;
         tx.execute(store::STORE_REKEYED, &[id, &org, &access, &refresh, &current]).await?;
+        tx.commit().await?;
         rekeyed += 1;
     }
-    let remaining: i64 = tx.query_one(store::COUNT_STALE, &[&org, &current]).await?.get("stale");
-    tx.commit().await?;
+    let remaining: i64 = {
+        let tx = client.transaction().await?;
+        tenant::set_org(&tx, org).await?;
+        let remaining = tx.query_one(store::COUNT_STALE, &[&org, &current]).await?.get("stale");
+        tx.commit().await?;
+        remaining
+    };
     Ok(Batch { selected: ids.len(), rekeyed, remaining })
 }

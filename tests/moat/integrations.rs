@@ -132,29 +132,36 @@ async fn fifty_callers_on_two_processes_cause_exactly_one_refresh() {
         .await
         .unwrap();
     assert_eq!(view["status"], "active");
+    let kid = moat::config::EncryptionKey::parse(env.get("MOAT_ENCRYPTION_KEY").unwrap(), None).unwrap().key_id();
     for serving in [a, b] {
         let log = serving.terminate().await.all_output();
         assert!(!log.contains(&tokens[0]) && !log.contains(&seed), "a token reached the log");
+        assert!(!log.contains(&kid), "the encryption key id reached the log");
     }
 }
 
-/// Without the lock (a test-only seam no environment variable reaches), the same
-/// race spends the single-use refresh token twice and breaks the integration.
+/// Without the PostgreSQL lock (a test-only seam no environment variable
+/// reaches), two instances race: the single-use refresh token is spent twice
+/// and the integration breaks. (Each instance still queues its own callers in
+/// memory; only the database lock spans instances.)
 #[tokio::test]
-async fn without_the_lock_the_same_race_breaks_the_integration() {
+async fn without_the_lock_two_instances_break_the_integration() {
     let provider = FakeProvider::start().await;
     provider.set_latency(Duration::from_millis(300));
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::migrated().await;
     let env = env_with(&db, &provider, &dir);
     let unlocked = |config: &mut moat::config::Config| config.refresh_lock = false;
-    let a = spawn_app(Options { env: Some(env), db: Some(db), configure: Some(unlocked), ..Options::default() }).await;
+    let a =
+        spawn_app(Options { env: Some(env.clone()), db: Some(db), configure: Some(unlocked), ..Options::default() })
+            .await;
+    let b = spawn_app(Options { env: Some(env), configure: Some(unlocked), ..Options::default() }).await;
     let (_, _, token) = a.signed_in(Role::Admin).await;
     let seed = provider.issue_refresh_token();
     let id = import(&a, &token, "cal", Some(&seed), 0).await["id"].as_str().unwrap().to_owned();
 
-    let base = a.url("");
-    let calls = (0..20).map(|_| broker(&a.http, &base, &token, &id));
+    let bases = [a.url(""), b.url("")];
+    let calls = (0..20).map(|i| broker(&a.http, &bases[i % 2], &token, &id));
     let statuses: Vec<u16> = futures_util::future::join_all(calls).await.iter().map(|r| r.status().as_u16()).collect();
     assert!(provider.refresh_attempts() > 1, "the provider saw {} refresh attempts", provider.refresh_attempts());
     assert!(statuses.contains(&409), "some callers were told to reconnect: {statuses:?}");
@@ -438,7 +445,7 @@ async fn connect(s: &Setup) -> (String, String, reqwest::Client) {
         .get_all("set-cookie")
         .iter()
         .map(|v| v.to_str().unwrap().to_owned())
-        .find(|c| c.starts_with("__Host-moat_connect="))
+        .find(|c| c.starts_with("__Host-moat_connect_"))
         .unwrap();
     for attribute in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
         assert!(cookie.contains(attribute), "{cookie}");
@@ -558,4 +565,130 @@ async fn the_providers_file_is_validated_at_startup() {
     assert!(out.stderr.contains("client_secret_env names FAKE_PROVIDER_SECRET, which is not set"), "{}", out.stderr);
     assert!(out.stderr.contains("export FAKE_PROVIDER_SECRET="), "{}", out.stderr);
     assert!(!out.all_output().contains(CLIENT_SECRET));
+}
+
+/// A client that hangs up mid-refresh cannot cut the refresh off after the
+/// provider rotated the token: the refresh runs detached and commits.
+#[tokio::test]
+async fn a_caller_that_hangs_up_mid_refresh_loses_nothing() {
+    let s = setup().await;
+    // The provider rotates at once but answers slowly: a refresh cut off now would lose the new token.
+    s.provider.set_delay_after_rotation(Duration::from_millis(600));
+    let seed = s.provider.issue_refresh_token();
+    let id = import(&s.app, &s.token, "cal", Some(&seed), 0).await["id"].as_str().unwrap().to_owned();
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(150)).build().unwrap();
+    let hung_up =
+        impatient.post(s.app.url(&format!("/v1/integrations/{id}/access-token"))).bearer_auth(&s.token).send().await;
+    assert!(hung_up.is_err(), "the client should have given up");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.provider.set_delay_after_rotation(Duration::ZERO);
+    let response = broker(&s.app.http, &s.app.url(""), &s.token, &id).await;
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    assert_eq!(status_of(&s.app, &s.token, &id).await, "active");
+    assert_eq!(s.provider.refreshes(), 1, "the abandoned refresh was committed and reused");
+}
+
+/// A provider whose tokens live less than MOAT_TOKEN_MIN_VALIDITY is not hammered:
+/// concurrent callers on two instances still cause one refresh, and a token refreshed
+/// seconds ago is served rather than refreshed again.
+#[tokio::test]
+async fn short_lived_provider_tokens_still_refresh_once() {
+    let provider = FakeProvider::start().await;
+    provider.set_access_ttl(30);
+    provider.set_latency(Duration::from_millis(200));
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::migrated().await;
+    let env = env_with(&db, &provider, &dir);
+    let a = spawn_app(Options { env: Some(env.clone()), db: Some(db), ..Options::default() }).await;
+    let b = spawn_app(Options { env: Some(env), ..Options::default() }).await;
+    let (_, _, token) = a.signed_in(Role::Admin).await;
+    let id =
+        import(&a, &token, "cal", Some(&provider.issue_refresh_token()), 0).await["id"].as_str().unwrap().to_owned();
+    let bases = [a.url(""), b.url("")];
+    let calls = (0..20).map(|i| broker(&a.http, &bases[i % 2], &token, &id));
+    for response in futures_util::future::join_all(calls).await {
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(broker(&a.http, &bases[0], &token, &id).await.status(), 200);
+    assert_eq!(provider.refreshes(), 1);
+}
+
+/// One hot integration cannot starve the pool: callers of one instance queue in
+/// memory, so other requests keep their connections.
+#[tokio::test]
+async fn a_hot_integration_does_not_exhaust_the_pool() {
+    let s = setup_with(None, &[("MOAT_DATABASE_POOL_SIZE", "4")]).await;
+    s.provider.set_latency(Duration::from_millis(800));
+    let id = import(&s.app, &s.token, "cal", Some(&s.provider.issue_refresh_token()), 0).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let base = s.app.url("");
+    let calls = futures_util::future::join_all((0..40).map(|_| broker(&s.app.http, &base, &s.token, &id)));
+    let others = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            statuses.push(s.app.get_as(&s.token, "/v1/me").await.status().as_u16());
+        }
+        statuses
+    };
+    let (responses, others) = tokio::join!(calls, others);
+    assert!(
+        responses.iter().all(|r| r.status() == 200),
+        "{:?}",
+        responses.iter().map(|r| r.status()).collect::<Vec<_>>()
+    );
+    assert_eq!(others, [200; 5], "other requests starved while the refresh ran");
+    assert_eq!(s.provider.refreshes(), 1);
+}
+
+/// Some providers answer `invalid_grant` with status 200: still a dead grant.
+#[tokio::test]
+async fn invalid_grant_with_status_200_is_still_invalid_grant() {
+    let s = setup().await;
+    let id = import(&s.app, &s.token, "cal", Some(&s.provider.issue_refresh_token()), 0).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.provider.set_failure(Some(Failure::InvalidGrantWith200));
+    assert_eq!(broker(&s.app.http, &s.app.url(""), &s.token, &id).await.status(), 409);
+    assert_eq!(status_of(&s.app, &s.token, &id).await, "needs_reauth");
+}
+
+#[tokio::test]
+async fn reconnecting_replaces_tokens_keeps_the_refresh_token_and_is_the_creators_alone() {
+    let s = setup().await;
+    let (url, binding, _) = connect(&s).await;
+    let first = callback(&s, &url, Some(&binding)).await;
+    assert_eq!(first.status(), 303);
+    let id = first.headers().get("location").unwrap().to_str().unwrap().rsplit('=').next().unwrap().to_owned();
+    // Reconnect the same label; the provider sends no refresh token this time.
+    s.provider.omit_refresh_on_exchange(true);
+    let (url, binding, _) = connect(&s).await;
+    let second = callback(&s, &url, Some(&binding)).await;
+    assert_eq!(second.status(), 303);
+    assert!(second.headers().get("location").unwrap().to_str().unwrap().ends_with(&id), "a reconnect keeps its id");
+    assert_eq!(integration_count(&s).await, 1);
+    // The kept refresh token still works: force a refresh.
+    s.app._db.admin().await.execute("UPDATE integrations SET access_expires_at = now()", &[]).await.unwrap();
+    let response = broker(&s.app.http, &s.app.url(""), &s.token, &id).await;
+    assert_eq!(response.status(), 200, "the refresh token was lost on reconnect");
+    assert_eq!(s.provider.refreshes(), 1);
+    // Another member of the organization cannot take the label over.
+    let email = format!("{}@example.com", Uuid::new_v4());
+    let (_, password) = s.app.create_user(s.org, &email, Role::Member).await;
+    let body: Value = s.app.login(&email, &password).await.json().await.unwrap();
+    let member = body["access_token"].as_str().unwrap();
+    let response = s
+        .app
+        .http
+        .get(s.app.url("/v1/integrations/fake/connect?account=work"))
+        .bearer_auth(member)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    assert_eq!(error_code(response).await, "integration_exists");
 }

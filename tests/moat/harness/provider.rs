@@ -32,6 +32,8 @@ pub enum Failure {
     ServerError,
     /// Hold the request until released, then answer 503 without rotating anything.
     Hang,
+    /// Answer `{"error":"invalid_grant"}` with status 200, as some providers do.
+    InvalidGrantWith200,
 }
 
 #[derive(Default)]
@@ -46,6 +48,10 @@ struct Inner {
     failure: Option<Failure>,
     access_ttl: u64,
     counter: u64,
+    /// The code exchange answers without a refresh token (as on some re-consents).
+    omit_refresh_on_exchange: bool,
+    /// Rotate at once, then wait this long before answering (a slow response).
+    delay_after_rotation: Duration,
 }
 
 #[derive(Clone)]
@@ -139,6 +145,19 @@ impl FakeProvider {
         self.shared.inner.lock().unwrap().latency = latency;
     }
 
+    pub fn set_access_ttl(&self, secs: u64) {
+        self.shared.inner.lock().unwrap().access_ttl = secs;
+    }
+
+    /// Refreshes rotate the token immediately but answer only after `delay`.
+    pub fn set_delay_after_rotation(&self, delay: Duration) {
+        self.shared.inner.lock().unwrap().delay_after_rotation = delay;
+    }
+
+    pub fn omit_refresh_on_exchange(&self, omit: bool) {
+        self.shared.inner.lock().unwrap().omit_refresh_on_exchange = omit;
+    }
+
     pub fn set_failure(&self, failure: Option<Failure>) {
         let hung = self.shared.inner.lock().unwrap().failure == Some(Failure::Hang);
         self.shared.inner.lock().unwrap().failure = failure;
@@ -220,6 +239,9 @@ async fn token(
             if failure == Some(Failure::ServerError) {
                 return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error");
             }
+            if failure == Some(Failure::InvalidGrantWith200) {
+                return oauth_error(StatusCode::OK, "invalid_grant");
+            }
             let presented = form.get("refresh_token").cloned().unwrap_or_default();
             {
                 let mut inner = shared.inner.lock().unwrap();
@@ -228,7 +250,10 @@ async fn token(
                     _ => return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant"),
                 }
             }
-            issue(&shared, true)
+            let delay = shared.inner.lock().unwrap().delay_after_rotation;
+            let response = issue(&shared, true);
+            tokio::time::sleep(delay).await;
+            response
         }
         _ => oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
     }
@@ -242,13 +267,11 @@ fn issue(shared: &Shared, refresh: bool) -> Response {
     }
     let n = inner.counter;
     let access = format!("at-{n}-{}", uuid::Uuid::new_v4());
-    let refresh_token = format!("rt-{n}-{}", uuid::Uuid::new_v4());
-    inner.refresh_tokens.insert(refresh_token.clone(), true);
-    axum::Json(json!({
-        "access_token": access,
-        "token_type": "Bearer",
-        "expires_in": inner.access_ttl,
-        "refresh_token": refresh_token,
-    }))
-    .into_response()
+    let mut body = json!({ "access_token": access, "token_type": "Bearer", "expires_in": inner.access_ttl });
+    if refresh || !inner.omit_refresh_on_exchange {
+        let refresh_token = format!("rt-{n}-{}", uuid::Uuid::new_v4());
+        inner.refresh_tokens.insert(refresh_token.clone(), true);
+        body["refresh_token"] = json!(refresh_token);
+    }
+    axum::Json(body).into_response()
 }
