@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use harness::provider::{CLIENT_SECRET, FakeProvider};
 use harness::{Env, Options, TestApp, TestDb, spawn_app};
 
-const SAMPLES: usize = 3000;
+const SAMPLES: usize = 5000;
 const WARMUP: usize = 300;
 
 /// The baseline: authenticated (same guard as the broker), then one `SELECT 1`.

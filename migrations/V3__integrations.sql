@@ -81,18 +81,22 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
-    caller_active := public.moat_begin(org, principal_kind, principal);
-    is_found := false;
-    IF caller_active THEN
-        SELECT true, i.status, i.access_token, extract(epoch FROM i.access_expires_at - now())::float8,
-               i.refresh_count, extract(epoch FROM now() - i.last_refreshed_at)::float8,
-               GREATEST(extract(epoch FROM i.cooldown_until - now()), 0)::float8
-          INTO is_found, int_status, sealed_access, valid_secs, refresh_count, since_refresh, cooldown_secs
-          FROM public.integrations i
-         WHERE i.id = integration AND i.org_id = org;
-        is_found := COALESCE(is_found, false);
-    END IF;
-    RETURN NEXT;
+    PERFORM set_config('moat.org_id', org::text, true);
+    -- One query after the setting: the caller's enabled check (as moat_begin) and the row.
+    RETURN QUERY
+    SELECT CASE principal_kind
+               WHEN 'user' THEN EXISTS (SELECT 1 FROM public.users u
+                                        WHERE u.id = principal AND u.org_id = org AND u.disabled_at IS NULL)
+               WHEN 'client' THEN EXISTS (SELECT 1 FROM public.service_clients c
+                                          WHERE c.id = principal AND c.org_id = org AND c.disabled_at IS NULL)
+               ELSE false
+           END,
+           i.id IS NOT NULL, i.status, i.access_token,
+           extract(epoch FROM i.access_expires_at - now())::float8,
+           i.refresh_count, extract(epoch FROM now() - i.last_refreshed_at)::float8,
+           GREATEST(extract(epoch FROM i.cooldown_until - now()), 0)::float8
+    FROM (SELECT 1) AS one
+    LEFT JOIN public.integrations i ON i.id = integration AND i.org_id = org;
 END
 $$;
 

@@ -305,6 +305,27 @@ async fn a_valid_token_is_served_without_refreshing_and_responses_hold_no_secret
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }
     }
+    // A disabled caller's live token gets nothing from the broker's one-statement fast path.
+    let (client_id, secret) =
+        moat::admin::create_client(&s.app.state.db, s.org, "agent", "integrations:use").await.unwrap();
+    let agent: Value = s
+        .app
+        .http
+        .post(s.app.url("/v1/oauth/token"))
+        .basic_auth(client_id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let agent = agent["access_token"].as_str().unwrap();
+    assert_eq!(broker(&s.app.http, &s.app.url(""), agent, id).await.status(), 200);
+    moat::admin::disable_client(&s.app.state.db, &client_id.to_string()).await.unwrap();
+    let refused = broker(&s.app.http, &s.app.url(""), agent, id).await;
+    assert_eq!(refused.status(), 401);
+    assert!(!refused.text().await.unwrap().contains("imported-access"));
     // A token valid for less than MOAT_TOKEN_MIN_VALIDITY (60 s) is refreshed first.
     let seed2 = s.provider.issue_refresh_token();
     let soon = import(&s.app, &s.token, "soon", Some(&seed2), 30).await;
