@@ -31,6 +31,8 @@ enum Command {
         #[arg(value_enum)]
         kind: KeyKind,
     },
+    /// Execute runs: claim queued runs, run their agents, apply cancel and answer commands. Needs no inbound port.
+    Runner,
     /// Create organizations, users and service clients, straight in the database (no API key exists).
     Admin {
         #[command(subcommand)]
@@ -49,7 +51,7 @@ enum KeyKind {
 /// Entry point for the binary.
 pub fn main() -> ExitCode {
     let mut command = Cli::command();
-    for name in ["serve", "migrate", "check", "admin"] {
+    for name in ["serve", "migrate", "check", "admin", "runner"] {
         command = command.mut_subcommand(name, |sub| sub.after_help(config::help_for(name)));
     }
     command = command.mut_subcommand("keygen", |sub| {
@@ -88,6 +90,7 @@ pub fn main() -> ExitCode {
             Command::Check => check_only(&vars).await,
             Command::Migrate => migrate(&vars).await,
             Command::Admin { command } => crate::admin_cli::run(command, &vars).await,
+            Command::Runner => crate::runner::main(&vars).await,
             Command::Keygen { .. } => ExitCode::SUCCESS,
         }
     })

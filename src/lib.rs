@@ -19,6 +19,9 @@
 //! | [`auth`] | bearer tokens and scopes, the route guard, login/refresh/logout, OAuth client credentials |
 //! | [`admin`] | `moat admin …`: organizations, users and service clients, straight to the database |
 //! | [`integrations`] | OAuth integrations, tokens sealed at rest, the credential broker (refresh exactly once) |
+//! | [`runs`] | conversations, runs, the gapless event log, cancel/answer commands, stale-run recovery |
+//! | [`runner`] | `moat runner`: claims runs, executes agents under fenced leases, applies commands |
+//! | [`sanitize`] | the credential sanitizer every agent string passes through |
 //! | [`users`] | an organization's users (read-only API) |
 //! | [`audit`] | the append-only audit log of security events |
 //! | [`limits`] | abuse limits kept in PostgreSQL, shared by every instance |
@@ -44,6 +47,9 @@ pub mod http;
 pub mod integrations;
 pub mod limits;
 pub mod maintenance;
+pub mod runner;
+pub mod runs;
+pub mod sanitize;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
@@ -63,6 +69,7 @@ pub fn statements() -> Vec<(&'static str, &'static str)> {
         limits::STATEMENTS,
         maintenance::STATEMENTS,
         integrations::STATEMENTS,
+        runs::STATEMENTS,
     ]
     .concat()
 }

@@ -106,6 +106,7 @@ impl App {
         let grace = config.shutdown_grace;
         let background = CancellationToken::new();
         tokio::spawn(crate::maintenance::run(self.state.db.clone(), background.clone()));
+        tokio::spawn(crate::runs::recovery::run(self.state.db.clone(), background.clone()));
         let stop_background = background.clone();
         tokio::spawn(async move {
             shutdown.await;

@@ -29,7 +29,13 @@ pub(super) fn auth(vars: &Vars, problems: &mut Vec<Problem>) -> AuthSettings {
 }
 
 /// A duration like `15m`, `900s` or `14d`, bounded to `range` seconds.
-fn duration(vars: &Vars, name: &str, default: &str, range: (u64, u64), problems: &mut Vec<Problem>) -> Duration {
+pub(super) fn duration(
+    vars: &Vars,
+    name: &str,
+    default: &str,
+    range: (u64, u64),
+    problems: &mut Vec<Problem>,
+) -> Duration {
     let fallback = humantime::parse_duration(default).unwrap_or_default();
     let Some(raw) = vars.get(name) else {
         return fallback;

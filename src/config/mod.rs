@@ -9,6 +9,7 @@
 mod auth;
 pub mod keys;
 pub mod providers;
+pub mod runner;
 mod secrets;
 mod transport;
 mod vars;
@@ -199,7 +200,7 @@ pub fn encryption_keys(vars: &Vars) -> Result<(EncryptionKey, Vec<EncryptionKey>
     }
 }
 
-fn environment(vars: &Vars, problems: &mut Vec<Problem>) -> Environment {
+pub(crate) fn environment(vars: &Vars, problems: &mut Vec<Problem>) -> Environment {
     match vars.get("MOAT_ENV") {
         None | Some("production") => Environment::Production,
         Some("development") => Environment::Development,
@@ -218,7 +219,7 @@ fn environment(vars: &Vars, problems: &mut Vec<Problem>) -> Environment {
     }
 }
 
-fn unknown_vars(vars: &Vars, provider_secrets: &[String], problems: &mut Vec<Problem>) {
+pub(crate) fn unknown_vars(vars: &Vars, provider_secrets: &[String], problems: &mut Vec<Problem>) {
     for name in vars.unknown_moat_vars().into_iter().filter(|n| !provider_secrets.iter().any(|s| s == n)) {
         problems.push(
             Problem::new(
@@ -236,7 +237,7 @@ fn unknown_vars(vars: &Vars, provider_secrets: &[String], problems: &mut Vec<Pro
     }
 }
 
-fn database_url_problem(what: &str) -> Problem {
+pub(crate) fn database_url_problem(what: &str) -> Problem {
     Problem::new(
         "DATABASE_URL",
         what,

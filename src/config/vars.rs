@@ -16,12 +16,13 @@ pub struct EnvVar {
 }
 
 const SERVE_CHECK: &[&str] = &["serve", "check"];
-const ALL: &[&str] = &["serve", "check", "migrate", "admin"];
+const ALL: &[&str] = &["serve", "check", "migrate", "admin", "runner"];
+const RUNNER: &[&str] = &["runner"];
 
 pub const VARS: &[EnvVar] = &[
     EnvVar {
         name: "MOAT_ENV",
-        commands: SERVE_CHECK,
+        commands: &["serve", "check", "runner"],
         default: Some("production"),
         doc: "`production` or `development`; anything else is a startup error. The only switch between development and production behaviour.",
     },
@@ -158,6 +159,66 @@ pub const VARS: &[EnvVar] = &[
         commands: ALL,
         default: Some("info"),
         doc: "Log filter in tracing's EnvFilter syntax, e.g. `info` or `moat=debug,info`.",
+    },
+    EnvVar {
+        name: "MOAT_LISTEN_DATABASE_URL",
+        commands: RUNNER,
+        default: Some("DATABASE_URL"),
+        doc: "Connection string for the runner's dedicated LISTEN connection, for deployments whose DATABASE_URL goes through a transaction pooler (LISTEN needs a direct connection).",
+    },
+    EnvVar {
+        name: "MOAT_LISTEN",
+        commands: RUNNER,
+        default: Some("on"),
+        doc: "`on`: wake on NOTIFY (plus a slow poll); `off`: poll only (e.g. no direct database connection is available).",
+    },
+    EnvVar {
+        name: "MOAT_RUNNER_CONCURRENCY",
+        commands: RUNNER,
+        default: Some("16"),
+        doc: "Runs one runner executes at once.",
+    },
+    EnvVar {
+        name: "MOAT_RUNNER_POLL",
+        commands: RUNNER,
+        default: Some("2s"),
+        doc: "Fallback poll for queued runs and unapplied commands (notifications lost during a disconnect are caught up by it).",
+    },
+    EnvVar {
+        name: "MOAT_RUN_LEASE",
+        commands: RUNNER,
+        default: Some("30s"),
+        doc: "A claimed run's lease; a run whose lease expires is ended `failed`/`runner_lost` by any instance.",
+    },
+    EnvVar {
+        name: "MOAT_RUN_HEARTBEAT",
+        commands: RUNNER,
+        default: Some("10s"),
+        doc: "How often a runner renews its leases (at most half of MOAT_RUN_LEASE).",
+    },
+    EnvVar {
+        name: "MOAT_RUN_MAX_DURATION",
+        commands: RUNNER,
+        default: Some("15m"),
+        doc: "A run that takes longer fails with `run_timeout`.",
+    },
+    EnvVar {
+        name: "MOAT_RUN_MAX_OUTPUT_BYTES",
+        commands: RUNNER,
+        default: Some("5242880"),
+        doc: "A run whose message output exceeds this fails with `output_limit_exceeded`.",
+    },
+    EnvVar {
+        name: "MOAT_RUN_MAX_EVENTS",
+        commands: RUNNER,
+        default: Some("10000"),
+        doc: "A run that emits more events fails with `event_limit_exceeded`.",
+    },
+    EnvVar {
+        name: "MOAT_RUNNER_SHUTDOWN_GRACE",
+        commands: RUNNER,
+        default: Some("20s"),
+        doc: "On SIGTERM the runner stops claiming and lets runs finish this long, then hands the rest back to the queue.",
     },
     EnvVar {
         name: "MOAT_TEST_DATABASE_URL",

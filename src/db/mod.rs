@@ -5,6 +5,7 @@
 //! ([`checks`]). It never logs a connection string (it may hold a password).
 
 pub mod checks;
+pub mod listen;
 pub mod migrate;
 pub mod store;
 pub mod tenant;
@@ -80,7 +81,7 @@ impl DatabaseSettings {
         remote && !self.tls_required()
     }
 
-    fn connector(&self) -> Result<MakeRustlsConnect, String> {
+    pub(crate) fn connector(&self) -> Result<MakeRustlsConnect, String> {
         crate::tls::client_config(self.ca_file.as_deref()).map(MakeRustlsConnect::new)
     }
 

@@ -34,6 +34,7 @@ fn app_routes() -> Routes {
         .merge(crate::users::routes())
         .merge(crate::audit::routes())
         .merge(crate::integrations::routes())
+        .merge(crate::runs::routes())
 }
 
 /// Every route Moat serves, with the access it requires (for tests and docs).

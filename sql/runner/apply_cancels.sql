@@ -1,0 +1,3 @@
+-- The run ended cancelled: every pending cancel command of it is now applied.
+UPDATE run_commands SET applied_at = now()
+WHERE run_id = $1 AND org_id = $2 AND kind = 'cancel' AND applied_at IS NULL

@@ -1,0 +1,118 @@
+//! Configuration of `moat runner`: the database (and a direct one for
+//! LISTEN), concurrency, leases and per-run bounds.
+
+use std::time::Duration;
+
+use super::auth::duration;
+use super::vars::Vars;
+use super::{Environment, database_url_problem, environment, unknown_vars};
+use crate::check::Problem;
+use crate::db::DatabaseSettings;
+
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub environment: Environment,
+    pub database: DatabaseSettings,
+    /// Where the LISTEN connection goes (never through a transaction pooler).
+    pub listen_database: DatabaseSettings,
+    /// `false` (`MOAT_LISTEN=off`): poll only.
+    pub listen: bool,
+    pub concurrency: usize,
+    pub lease: Duration,
+    pub heartbeat: Duration,
+    /// Fallback poll for queued runs and unapplied commands.
+    pub poll: Duration,
+    pub max_duration: Duration,
+    pub max_output_bytes: u64,
+    pub max_events: u64,
+    pub shutdown_grace: Duration,
+}
+
+fn number(vars: &Vars, name: &str, default: u64, range: (u64, u64), problems: &mut Vec<Problem>) -> u64 {
+    match vars.get(name).map(str::parse::<u64>) {
+        None => default,
+        Some(Ok(n)) if (range.0..=range.1).contains(&n) => n,
+        Some(_) => {
+            problems.push(
+                Problem::new(
+                    name,
+                    format!("must be a whole number from {} to {}", range.0, range.1),
+                    "It bounds what a runner does.",
+                )
+                .fix(format!("export {name}={default}   # the default")),
+            );
+            default
+        }
+    }
+}
+
+fn settings(vars: &Vars, name: &str, problems: &mut Vec<Problem>) -> Option<DatabaseSettings> {
+    let raw = vars.get(name)?;
+    DatabaseSettings::parse(raw)
+        .map_err(|e| problems.push(database_url_problem(&format!("({name}) is invalid: {e}"))))
+        .ok()
+}
+
+pub fn load(vars: &Vars) -> Result<RunnerConfig, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let environment = environment(vars, &mut problems);
+    unknown_vars(vars, &[], &mut problems);
+    let database = match settings(vars, "DATABASE_URL", &mut problems) {
+        Some(d) => Some(d),
+        None if vars.get("DATABASE_URL").is_none() => {
+            problems.push(database_url_problem("is not set"));
+            None
+        }
+        None => None,
+    };
+    let listen_database = settings(vars, "MOAT_LISTEN_DATABASE_URL", &mut problems).or_else(|| database.clone());
+    let listen = match vars.get("MOAT_LISTEN") {
+        None | Some("on") => true,
+        Some("off") => false,
+        Some(_) => {
+            problems.push(
+                Problem::new(
+                    "MOAT_LISTEN",
+                    "must be `on` or `off`",
+                    "It decides whether the runner waits for NOTIFY wake-ups or only polls.",
+                )
+                .fix("export MOAT_LISTEN=on"),
+            );
+            true
+        }
+    };
+    let concurrency = number(vars, "MOAT_RUNNER_CONCURRENCY", 16, (1, 10_000), &mut problems);
+    let lease = duration(vars, "MOAT_RUN_LEASE", "30s", (1, 3600), &mut problems);
+    let heartbeat = duration(vars, "MOAT_RUN_HEARTBEAT", "10s", (0, 1200), &mut problems);
+    if heartbeat.is_zero() || heartbeat * 2 > lease {
+        problems.push(
+            Problem::new(
+                "MOAT_RUN_HEARTBEAT",
+                "must be more than zero and at most half of MOAT_RUN_LEASE",
+                "A lease must survive one missed heartbeat, or healthy runs would be declared lost.",
+            )
+            .fix("export MOAT_RUN_LEASE=30s MOAT_RUN_HEARTBEAT=10s"),
+        );
+    }
+    let config = RunnerConfig {
+        environment,
+        listen,
+        concurrency: usize::try_from(concurrency).unwrap_or(16),
+        lease,
+        heartbeat,
+        poll: duration(vars, "MOAT_RUNNER_POLL", "2s", (1, 60), &mut problems),
+        max_duration: duration(vars, "MOAT_RUN_MAX_DURATION", "15m", (1, 24 * 3600), &mut problems),
+        max_output_bytes: number(vars, "MOAT_RUN_MAX_OUTPUT_BYTES", 5 * 1024 * 1024, (1, 1 << 30), &mut problems),
+        max_events: number(vars, "MOAT_RUN_MAX_EVENTS", 10_000, (4, 10_000_000), &mut problems),
+        shutdown_grace: duration(vars, "MOAT_RUNNER_SHUTDOWN_GRACE", "20s", (0, 600), &mut problems),
+        database: match database {
+            Some(d) => d,
+            None => return Err(problems),
+        },
+        listen_database: match listen_database {
+            Some(d) => d,
+            None => return Err(problems),
+        },
+    };
+    if problems.is_empty() { Ok(config) } else { Err(problems) }
+}

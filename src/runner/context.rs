@@ -1,0 +1,275 @@
+//! What an agent sees of its run: its input, `emit` and `ask`.
+//!
+//! Every emitted string passes through the credential sanitizer first.
+//! Events go to a per-run writer that appends them in small batches (every
+//! ~20 ms or 64 events, one transaction and one NOTIFY per batch), each
+//! append fenced by the run's lease epoch: once the run is no longer this
+//! runner's, nothing more is written and the run is stopped.
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::db::tenant;
+use crate::runs::events::{self, Kind, NewEvent};
+use crate::runs::store;
+use crate::sanitize::{sanitize, sanitize_value};
+
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+const BATCH_MAX: usize = 64;
+
+/// Why an agent stopped without succeeding.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The agent failed; the code is stored on the run and in `run.failed`.
+    #[error("agent failed: {0}")]
+    Failed(&'static str),
+    /// A per-run bound was exceeded.
+    #[error("run limit exceeded: {0}")]
+    Limit(&'static str),
+    #[error("cancelled")]
+    Cancelled,
+    /// The run is no longer this runner's (lease lost): write nothing more.
+    #[error("fenced out")]
+    Fenced,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// The run an agent executes, as the runner holds it.
+#[derive(Debug, Clone, Copy)]
+pub struct RunRef {
+    pub run: Uuid,
+    pub org: Uuid,
+    pub conversation: Uuid,
+    pub epoch: i64,
+}
+
+/// An answer delivered by the command dispatcher.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub command_id: Uuid,
+    pub input_id: Uuid,
+    pub value: Value,
+}
+
+pub(super) enum WriterMessage {
+    Event(NewEvent, i64),
+    Flush(oneshot::Sender<bool>),
+}
+
+/// Per-run bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_events: u64,
+    pub max_output_bytes: u64,
+}
+
+pub struct RunContext {
+    run: RunRef,
+    input: Value,
+    pool: Pool,
+    writer: mpsc::Sender<WriterMessage>,
+    answers: mpsc::UnboundedReceiver<Answer>,
+    limits: Limits,
+    events: u64,
+    output_bytes: u64,
+}
+
+impl RunContext {
+    pub(super) fn new(
+        run: RunRef,
+        input: Value,
+        pool: Pool,
+        writer: mpsc::Sender<WriterMessage>,
+        answers: mpsc::UnboundedReceiver<Answer>,
+        limits: Limits,
+    ) -> Self {
+        Self { run, input, pool, writer, answers, limits, events: 0, output_bytes: 0 }
+    }
+
+    pub fn input(&self) -> &Value {
+        &self.input
+    }
+
+    /// Emits one event (sanitized), counted against the run's bounds.
+    pub async fn emit(&mut self, kind: Kind, mut data: Value) -> Result<(), AgentError> {
+        sanitize_value(&mut data);
+        let bytes = match kind {
+            Kind::MessageDelta => data.get("text").and_then(Value::as_str).map_or(0, str::len) as u64,
+            _ => 0,
+        };
+        self.events += 1;
+        self.output_bytes += bytes;
+        if self.events > self.limits.max_events {
+            return Err(AgentError::Limit("event_limit_exceeded"));
+        }
+        if self.output_bytes > self.limits.max_output_bytes {
+            return Err(AgentError::Limit("output_limit_exceeded"));
+        }
+        let message = WriterMessage::Event(NewEvent::new(kind, data), i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.writer.send(message).await.map_err(|_| AgentError::Fenced)
+    }
+
+    /// Waits until everything emitted so far is committed.
+    pub async fn flush(&self) -> Result<(), AgentError> {
+        let (ack, done) = oneshot::channel();
+        self.writer.send(WriterMessage::Flush(ack)).await.map_err(|_| AgentError::Fenced)?;
+        match done.await {
+            Ok(true) => Ok(()),
+            _ => Err(AgentError::Fenced),
+        }
+    }
+
+    /// Asks the user a question: the run waits in `waiting_input` until an
+    /// answer arrives (first answer wins, through whichever path).
+    pub async fn ask(&mut self, question: &str) -> Result<Value, AgentError> {
+        self.flush().await?;
+        let question = sanitize(question).into_owned();
+        let input_id = Uuid::new_v4();
+        let run = self.run;
+        let mut client = self.pool.get().await.map_err(anyhow::Error::from)?;
+        let tx = client.transaction().await.map_err(anyhow::Error::from)?;
+        tenant::set_org(&tx, run.org).await.map_err(anyhow::Error::from)?;
+        let statement = tx.prepare_cached(store::SET_STATUS).await.map_err(anyhow::Error::from)?;
+        if tx
+            .execute(&statement, &[&run.run, &run.org, &run.epoch, &"waiting_input"])
+            .await
+            .map_err(anyhow::Error::from)?
+            == 0
+        {
+            return Err(AgentError::Fenced);
+        }
+        let statement = tx.prepare_cached(store::REQUEST_INPUT).await.map_err(anyhow::Error::from)?;
+        tx.execute(&statement, &[&input_id, &run.run, &run.conversation, &run.org, &question])
+            .await
+            .map_err(anyhow::Error::from)?;
+        let event = NewEvent::new(Kind::InputRequested, json!({ "input_id": input_id, "question": question }));
+        events::append(&tx, run.conversation, Some(run.run), Some(run.epoch), &[event], 0)
+            .await
+            .map_err(anyhow::Error::from)?
+            .ok_or(AgentError::Fenced)?;
+        tx.commit().await.map_err(anyhow::Error::from)?;
+        drop(client);
+
+        loop {
+            let answer = self.answers.recv().await.ok_or(AgentError::Fenced)?;
+            if answer.input_id != input_id {
+                continue;
+            }
+            let mut value = answer.value.clone();
+            sanitize_value(&mut value);
+            let mut client = self.pool.get().await.map_err(anyhow::Error::from)?;
+            let tx = client.transaction().await.map_err(anyhow::Error::from)?;
+            tenant::set_org(&tx, run.org).await.map_err(anyhow::Error::from)?;
+            let statement = tx.prepare_cached(store::APPLY_COMMAND).await.map_err(anyhow::Error::from)?;
+            if tx.execute(&statement, &[&answer.command_id, &run.org]).await.map_err(anyhow::Error::from)? == 0 {
+                continue; // a second delivery of an answer already applied
+            }
+            let statement = tx.prepare_cached(store::SET_STATUS).await.map_err(anyhow::Error::from)?;
+            if tx
+                .execute(&statement, &[&run.run, &run.org, &run.epoch, &"running"])
+                .await
+                .map_err(anyhow::Error::from)?
+                == 0
+            {
+                return Err(AgentError::Fenced);
+            }
+            let event = NewEvent::new(Kind::InputAnswered, json!({ "input_id": input_id, "value": value }));
+            events::append(&tx, run.conversation, Some(run.run), Some(run.epoch), &[event], 0)
+                .await
+                .map_err(anyhow::Error::from)?
+                .ok_or(AgentError::Fenced)?;
+            tx.commit().await.map_err(anyhow::Error::from)?;
+            return Ok(value);
+        }
+    }
+}
+
+/// The per-run writer: batches events, appends them fenced; on fencing it
+/// cancels `fenced` and stops. Returns whether everything was written.
+pub(super) async fn writer(
+    pool: Pool,
+    run: RunRef,
+    mut rx: mpsc::Receiver<WriterMessage>,
+    fenced: CancellationToken,
+) -> bool {
+    let mut batch: Vec<NewEvent> = Vec::new();
+    let mut bytes = 0i64;
+    loop {
+        let mut acks = Vec::new();
+        let mut closed = false;
+        match rx.recv().await {
+            None => closed = true,
+            Some(WriterMessage::Event(event, b)) => {
+                batch.push(event);
+                bytes += b;
+            }
+            Some(WriterMessage::Flush(ack)) => acks.push(ack),
+        }
+        if !closed && acks.is_empty() {
+            let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+            while batch.len() < BATCH_MAX {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(WriterMessage::Event(event, b))) => {
+                        batch.push(event);
+                        bytes += b;
+                    }
+                    Ok(Some(WriterMessage::Flush(ack))) => {
+                        acks.push(ack);
+                        break;
+                    }
+                    Ok(None) => {
+                        closed = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let ok = batch.is_empty() || append_batch(&pool, run, &batch, bytes).await;
+        batch.clear();
+        bytes = 0;
+        for ack in acks {
+            let _ = ack.send(ok);
+        }
+        if !ok {
+            fenced.cancel();
+            return false;
+        }
+        if closed {
+            return true;
+        }
+    }
+}
+
+/// Appends one batch; `false` when fenced out (or the database keeps failing).
+async fn append_batch(pool: &Pool, run: RunRef, batch: &[NewEvent], bytes: i64) -> bool {
+    for attempt in 0..3u32 {
+        let result: anyhow::Result<Option<i64>> = async {
+            let mut client = pool.get().await?;
+            let tx = client.transaction().await?;
+            tenant::set_org(&tx, run.org).await?;
+            let first = events::append(&tx, run.conversation, Some(run.run), Some(run.epoch), batch, bytes).await?;
+            tx.commit().await?;
+            Ok(first)
+        }
+        .await;
+        match result {
+            Ok(Some(_)) => return true,
+            Ok(None) => {
+                tracing::warn!(run = %run.run, "run's lease is no longer ours; stopping it without writing");
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(run = %run.run, attempt, error = %format!("{e:#}"), "appending events failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            }
+        }
+    }
+    false
+}

@@ -1,0 +1,183 @@
+//! Executing one claimed run: `run.started`, the agent (stopped promptly by
+//! cancel, lease loss, timeout or a shutdown hand-back), heartbeats, and the
+//! final status — every write fenced by the claim's lease epoch.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use super::agents;
+use super::context::{AgentError, Limits, RunContext, RunRef, writer};
+use crate::db::tenant;
+use crate::runs::events::{self, Kind, NewEvent};
+use crate::runs::store;
+
+/// A run this runner claimed.
+#[derive(Debug, Clone)]
+pub(super) struct Claim {
+    pub run: RunRef,
+    pub agent: String,
+    pub input: Value,
+}
+
+/// How the run ends, as this runner sees it.
+enum Ending {
+    Succeeded,
+    Failed(&'static str),
+    Cancelled,
+    /// Lease lost: another instance owns the outcome; write nothing.
+    Fenced,
+    /// Shutdown grace exceeded: back to the queue for another runner.
+    HandBack,
+}
+
+pub(super) async fn execute(
+    shared: Arc<Shared>,
+    claim: Claim,
+    answers: mpsc::UnboundedReceiver<super::Answer>,
+    cancel: CancellationToken,
+) {
+    let run = claim.run;
+    let fenced = CancellationToken::new();
+    let done = CancellationToken::new();
+    tokio::spawn(heartbeat(shared.clone(), run, fenced.clone(), done.clone()));
+
+    let ending = match start(&shared, run).await {
+        Ok(true) => drive(&shared, &claim, answers, &cancel, &fenced).await,
+        Ok(false) => Ending::Fenced,
+        Err(e) => {
+            tracing::error!(run = %run.run, error = %format!("{e:#}"), "cannot start the run");
+            Ending::Fenced
+        }
+    };
+    if let Err(e) = finish(&shared, run, &ending).await {
+        tracing::error!(run = %run.run, error = %format!("{e:#}"), "cannot record the run's end; its lease will expire");
+    }
+    done.cancel();
+    shared.forget(run.run);
+}
+
+/// Appends `run.started`; `false` if the claim was already fenced out.
+async fn start(shared: &Shared, run: RunRef) -> anyhow::Result<bool> {
+    let mut client = shared.pool.get().await?;
+    let tx = client.transaction().await?;
+    tenant::set_org(&tx, run.org).await?;
+    let event = NewEvent::new(Kind::RunStarted, json!({ "run_id": run.run }));
+    let first = events::append(&tx, run.conversation, Some(run.run), Some(run.epoch), &[event], 0).await?;
+    tx.commit().await?;
+    Ok(first.is_some())
+}
+
+async fn drive(
+    shared: &Shared,
+    claim: &Claim,
+    answers: mpsc::UnboundedReceiver<super::Answer>,
+    cancel: &CancellationToken,
+    fenced: &CancellationToken,
+) -> Ending {
+    let Some(agent) = agents::get(&claim.agent) else {
+        return Ending::Failed("unknown_agent");
+    };
+    let (tx, rx) = mpsc::channel(1024);
+    let write = tokio::spawn(writer(shared.pool.clone(), claim.run, rx, fenced.clone()));
+    let limits = Limits { max_events: shared.config.max_events, max_output_bytes: shared.config.max_output_bytes };
+    let mut ctx = RunContext::new(claim.run, claim.input.clone(), shared.pool.clone(), tx, answers, limits);
+    let outcome = tokio::select! {
+        result = agent.run(&mut ctx) => result,
+        () = cancel.cancelled() => Err(AgentError::Cancelled),
+        () = fenced.cancelled() => Err(AgentError::Fenced),
+        () = tokio::time::sleep(shared.config.max_duration) => Err(AgentError::Limit("run_timeout")),
+        () = shared.hand_back.cancelled() => return hand_back(ctx, write).await,
+    };
+    // Everything emitted before the end is written before the final event.
+    drop(ctx);
+    let written = write.await.unwrap_or(false);
+    if !written || fenced.is_cancelled() {
+        return Ending::Fenced;
+    }
+    match outcome {
+        Ok(()) => Ending::Succeeded,
+        Err(AgentError::Failed(code) | AgentError::Limit(code)) => Ending::Failed(code),
+        Err(AgentError::Cancelled) => Ending::Cancelled,
+        Err(AgentError::Fenced) => Ending::Fenced,
+        Err(AgentError::Internal(e)) => {
+            tracing::error!(run = %claim.run.run, error = %format!("{e:#}"), "agent error");
+            Ending::Failed("agent_error")
+        }
+    }
+}
+
+async fn hand_back(ctx: RunContext, write: tokio::task::JoinHandle<bool>) -> Ending {
+    drop(ctx);
+    if write.await.unwrap_or(false) { Ending::HandBack } else { Ending::Fenced }
+}
+
+/// Records the end in one transaction, fenced: the final event and status.
+async fn finish(shared: &Shared, run: RunRef, ending: &Ending) -> anyhow::Result<()> {
+    let (event, status, error): (NewEvent, &str, Option<&str>) = match ending {
+        Ending::Fenced => return Ok(()),
+        Ending::Succeeded => (NewEvent::new(Kind::RunSucceeded, json!({ "run_id": run.run })), "succeeded", None),
+        Ending::Failed(code) => {
+            (NewEvent::new(Kind::RunFailed, json!({ "run_id": run.run, "error": code })), "failed", Some(*code))
+        }
+        Ending::Cancelled => (NewEvent::new(Kind::RunCancelled, json!({ "run_id": run.run })), "cancelled", None),
+        Ending::HandBack => {
+            (NewEvent::new(Kind::RunQueued, json!({ "run_id": run.run, "reason": "runner_shutdown" })), "queued", None)
+        }
+    };
+    let mut client = shared.pool.get().await?;
+    let tx = client.transaction().await?;
+    tenant::set_org(&tx, run.org).await?;
+    if events::append(&tx, run.conversation, Some(run.run), Some(run.epoch), &[event], 0).await?.is_none() {
+        return Ok(()); // fenced out meanwhile: the outcome is someone else's
+    }
+    if status == "queued" {
+        let statement = tx.prepare_cached(store::REQUEUE_RUN).await?;
+        tx.execute(&statement, &[&run.run, &run.org, &run.epoch]).await?;
+        events::notify(&tx, events::CHANNEL_RUNS, &run.run.to_string()).await?;
+    } else {
+        let statement = tx.prepare_cached(store::FINISH_RUN).await?;
+        tx.execute(&statement, &[&run.run, &run.org, &run.epoch, &status, &error]).await?;
+    }
+    if status == "cancelled" {
+        let statement = tx.prepare_cached(store::APPLY_CANCELS).await?;
+        tx.execute(&statement, &[&run.run, &run.org]).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Renews the lease every heartbeat; when the lease is no longer ours, fences the run.
+async fn heartbeat(shared: Arc<Shared>, run: RunRef, fenced: CancellationToken, done: CancellationToken) {
+    let lease = shared.config.lease.as_secs_f64();
+    loop {
+        tokio::select! {
+            () = done.cancelled() => return,
+            () = tokio::time::sleep(shared.config.heartbeat) => {}
+        }
+        let renewed: anyhow::Result<u64> = async {
+            let mut client = shared.pool.get().await?;
+            let tx = client.transaction().await?;
+            tenant::set_org(&tx, run.org).await?;
+            let statement = tx.prepare_cached(store::HEARTBEAT).await?;
+            let n = tx.execute(&statement, &[&run.run, &run.org, &run.epoch, &lease]).await?;
+            tx.commit().await?;
+            Ok(n)
+        }
+        .await;
+        match renewed {
+            Ok(0) => {
+                if !done.is_cancelled() {
+                    tracing::warn!(run = %run.run, "lease lost (the run was recovered elsewhere); stopping it");
+                    fenced.cancel();
+                }
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(run = %run.run, error = %format!("{e:#}"), "heartbeat failed; will retry"),
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! `moat runner`: executes runs. Needs no inbound port; any number run
+//! against one database.
+//!
+//! - **Claims** queued runs with `FOR UPDATE SKIP LOCKED` (through
+//!   `moat_claim_runs`), woken by NOTIFY on `moat_runs`, with a fallback poll.
+//! - **Commands** (cancel, answers) are rows in `run_commands`; a NOTIFY on
+//!   `moat_commands` with ids wakes the runner, and it also re-reads unapplied
+//!   commands of its runs after every LISTEN (re)connect and on the poll, so
+//!   a notification lost during a disconnect delays a command, never drops it.
+//! - **Leases** are fenced by epoch (see [`execute`]), and every instance
+//!   recovers runs whose lease expired ([`crate::runs::recovery`]).
+//!
+//! The in-memory registry of this runner's own runs is per-instance state
+//! (docs/caches.md): correctness never depends on it — the tables do.
+
+pub mod agents;
+mod context;
+mod execute;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use deadpool_postgres::Pool;
+use serde_json::Value;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use context::{AgentError, Answer, RunContext};
+
+use crate::config::runner::RunnerConfig;
+use crate::db::listen::{self, Notification};
+use crate::db::tenant;
+use crate::runs::events::{CHANNEL_COMMANDS, CHANNEL_RUNS};
+use crate::runs::{recovery, store};
+
+/// What the dispatcher needs to reach one of this runner's runs.
+#[derive(Clone)]
+struct Handle {
+    org: Uuid,
+    cancel: CancellationToken,
+    answers: mpsc::UnboundedSender<Answer>,
+}
+
+pub(crate) struct Shared {
+    pool: Pool,
+    config: RunnerConfig,
+    id: String,
+    /// This runner's active runs (per-instance; see the module docs).
+    active: Arc<Mutex<HashMap<Uuid, Handle>>>,
+    wake: Notify,
+    /// Cancelled when the shutdown grace is over: remaining runs go back to the queue.
+    hand_back: CancellationToken,
+}
+
+impl Shared {
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Handle>> {
+        self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn forget(&self, run: Uuid) {
+        self.active().remove(&run);
+        self.wake.notify_one();
+    }
+}
+
+/// Runs until `shutdown` resolves, then stops claiming, lets runs finish
+/// within the grace period and hands the rest back.
+pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let pool = config.database.pool(config.concurrency + 8).map_err(anyhow::Error::msg)?;
+    let id = format!("runner-{}", Uuid::new_v4());
+    let shared = Arc::new(Shared {
+        pool: pool.clone(),
+        config,
+        id,
+        active: Arc::default(),
+        wake: Notify::new(),
+        hand_back: CancellationToken::new(),
+    });
+    let stop = CancellationToken::new();
+    tokio::spawn(recovery::run(pool.clone(), stop.clone()));
+    tokio::spawn(poll(shared.clone(), stop.clone()));
+    if shared.config.listen {
+        tokio::spawn(listen_loop(shared.clone(), stop.clone()));
+    }
+    tracing::info!(runner = %shared.id, concurrency = shared.config.concurrency, listen = shared.config.listen, "runner started");
+
+    tokio::pin!(shutdown);
+    loop {
+        claim_all(&shared).await;
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = shared.wake.notified() => {}
+            () = tokio::time::sleep(shared.config.poll) => {}
+        }
+    }
+
+    tracing::info!(active = shared.active().len(), "runner stopping: no new claims, finishing runs");
+    let deadline = tokio::time::Instant::now() + shared.config.shutdown_grace;
+    while !shared.active().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !shared.active().is_empty() {
+        tracing::info!(active = shared.active().len(), "shutdown grace over: handing the remaining runs back");
+        shared.hand_back.cancel();
+        let hard = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !shared.active().is_empty() && tokio::time::Instant::now() < hard {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    stop.cancel();
+    tracing::info!("runner stopped");
+    Ok(())
+}
+
+/// Claims as many runs as there are free slots.
+async fn claim_all(shared: &Arc<Shared>) {
+    loop {
+        let free = shared.config.concurrency.saturating_sub(shared.active().len());
+        if free == 0 {
+            return;
+        }
+        match claim(shared, free).await {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "claiming runs failed; will retry");
+                return;
+            }
+        }
+    }
+}
+
+async fn claim(shared: &Arc<Shared>, max: usize) -> anyhow::Result<usize> {
+    let mut client = shared.pool.get().await?;
+    let tx = client.transaction().await?;
+    let statement = tx.prepare_cached(store::CLAIM_RUNS).await?;
+    let lease = shared.config.lease.as_secs_f64();
+    let rows = tx.query(&statement, &[&shared.id, &i32::try_from(max).unwrap_or(100), &lease]).await?;
+    tx.commit().await?;
+    for row in &rows {
+        let run = context::RunRef {
+            run: row.get("run_id"),
+            org: row.get("org_id"),
+            conversation: row.get("conversation_id"),
+            epoch: row.get("lease_epoch"),
+        };
+        let claim = execute::Claim { run, agent: row.get("agent"), input: row.get("input") };
+        let (answers_tx, answers_rx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        shared.active().insert(run.run, Handle { org: run.org, cancel: cancel.clone(), answers: answers_tx });
+        tracing::info!(run = %run.run, attempt = row.get::<_, i32>("attempt"), "claimed run");
+        tokio::spawn(execute::execute(shared.clone(), claim, answers_rx, cancel));
+    }
+    Ok(rows.len())
+}
+
+/// Delivers one command to the run it is for, if this runner holds it.
+async fn dispatch(shared: &Shared, run: Uuid, command: Uuid, kind: &str, payload: Option<Value>) {
+    let Some(handle) = shared.active().get(&run).cloned() else {
+        return;
+    };
+    match kind {
+        "cancel" => handle.cancel.cancel(),
+        "input" => {
+            let payload = match payload {
+                Some(payload) => Some(payload),
+                None => read_command(shared, handle.org, command).await.unwrap_or_else(|e| {
+                    tracing::warn!(%run, error = %format!("{e:#}"), "reading a command failed; the poll will retry");
+                    None
+                }),
+            };
+            let Some(payload) = payload else { return };
+            let input_id = payload.get("input_id").and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok());
+            if let Some(input_id) = input_id {
+                let value = payload.get("value").cloned().unwrap_or(Value::Null);
+                let _ = handle.answers.send(Answer { command_id: command, input_id, value });
+            }
+        }
+        _ => {}
+    }
+}
+
+/// An unapplied command's payload (`None` once applied).
+async fn read_command(shared: &Shared, org: Uuid, command: Uuid) -> anyhow::Result<Option<Value>> {
+    let mut client = shared.pool.get().await?;
+    let tx = client.transaction().await?;
+    tenant::set_org(&tx, org).await?;
+    let statement = tx.prepare_cached(store::COMMAND_BY_ID).await?;
+    let row = tx.query_opt(&statement, &[&command, &org]).await?;
+    tx.commit().await?;
+    Ok(row.filter(|r| !r.get::<_, bool>("applied")).map(|r| r.get("payload")))
+}
+
+/// Re-reads every unapplied command of this runner's runs.
+async fn sweep(shared: &Shared) -> anyhow::Result<()> {
+    if shared.active().is_empty() {
+        return Ok(());
+    }
+    let rows = {
+        let client = shared.pool.get().await?;
+        let statement = client.prepare_cached(store::PENDING_COMMANDS).await?;
+        client.query(&statement, &[&shared.id]).await?
+    };
+    for row in rows {
+        let kind: String = row.get("kind");
+        dispatch(shared, row.get("run_id"), row.get("command_id"), &kind, Some(row.get("payload"))).await;
+    }
+    Ok(())
+}
+
+/// The fallback poll: commands and queued runs, whatever happened to NOTIFY.
+async fn poll(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(shared.config.poll) => {}
+        }
+        if let Err(e) = sweep(&shared).await {
+            tracing::warn!(error = %format!("{e:#}"), "command poll failed; will retry");
+        }
+        shared.wake.notify_one();
+    }
+}
+
+/// Keeps a LISTEN connection up; after each (re)connect, catches up on
+/// anything missed while it was down.
+async fn listen_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Notification>();
+        match listen::listen(&shared.config.listen_database, &[CHANNEL_RUNS, CHANNEL_COMMANDS], tx).await {
+            Ok(listener) => {
+                backoff = Duration::from_millis(200);
+                tracing::info!("LISTEN connection up");
+                if let Err(e) = sweep(&shared).await {
+                    tracing::warn!(error = %format!("{e:#}"), "catch-up after (re)connect failed; the poll will retry");
+                }
+                shared.wake.notify_one();
+                let mut closed = listener.closed;
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        _ = &mut closed => break,
+                        notification = rx.recv() => match notification {
+                            Some((channel, payload)) => on_notification(&shared, &channel, &payload).await,
+                            None => break,
+                        },
+                    }
+                }
+                tracing::warn!("LISTEN connection lost; reconnecting (commands meanwhile are caught up on reconnect)");
+            }
+            Err(e) => tracing::warn!(error = %e, "LISTEN connection failed; retrying"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn on_notification(shared: &Shared, channel: &str, payload: &str) {
+    match channel {
+        CHANNEL_RUNS => shared.wake.notify_one(),
+        CHANNEL_COMMANDS => {
+            // `<run>:<command>:<kind>`: ids and a kind, nothing else.
+            let mut parts = payload.splitn(3, ':');
+            let (Some(run), Some(command), Some(kind)) = (parts.next(), parts.next(), parts.next()) else {
+                return;
+            };
+            if let (Ok(run), Ok(command)) = (Uuid::parse_str(run), Uuid::parse_str(command)) {
+                dispatch(shared, run, command, kind, None).await;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `moat runner`: checks, then runs until SIGTERM/SIGINT.
+pub async fn main(vars: &crate::config::Vars) -> std::process::ExitCode {
+    let config = match crate::config::runner::load(vars) {
+        Ok(config) => config,
+        Err(problems) => {
+            let outcome = crate::check::Outcome { config: None, problems, checks_run: 0 };
+            eprint!("{}", outcome.report());
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let problems = crate::db::checks::verify(&config.database, config.environment).await;
+    if !problems.is_empty() {
+        let outcome = crate::check::Outcome { config: None, problems, checks_run: 0 };
+        eprint!("{}", outcome.report());
+        return std::process::ExitCode::FAILURE;
+    }
+    match run(config, crate::server::shutdown_signal()).await.context("runner failed") {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "runner failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! The HTTP side of runs: conversations, runs, events, cancel and answers.
+//!
+//! Commands never reach a runner directly: a cancel or an answer is a row in
+//! `run_commands` committed with a NOTIFY that carries only ids.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::error::RunError;
+use super::events::{self, CHANNEL_COMMANDS, CHANNEL_RUNS, Kind, NewEvent};
+use super::store;
+use crate::AppState;
+use crate::auth::Caller;
+use crate::db::tenant;
+use crate::http::ApiJson;
+use crate::http::pagination::{Cursor, MAX_LIMIT, Page, Paged};
+
+fn parse_id(raw: &str) -> Result<Uuid, RunError> {
+    Uuid::parse_str(raw).map_err(|_| RunError::NotFound)
+}
+
+fn constraint(e: &tokio_postgres::Error) -> Option<&str> {
+    e.as_db_error().and_then(|d| d.constraint())
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct ConversationView {
+    id: Uuid,
+    title: String,
+    agent: String,
+    created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+impl From<&Row> for ConversationView {
+    fn from(row: &Row) -> Self {
+        Self {
+            id: row.get("id"),
+            title: row.get("title"),
+            agent: row.get("agent"),
+            created_by: row.get("created_by"),
+            created_at: row.get("created_at"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewConversation {
+    title: String,
+    agent: String,
+}
+
+pub(super) async fn create_conversation(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewConversation>,
+) -> Result<Response, RunError> {
+    let title = body.title.trim();
+    if title.is_empty() || title.chars().count() > 200 || title.chars().any(char::is_control) {
+        return Err(RunError::Invalid("title must be 1 to 200 printable characters"));
+    }
+    if !crate::runner::agents::exists(&body.agent) {
+        return Err(RunError::UnknownAgent);
+    }
+    let mut client = state.db.get().await?;
+    let tx = tenant::begin(&mut client, &caller).await?;
+    let statement = tx.prepare_cached(store::INSERT_CONVERSATION).await?;
+    let row = tx.query_one(&statement, &[&Uuid::new_v4(), &caller.org, &title, &body.agent, &caller.actor()]).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(ConversationView::from(&row))).into_response())
+}
+
+pub(super) async fn list_conversations(
+    State(state): State<AppState>,
+    caller: Caller,
+    page: Page,
+) -> Result<Json<Paged<ConversationView>>, RunError> {
+    let mut client = state.db.get().await?;
+    let tx = tenant::begin(&mut client, &caller).await?;
+    let statement = tx.prepare_cached(store::LIST_CONVERSATIONS).await?;
+    let (after_at, after_id) = (page.after.map(|c| c.at()), page.after.map(|c| c.id()));
+    let rows = tx.query(&statement, &[&caller.org, &after_at, &after_id, &(page.limit + 1)]).await?;
+    tx.commit().await?;
+    let items = rows.iter().map(ConversationView::from).collect();
+    Ok(Json(Paged::from_rows(items, &page, |c| Cursor::new(c.created_at, c.id))))
+}
+
+pub(super) async fn get_conversation(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ConversationView>, RunError> {
+    let id = parse_id(&id)?;
+    let mut client = state.db.get().await?;
+    let tx = tenant::begin(&mut client, &caller).await?;
+    let statement = tx.prepare_cached(store::GET_CONVERSATION).await?;
+    let row = tx.query_opt(&statement, &[&id, &caller.org]).await?;
+    tx.commit().await?;
+    row.as_ref().map(|r| Json(ConversationView::from(r))).ok_or(RunError::NotFound)
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct RunView {
+    id: Uuid,
+    conversation_id: Uuid,
+    status: String,
+    attempt: i32,
+    error_code: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    started_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    finished_at: Option<OffsetDateTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending_input: Option<Value>,
+}
+
+impl From<&Row> for RunView {
+    fn from(row: &Row) -> Self {
+        let pending_input = row.try_get::<_, Option<Uuid>>("pending_input_id").ok().flatten().map(
+            |id| json!({ "id": id, "question": row.try_get::<_, Option<String>>("pending_question").ok().flatten() }),
+        );
+        Self {
+            id: row.get("id"),
+            conversation_id: row.get("conversation_id"),
+            status: row.get("status"),
+            attempt: row.get("attempt"),
+            error_code: row.get("error_code"),
+            created_at: row.get("created_at"),
+            started_at: row.get("started_at"),
+            finished_at: row.get("finished_at"),
+            pending_input,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewRun {
+    input: Value,
+}
+
+/// `POST /v1/conversations/{id}/runs`: queues a run (one active run per conversation).
+pub(super) async fn create_run(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(conversation): Path<String>,
+    ApiJson(body): ApiJson<NewRun>,
+) -> Result<Response, RunError> {
+    let conversation = parse_id(&conversation)?;
+    if !body.input.is_object() {
+        return Err(RunError::Invalid("input must be a JSON object"));
+    }
+    let mut client = state.db.get().await?;
+    let tx = tenant::begin(&mut client, &caller).await?;
+    let statement = tx.prepare_cached(store::GET_CONVERSATION).await?;
+    tx.query_opt(&statement, &[&conversation, &caller.org]).await?.ok_or(RunError::NotFound)?;
+    let id = Uuid::new_v4();
+    let statement = tx.prepare_cached(store::INSERT_RUN).await?;
+    let row = match tx.query_one(&statement, &[&id, &conversation, &caller.org, &body.input, &caller.actor()]).await {
+        Ok(row) => row,
+        Err(e) if constraint(&e) == Some("runs_one_active_per_conversation") => return Err(RunError::RunInProgress),
+        Err(e) => return Err(e.into()),
+    };
+    let queued = NewEvent::new(Kind::RunQueued, json!({ "run_id": id }));
+    events::append(&tx, conversation, Some(id), None, &[queued], 0).await?;
+    events::notify(&tx, CHANNEL_RUNS, &id.to_string()).await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(RunView::from(&row))).into_response())
+}
+
+pub(super) async fn get_run(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<RunView>, RunError> {
+    let id = parse_id(&id)?;
+    let mut client = state.db.get().await?;
+    let tx = tenant::begin(&mut client, &caller).await?;
+    let statement = tx.prepare_cached(store::GET_RUN).await?;
+    let row = tx.query_opt(&statement, &[&id, &caller.org]).await?;
+    tx.commit().await?;
+    row.as_ref().map(|r| Json(RunView::from(r))).ok_or(RunError::NotFound)
+}
+
+#[derive(Deserialize)]
+pub(super) struct EventsQuery {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct EventView {
+    seq: i64,
+    run_id: Option<Uuid>,
+    kind: String,
+    data: Value,
+    #[serde(with = "time::serde::rfc3339")]
+    at: OffsetDateTime,
+}
+
+/// `GET /v1/conversations/{id}/events?after=SEQ&limit=N`: events in sequence order.
+pub(super) async fn list_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(conversation): Path<String>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Json<Value>, RunError> {
+    let conversation = parse_id(&conversation)?;
+    let after = match query.after.as_deref() {
+        None => 0,
+        Some(raw) => {
+            raw.parse::<i64>().ok().filter(|n| *n >= 0).ok_or(RunError::Invalid("after must be a sequence number"))?
+        }
+    };
+    let limit = match query.limit.as_deref() {
+        None => crate::http::pagination::DEFAULT_LIMIT,
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or(RunError::Invalid("limit must be at least 1"))?
+            .min(MAX_LIMIT),
+    };
+    let mut client = state.db.get().await?;
+    let tx = tenant::begin(&mut client, &caller).await?;
+    let statement = tx.prepare_cached(store::GET_CONVERSATION).await?;
+    tx.query_opt(&statement, &[&conversation, &caller.org]).await?.ok_or(RunError::NotFound)?;
+    let statement = tx.prepare_cached(store::LIST_EVENTS).await?;
+    let rows = tx.query(&statement, &[&conversation, &caller.org, &after, &limit]).await?;
+    tx.commit().await?;
+    let items: Vec<EventView> = rows
+        .iter()
+        .map(|r| EventView {
+            seq: r.get("seq"),
+            run_id: r.get("run_id"),
+            kind: r.get("kind"),
+            data: r.get("data"),
+            at: r.get("at"),
+        })
+        .collect();
+    let last = items.last().map_or(after, |e| e.seq);
+    Ok(Json(json!({ "items": items, "next_after": last })))
+}
+
+/// `POST /v1/runs/{id}/cancel`: 202, idempotent; 409 once the run has finished.
+pub(super) async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, RunError> {
+    let id = parse_id(&id)?;
+    let mut client = state.db.get().await?;
+    let tx = tenant::begin(&mut client, &caller).await?;
+    let statement = tx.prepare_cached(store::LOCK_RUN).await?;
+    let run = tx.query_opt(&statement, &[&id, &caller.org]).await?.ok_or(RunError::NotFound)?;
+    let (status, conversation): (String, Uuid) = (run.get("status"), run.get("conversation_id"));
+    let answer = match status.as_str() {
+        "queued" => {
+            // No runner holds it: cancel on the spot.
+            let statement = tx.prepare_cached(store::CANCEL_QUEUED).await?;
+            tx.execute(&statement, &[&id, &caller.org]).await?;
+            let event = NewEvent::new(Kind::RunCancelled, json!({ "run_id": id, "by": caller.actor() }));
+            events::append(&tx, conversation, Some(id), None, &[event], 0).await?;
+            "cancelled"
+        }
+        "running" | "waiting_input" => {
+            let statement = tx.prepare_cached(store::PENDING_CANCEL).await?;
+            if !tx.query_one(&statement, &[&id, &caller.org]).await?.get::<_, bool>("pending") {
+                let command = Uuid::new_v4();
+                let statement = tx.prepare_cached(store::INSERT_COMMAND).await?;
+                tx.execute(&statement, &[&command, &id, &caller.org, &"cancel", &json!({}), &caller.actor()]).await?;
+                events::notify(&tx, CHANNEL_COMMANDS, &format!("{id}:{command}:cancel")).await?;
+            }
+            "cancelling"
+        }
+        _ => return Err(RunError::RunFinished),
+    };
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": id, "status": answer }))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Answer {
+    value: Value,
+}
+
+/// `POST /v1/inputs/{id}`: the first answer wins, atomically; a second is 409.
+pub(super) async fn answer(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Answer>,
+) -> Result<Json<Value>, RunError> {
+    let id = parse_id(&id)?;
+    let mut client = state.db.get().await?;
+    let tx = tenant::begin(&mut client, &caller).await?;
+    // Locks the run: the answer and the run's end cannot cross.
+    let statement = tx.prepare_cached(store::INPUT_STATUS).await?;
+    let current = tx.query_opt(&statement, &[&id, &caller.org]).await?.ok_or(RunError::NotFound)?;
+    if current.get::<_, String>("status") == "answered" {
+        return Err(RunError::AlreadyAnswered);
+    }
+    if !matches!(current.get::<_, String>("run_status").as_str(), "running" | "waiting_input") {
+        return Err(RunError::RunFinished);
+    }
+    let statement = tx.prepare_cached(store::ANSWER_INPUT).await?;
+    let Some(row) = tx.query_opt(&statement, &[&id, &caller.org, &body.value, &caller.actor()]).await? else {
+        return Err(RunError::AlreadyAnswered);
+    };
+    let run: Uuid = row.get("run_id");
+    let command = Uuid::new_v4();
+    let payload = json!({ "input_id": id, "value": body.value });
+    let statement = tx.prepare_cached(store::INSERT_COMMAND).await?;
+    tx.execute(&statement, &[&command, &run, &caller.org, &"input", &payload, &caller.actor()]).await?;
+    events::notify(&tx, CHANNEL_COMMANDS, &format!("{run}:{command}:input")).await?;
+    tx.commit().await?;
+    Ok(Json(json!({ "input_id": id, "status": "answered" })))
+}

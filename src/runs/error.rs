@@ -1,0 +1,63 @@
+//! The runs capability's errors, mapped to HTTP once, here.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::http::ApiError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("not found")]
+    NotFound,
+    #[error("unknown agent")]
+    UnknownAgent,
+    #[error("a run is already active in this conversation")]
+    RunInProgress,
+    #[error("the run has finished")]
+    RunFinished,
+    #[error("the input request was already answered")]
+    AlreadyAnswered,
+    #[error("invalid request: {0}")]
+    Invalid(&'static str),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl From<tokio_postgres::Error> for RunError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Api(e.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for RunError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Api(e.into())
+    }
+}
+
+impl From<crate::db::tenant::TenantError> for RunError {
+    fn from(e: crate::db::tenant::TenantError) -> Self {
+        Self::Api(e.into())
+    }
+}
+
+impl IntoResponse for RunError {
+    fn into_response(self) -> Response {
+        let error = match self {
+            Self::NotFound => ApiError::not_found(),
+            Self::UnknownAgent => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_agent", "no such agent"),
+            Self::RunInProgress => ApiError::new(
+                StatusCode::CONFLICT,
+                "run_in_progress",
+                "this conversation already has an active run; cancel it or wait for it to finish",
+            ),
+            Self::RunFinished => ApiError::new(StatusCode::CONFLICT, "run_finished", "the run has already finished"),
+            Self::AlreadyAnswered => {
+                ApiError::new(StatusCode::CONFLICT, "input_already_answered", "this question was already answered")
+            }
+            Self::Invalid(message) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message),
+            Self::Api(e) => e,
+        };
+        error.into_response()
+    }
+}

@@ -1,0 +1,33 @@
+//! Conversations, runs and their event log, over PostgreSQL.
+//!
+//! Owns the HTTP API for conversations, runs, events, cancel and answers
+//! ([`api`]), the gapless per-conversation event log ([`events`]), and
+//! stale-run recovery ([`recovery`]). It never talks to a runner process:
+//! commands are rows in `run_commands` plus a NOTIFY with ids only, and the
+//! runner ([`crate::runner`]) picks them up. See docs/architecture.md.
+
+mod api;
+mod error;
+pub mod events;
+pub mod recovery;
+pub mod store;
+
+pub use error::RunError;
+pub use store::STATEMENTS;
+
+use crate::auth::{Access, Scope};
+use crate::http::Routes;
+
+pub fn routes() -> Routes {
+    let read = Access::Scope(Scope::ConversationsRead);
+    let run = Access::Scope(Scope::RunsWrite);
+    Routes::new()
+        .post("/v1/conversations", Access::Scope(Scope::ConversationsWrite), api::create_conversation)
+        .get("/v1/conversations", read, api::list_conversations)
+        .get("/v1/conversations/{id}", read, api::get_conversation)
+        .post("/v1/conversations/{id}/runs", run, api::create_run)
+        .get("/v1/conversations/{id}/events", read, api::list_events)
+        .get("/v1/runs/{id}", read, api::get_run)
+        .post("/v1/runs/{id}/cancel", run, api::cancel)
+        .post("/v1/inputs/{id}", run, api::answer)
+}
