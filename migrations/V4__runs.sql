@@ -175,8 +175,10 @@ $$;
 -- Runners claim queued runs of every organization. This SECURITY DEFINER
 -- function is the only cross-organization path, and the owner's policies
 -- below let it see and change only what a claim needs.
+-- (PostgreSQL checks an updated row against the SELECT policy too, so the
+-- recovery's `failed`/`runner_lost` rows must be visible to it.)
 CREATE POLICY runs_claim_read ON runs FOR SELECT TO CURRENT_USER
-    USING (status IN ('queued', 'running', 'waiting_input'));
+    USING (status IN ('queued', 'running', 'waiting_input') OR (status = 'failed' AND error_code = 'runner_lost'));
 CREATE POLICY runs_claim ON runs FOR UPDATE TO CURRENT_USER
     USING (status IN ('queued', 'running', 'waiting_input'))
     WITH CHECK (status IN ('running', 'failed'));

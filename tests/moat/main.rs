@@ -18,6 +18,7 @@ mod launch_readiness;
 mod limits;
 mod oauth;
 mod readiness;
+mod runs;
 mod sanitize;
 mod schema;
 mod startup;

@@ -2,64 +2,10 @@
 //! once it is back, without restarting Moat. The database "goes down" behind a
 //! small TCP relay this test controls (the server itself is shared by all tests).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream, UnixStream};
-use tokio::sync::Notify;
-
-use crate::harness::pg::Upstream;
+use crate::harness::relay::Relay;
 use crate::harness::{Env, Options, Role, TestDb, assert_security_headers, spawn_app};
-
-/// Relays 127.0.0.1:port to the real server; `down()` cuts every connection and
-/// refuses new ones until `up()`.
-struct Relay {
-    port: u16,
-    down: Arc<AtomicBool>,
-    cut: Arc<Notify>,
-}
-
-impl Relay {
-    async fn start(upstream: Upstream) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (down, cut) = (Arc::new(AtomicBool::new(false)), Arc::new(Notify::new()));
-        let (is_down, cut_all) = (down.clone(), cut.clone());
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                if is_down.load(Ordering::SeqCst) {
-                    continue; // dropped: the client sees the connection close at once
-                }
-                let (upstream, cut) = (upstream.clone(), cut_all.clone());
-                tokio::spawn(async move {
-                    match upstream {
-                        Upstream::Unix(path) => relay(client, UnixStream::connect(path).await.unwrap(), cut).await,
-                        Upstream::Tcp(addr) => relay(client, TcpStream::connect(addr).await.unwrap(), cut).await,
-                    }
-                });
-            }
-        });
-        Self { port, down, cut }
-    }
-
-    fn down(&self) {
-        self.down.store(true, Ordering::SeqCst);
-        self.cut.notify_waiters();
-    }
-
-    fn up(&self) {
-        self.down.store(false, Ordering::SeqCst);
-    }
-}
-
-async fn relay(mut client: TcpStream, mut server: impl AsyncRead + AsyncWrite + Unpin, cut: Arc<Notify>) {
-    tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-        _ = cut.notified() => {}
-    }
-}
 
 async fn ready_status(http: &reqwest::Client, url: &str) -> (u16, String) {
     let response = http.get(url).send().await.unwrap();

@@ -4,7 +4,8 @@ pub mod app;
 pub mod pg;
 pub mod process;
 pub mod provider;
+pub mod relay;
 
 pub use app::{Options, TestApp, assert_security_headers, error_code, spawn_app};
 pub use pg::{Role, TestDb};
-pub use process::{Env, Finished, run, serve};
+pub use process::{Env, Finished, run, runner, serve};

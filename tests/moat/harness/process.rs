@@ -127,7 +127,40 @@ pub async fn serve(env: &Env) -> Serving {
     }
 }
 
+/// Starts `moat runner` and waits until it logs that it started.
+pub async fn runner(env: &Env) -> Serving {
+    let mut child = command(&["runner"], env).spawn().expect("spawn moat runner");
+    let stdout = collect(child.stdout.take().expect("stdout"));
+    let stderr = collect(child.stderr.take().expect("stderr"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if stdout.lock().expect("lock").contains("runner started") {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+            return Serving { child, addr, stdout, stderr };
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "moat runner exited ({status}):\n{}\n{}",
+                stdout.lock().expect("lock"),
+                stderr.lock().expect("lock")
+            );
+        }
+        assert!(tokio::time::Instant::now() < deadline, "moat runner did not start within 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 impl Serving {
+    /// Sends a signal (SIGSTOP, SIGCONT…) without waiting.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("signal");
+    }
+
+    /// Everything printed so far.
+    pub fn output(&self) -> String {
+        format!("{}{}", self.stdout.lock().expect("lock"), self.stderr.lock().expect("lock"))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
