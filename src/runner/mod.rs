@@ -70,7 +70,8 @@ impl Shared {
 /// Runs until `shutdown` resolves, then stops claiming, lets runs finish
 /// within the grace period and hands the rest back.
 pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let pool = config.database.pool(config.concurrency + 8).map_err(anyhow::Error::msg)?;
+    // Runs hold a connection only while writing, so the pool need not grow with concurrency.
+    let pool = config.database.pool(config.concurrency.min(32) + 8).map_err(anyhow::Error::msg)?;
     let id = format!("runner-{}", Uuid::new_v4());
     let shared = Arc::new(Shared {
         pool: pool.clone(),
