@@ -489,3 +489,17 @@ async fn shutdown_hands_unfinished_runs_back() {
     assert!(all.iter().any(|e| e["kind"] == "run.queued" && e["data"]["reason"] == "runner_shutdown"));
     drop(second);
 }
+
+/// `MOAT_LISTEN=off` (deployments without a direct connection): runs are claimed
+/// and commands applied by the poll alone.
+#[tokio::test]
+async fn poll_only_runners_still_claim_and_apply_commands() {
+    let w = world().await;
+    let runner = harness::runner(&w.env.clone().set("MOAT_LISTEN", "off")).await;
+    let conv = conversation(&w).await;
+    let run = start_run(&w, &conv, json!({"steps": 10000, "delay_ms": 20})).await;
+    wait_for(&w, &run, Duration::from_secs(10), |v| v["status"] == "running").await;
+    assert_eq!(post(&w.app, &w.token, &format!("/v1/runs/{run}/cancel"), json!({})).await.status(), 202);
+    wait_for(&w, &run, Duration::from_secs(5), |v| v["status"] == "cancelled").await;
+    assert!(!runner.output().contains("LISTEN connection up"), "a poll-only runner must not listen");
+}
