@@ -70,8 +70,15 @@ impl Shared {
 /// Runs until `shutdown` resolves, then stops claiming, lets runs finish
 /// within the grace period and hands the rest back.
 pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // A runner's transactions are short and never wait on anything outside the
+    // database. If the runner stalls inside one (a pause, SIGSTOP), PostgreSQL
+    // ends that session well within the lease, so the rows it locked do not
+    // keep recovery (which skips locked runs) from failing its runs.
+    let idle = (config.lease / 2).max(Duration::from_millis(500));
+    let database =
+        config.database.with_session_setting("idle_in_transaction_session_timeout", &format!("{}ms", idle.as_millis()));
     // Runs hold a connection only while writing, so the pool need not grow with concurrency.
-    let pool = config.database.pool(config.concurrency.min(32) + 8).map_err(anyhow::Error::msg)?;
+    let pool = database.pool(config.concurrency.min(32) + 8).map_err(anyhow::Error::msg)?;
     let id = format!("runner-{}", Uuid::new_v4());
     let shared = Arc::new(Shared {
         pool: pool.clone(),
