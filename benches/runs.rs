@@ -78,7 +78,7 @@ struct Setup {
 
 async fn setup() -> Setup {
     let db = TestDb::migrated().await;
-    let db_url = db.url(DbRole::App);
+    let db_url = db.url(DbRole::Runner);
     let runner_env = Env::default().set("DATABASE_URL", &db_url);
     let app = spawn_app(Options { db: Some(db), env: None, ..Options::default() }).await;
     let (_, _, token) = app.signed_in(Role::Admin).await;

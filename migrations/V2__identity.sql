@@ -200,6 +200,9 @@ SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     PERFORM set_config('moat.org_id', org::text, true);
+    -- A process that stalls inside a request's transaction must not hold its
+    -- row locks for long (recovery and refreshes skip or wait on them).
+    PERFORM set_config('idle_in_transaction_session_timeout', '30s', true);
     IF principal_kind = 'user' THEN
         RETURN EXISTS (SELECT 1 FROM public.users u
                        WHERE u.id = principal AND u.org_id = org AND u.disabled_at IS NULL);

@@ -81,7 +81,8 @@ CREATE TABLE input_requests (
     created_at       timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT input_requests_pkey PRIMARY KEY (id),
     CONSTRAINT input_requests_run_fkey FOREIGN KEY (run_id) REFERENCES runs (id) ON DELETE CASCADE,
-    CONSTRAINT input_requests_status_check CHECK (status IN ('pending', 'answered'))
+    -- `expired`: the run ended or was handed back while waiting; the question is void.
+    CONSTRAINT input_requests_status_check CHECK (status IN ('pending', 'answered', 'expired'))
 );
 
 CREATE TABLE run_commands (
@@ -144,6 +145,9 @@ DECLARE
     first bigint;
     org uuid;
 BEGIN
+    IF n <> coalesce(array_length(datas, 1), 0) THEN
+        RAISE EXCEPTION 'moat_append_events: % kinds but % datas', n, coalesce(array_length(datas, 1), 0);
+    END IF;
     IF epoch IS NOT NULL THEN
         PERFORM 1 FROM public.runs r
          WHERE r.id = run AND r.lease_epoch = epoch AND r.status IN ('running', 'waiting_input')
@@ -182,7 +186,9 @@ CREATE POLICY runs_claim_read ON runs FOR SELECT TO CURRENT_USER
 CREATE POLICY runs_claim ON runs FOR UPDATE TO CURRENT_USER
     USING (status IN ('queued', 'running', 'waiting_input'))
     WITH CHECK (status IN ('running', 'failed'));
-CREATE POLICY conversations_claim_read ON conversations FOR SELECT TO CURRENT_USER USING (true);
+-- (A claim reads the agent of the claimed run's conversation.)
+CREATE POLICY conversations_claim_read ON conversations FOR SELECT TO CURRENT_USER
+    USING (EXISTS (SELECT 1 FROM runs r WHERE r.conversation_id = conversations.id AND r.status IN ('queued', 'running')));
 CREATE POLICY run_commands_pending_read ON run_commands FOR SELECT TO CURRENT_USER USING (applied_at IS NULL);
 
 CREATE FUNCTION moat_claim_runs(runner text, max integer, lease_secs float8)
@@ -236,22 +242,36 @@ AS $$
 $$;
 
 -- The unapplied commands of the runs a runner holds (its poll, and its
--- catch-up after a LISTEN reconnect).
+-- catch-up after a LISTEN reconnect): ids only; the runner reads each
+-- command in its organization's context.
 CREATE FUNCTION moat_pending_commands(runner text)
-RETURNS TABLE (command_id uuid, run_id uuid, org_id uuid, kind text, payload jsonb)
+RETURNS TABLE (command_id uuid, run_id uuid, org_id uuid, kind text)
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
-    SELECT c.id, c.run_id, c.org_id, c.kind, c.payload
+    SELECT c.id, c.run_id, c.org_id, c.kind
       FROM public.run_commands c
       JOIN public.runs r ON r.id = c.run_id
      WHERE c.applied_at IS NULL AND r.runner_id = runner AND r.status IN ('running', 'waiting_input')
      ORDER BY c.created_at
 $$;
 
+-- Claiming runs (and reading which commands are pending for a runner) is
+-- for runners only: the group role `moat_runner`, granted to the runner's
+-- login role in addition to `moat_runtime`. The API's role cannot claim
+-- another organization's runs. Failing stale runs stays open to every
+-- instance: it only touches runs whose lease already expired.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'moat_runner') THEN
+        -- Needs CREATEROLE; otherwise an administrator creates it first: CREATE ROLE moat_runner NOLOGIN;
+        CREATE ROLE moat_runner NOLOGIN;
+    END IF;
+END
+$$;
 REVOKE ALL ON FUNCTION moat_claim_runs(text, integer, float8) FROM PUBLIC;
 REVOKE ALL ON FUNCTION moat_fail_stale_runs(integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION moat_pending_commands(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION moat_claim_runs(text, integer, float8) TO moat_runtime;
+GRANT EXECUTE ON FUNCTION moat_claim_runs(text, integer, float8) TO moat_runner;
+GRANT EXECUTE ON FUNCTION moat_pending_commands(text) TO moat_runner;
 GRANT EXECUTE ON FUNCTION moat_fail_stale_runs(integer) TO moat_runtime;
-GRANT EXECUTE ON FUNCTION moat_pending_commands(text) TO moat_runtime;

@@ -32,9 +32,11 @@ fn rule(kind: &'static str, pattern: &str, keep_prefix: bool) -> Rule {
 static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
     vec![
         rule("private_key", r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z0-9 ]*PRIVATE KEY-----", false),
-        rule("database_url", r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@]+:)[^\s@/]+@", true),
+        // user:password@ in any URL (an empty user, as in redis://:pw@host, and passwords containing @ too).
+        rule("database_url", r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s/]+@", true),
         rule("jwt", r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}", false),
         rule("bearer_token", r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{12,}", true),
+        rule("basic_auth", r"(?i)\b(basic\s+)[A-Za-z0-9+/]{8,}={0,2}", true),
         rule("aws_access_key", r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b", false),
         rule(
             "aws_secret_key",
@@ -48,11 +50,18 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         rule("oauth_token", r"\bya29\.[0-9A-Za-z_-]{20,}", false),
         rule("oauth_token", r#"(?i)("?(?:access|refresh|id)_token"?\s*[:=]\s*"?)[A-Za-z0-9._~+/=-]{8,}"#, true),
         rule("api_key", r"\b(?:sk-(?:proj-)?[A-Za-z0-9_-]{20,}|AIza[0-9A-Za-z_-]{35})", false),
-        rule("api_key", r#"(?i)\b((?:api[_-]?key|apikey|x-api-key)"?\s*[:=]\s*"?)[^\s"',;]{8,}"#, true),
+        // NAME_API_KEY=…, "api_key": "…", x-api-key: … (environment dumps have prefixes).
+        rule("api_key", r#"(?i)((?:[A-Za-z0-9]+[_-])*(?:api[_-]?key|apikey)"?\s*[:=]\s*"?)[^\s"',;]{8,}"#, true),
         rule("moat_client_secret", r"\bmoat_cs_[A-Za-z0-9_-]{20,}", false),
         rule(
             "password",
-            r#"(?i)\b((?:password|passwd|pwd|passphrase|secret|client_secret)"?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\s,;&]+)"#,
+            r#"(?i)((?:[A-Za-z0-9]+[_-])*(?:password|passwd|passphrase)"?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\s,;&]+)"#,
+            true,
+        ),
+        // NAME_SECRET=… / NAME_SECRET_KEY=… and "…secret…": "…" (not "the secret: it's…").
+        rule(
+            "password",
+            r#"(?i)((?:[A-Za-z0-9]+[_-])*secret(?:[_-]key)?\s*=\s*|"[A-Za-z0-9_-]*secret[A-Za-z0-9_-]*"\s*:\s*)("[^"]*"|'[^']*'|[^\s,;&]+)"#,
             true,
         ),
         // Generic high-entropy strings: long, mixed-class, random-looking (checked below).
@@ -99,7 +108,17 @@ pub fn sanitize(text: &str) -> Cow<'_, str> {
     out
 }
 
-/// Sanitizes every string in a JSON value, in place.
+/// Object keys whose value is a secret whatever it looks like.
+static SENSITIVE_KEY: LazyLock<Regex> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)] // a constant pattern, exercised by a test
+    Regex::new(
+        r"(?i)^(?:.*[_-])?(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey|authorization|credentials?|private[_-]?key|access[_-]?key|client[_-]?secret|cookie)$",
+    )
+    .expect("sensitive key pattern")
+});
+
+/// Sanitizes every string in a JSON value, in place; the value of a key that
+/// names a secret (`password`, `api_key`, `access_token`…) is redacted whole.
 pub fn sanitize_value(value: &mut Value) {
     match value {
         Value::String(s) => {
@@ -108,7 +127,16 @@ pub fn sanitize_value(value: &mut Value) {
             }
         }
         Value::Array(items) => items.iter_mut().for_each(sanitize_value),
-        Value::Object(map) => map.values_mut().for_each(sanitize_value),
+        Value::Object(map) => {
+            for (key, item) in map.iter_mut() {
+                let secret_scalar = matches!(item, Value::String(s) if !s.is_empty()) || item.is_number();
+                if secret_scalar && SENSITIVE_KEY.is_match(key) {
+                    *item = Value::String("[REDACTED:sensitive_field]".into());
+                } else {
+                    sanitize_value(item);
+                }
+            }
+        }
         _ => {}
     }
 }

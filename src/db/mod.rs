@@ -64,18 +64,6 @@ impl DatabaseSettings {
         format!("{user}@{host}:{port}/{db}")
     }
 
-    /// The same settings with a server parameter set for every session
-    /// (PostgreSQL's `-c name=value` startup option).
-    pub fn with_session_setting(&self, name: &str, value: &str) -> Self {
-        let mut settings = self.clone();
-        let options = match self.pg.get_options() {
-            Some(existing) if !existing.is_empty() => format!("{existing} -c {name}={value}"),
-            _ => format!("-c {name}={value}"),
-        };
-        settings.pg.options(options);
-        settings
-    }
-
     /// Whether TLS is mandatory for this connection (`sslmode=require` or stricter).
     pub fn tls_required(&self) -> bool {
         self.pg.get_ssl_mode() == SslMode::Require

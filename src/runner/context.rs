@@ -14,12 +14,22 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::db::tenant;
 use crate::runs::events::{self, Kind, NewEvent};
 use crate::runs::store;
 use crate::sanitize::{sanitize, sanitize_value};
 
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
+/// A runner's transactions are short and never wait on anything outside the
+/// database; a session idle inside one this long (the runner stalled) is ended
+/// by PostgreSQL, releasing the run rows it locked so recovery can proceed.
+const IDLE_IN_TRANSACTION: &str = "5s";
+
+/// Starts a runner transaction's context: the run's organization and the
+/// idle bound, both transaction-local (so it works behind a pooler), one round trip.
+pub(super) async fn scope(tx: &deadpool_postgres::Transaction<'_>, org: Uuid) -> Result<(), tokio_postgres::Error> {
+    let statement = tx.prepare_cached(store::BEGIN_RUNNER).await?;
+    tx.query_one(&statement, &[&org.to_string(), &IDLE_IN_TRANSACTION]).await.map(|_| ())
+}
 const BATCH_MAX: usize = 64;
 
 /// Why an agent stopped without succeeding.
@@ -99,10 +109,8 @@ impl RunContext {
     /// Emits one event (sanitized), counted against the run's bounds.
     pub async fn emit(&mut self, kind: Kind, mut data: Value) -> Result<(), AgentError> {
         sanitize_value(&mut data);
-        let bytes = match kind {
-            Kind::MessageDelta => data.get("text").and_then(Value::as_str).map_or(0, str::len) as u64,
-            _ => 0,
-        };
+        // Everything an agent writes counts, not only message text.
+        let bytes = data.to_string().len() as u64;
         self.events += 1;
         self.output_bytes += bytes;
         if self.events > self.limits.max_events {
@@ -134,7 +142,7 @@ impl RunContext {
         let run = self.run;
         let mut client = self.pool.get().await.map_err(anyhow::Error::from)?;
         let tx = client.transaction().await.map_err(anyhow::Error::from)?;
-        tenant::set_org(&tx, run.org).await.map_err(anyhow::Error::from)?;
+        scope(&tx, run.org).await.map_err(anyhow::Error::from)?;
         let statement = tx.prepare_cached(store::SET_STATUS).await.map_err(anyhow::Error::from)?;
         if tx
             .execute(&statement, &[&run.run, &run.org, &run.epoch, &"waiting_input"])
@@ -165,7 +173,7 @@ impl RunContext {
             sanitize_value(&mut value);
             let mut client = self.pool.get().await.map_err(anyhow::Error::from)?;
             let tx = client.transaction().await.map_err(anyhow::Error::from)?;
-            tenant::set_org(&tx, run.org).await.map_err(anyhow::Error::from)?;
+            scope(&tx, run.org).await.map_err(anyhow::Error::from)?;
             let statement = tx.prepare_cached(store::APPLY_COMMAND).await.map_err(anyhow::Error::from)?;
             if tx.execute(&statement, &[&answer.command_id, &run.org]).await.map_err(anyhow::Error::from)? == 0 {
                 continue; // a second delivery of an answer already applied
@@ -253,7 +261,7 @@ async fn append_batch(pool: &Pool, run: RunRef, batch: &[NewEvent], bytes: i64) 
         let result: anyhow::Result<Option<i64>> = async {
             let mut client = pool.get().await?;
             let tx = client.transaction().await?;
-            tenant::set_org(&tx, run.org).await?;
+            scope(&tx, run.org).await?;
             let first = events::append(&tx, run.conversation, Some(run.run), Some(run.epoch), batch, bytes).await?;
             tx.commit().await?;
             Ok(first)

@@ -10,8 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::agents;
-use super::context::{AgentError, Limits, RunContext, RunRef, writer};
-use crate::db::tenant;
+use super::context::{AgentError, Limits, RunContext, RunRef, scope, writer};
 use crate::runs::events::{self, Kind, NewEvent};
 use crate::runs::store;
 
@@ -44,6 +43,8 @@ pub(super) async fn execute(
     let fenced = CancellationToken::new();
     let done = CancellationToken::new();
     tokio::spawn(heartbeat(shared.clone(), run, fenced.clone(), done.clone()));
+    // Whatever happens below (even a panic), the heartbeat stops and the slot is freed.
+    let _leave = Leave { shared: shared.clone(), run: run.run, done: done.clone() };
 
     let ending = match start(&shared, run).await {
         Ok(true) => drive(&shared, &claim, answers, &cancel, &fenced).await,
@@ -56,15 +57,27 @@ pub(super) async fn execute(
     if let Err(e) = finish(&shared, run, &ending).await {
         tracing::error!(run = %run.run, error = %format!("{e:#}"), "cannot record the run's end; its lease will expire");
     }
-    done.cancel();
-    shared.forget(run.run);
+}
+
+/// Stops the heartbeat and frees the runner slot when a run's task ends, however it ends.
+struct Leave {
+    shared: Arc<Shared>,
+    run: uuid::Uuid,
+    done: CancellationToken,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.done.cancel();
+        self.shared.forget(self.run);
+    }
 }
 
 /// Appends `run.started`; `false` if the claim was already fenced out.
 async fn start(shared: &Shared, run: RunRef) -> anyhow::Result<bool> {
     let mut client = shared.pool.get().await?;
     let tx = client.transaction().await?;
-    tenant::set_org(&tx, run.org).await?;
+    scope(&tx, run.org).await?;
     let event = NewEvent::new(Kind::RunStarted, json!({ "run_id": run.run }));
     let first = events::append(&tx, run.conversation, Some(run.run), Some(run.epoch), &[event], 0).await?;
     tx.commit().await?;
@@ -85,8 +98,10 @@ async fn drive(
     let write = tokio::spawn(writer(shared.pool.clone(), claim.run, rx, fenced.clone()));
     let limits = Limits { max_events: shared.config.max_events, max_output_bytes: shared.config.max_output_bytes };
     let mut ctx = RunContext::new(claim.run, claim.input.clone(), shared.pool.clone(), tx, answers, limits);
+    // A panicking agent fails its run; it does not take the runner or the slot with it.
+    let guarded = std::panic::AssertUnwindSafe(agent.run(&mut ctx));
     let outcome = tokio::select! {
-        result = agent.run(&mut ctx) => result,
+        result = futures_util::FutureExt::catch_unwind(guarded) => result.unwrap_or(Err(AgentError::Failed("agent_panicked"))),
         () = cancel.cancelled() => Err(AgentError::Cancelled),
         () = fenced.cancelled() => Err(AgentError::Fenced),
         () = tokio::time::sleep(shared.config.max_duration) => Err(AgentError::Limit("run_timeout")),
@@ -130,10 +145,19 @@ async fn finish(shared: &Shared, run: RunRef, ending: &Ending) -> anyhow::Result
     };
     let mut client = shared.pool.get().await?;
     let tx = client.transaction().await?;
-    tenant::set_org(&tx, run.org).await?;
+    scope(&tx, run.org).await?;
+    // A cancel that arrived while handing back wins: the run ends cancelled, not re-run.
+    let (event, status) = if status == "queued" && cancel_pending(&tx, run).await? {
+        (NewEvent::new(Kind::RunCancelled, json!({ "run_id": run.run })), "cancelled")
+    } else {
+        (event, status)
+    };
     if events::append(&tx, run.conversation, Some(run.run), Some(run.epoch), &[event], 0).await?.is_none() {
         return Ok(()); // fenced out meanwhile: the outcome is someone else's
     }
+    // Whatever the ending, questions the run asked no longer stand.
+    let statement = tx.prepare_cached(store::EXPIRE_INPUTS).await?;
+    tx.execute(&statement, &[&run.run, &run.org]).await?;
     if status == "queued" {
         let statement = tx.prepare_cached(store::REQUEUE_RUN).await?;
         tx.execute(&statement, &[&run.run, &run.org, &run.epoch]).await?;
@@ -150,6 +174,11 @@ async fn finish(shared: &Shared, run: RunRef, ending: &Ending) -> anyhow::Result
     Ok(())
 }
 
+async fn cancel_pending(tx: &deadpool_postgres::Transaction<'_>, run: RunRef) -> Result<bool, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(store::PENDING_CANCEL).await?;
+    Ok(tx.query_one(&statement, &[&run.run, &run.org]).await?.get("pending"))
+}
+
 /// Renews the lease every heartbeat; when the lease is no longer ours, fences the run.
 async fn heartbeat(shared: Arc<Shared>, run: RunRef, fenced: CancellationToken, done: CancellationToken) {
     let lease = shared.config.lease.as_secs_f64();
@@ -159,9 +188,9 @@ async fn heartbeat(shared: Arc<Shared>, run: RunRef, fenced: CancellationToken, 
             () = tokio::time::sleep(shared.config.heartbeat) => {}
         }
         let renewed: anyhow::Result<u64> = async {
-            let mut client = shared.pool.get().await?;
+            let mut client = shared.heartbeat_pool.get().await?;
             let tx = client.transaction().await?;
-            tenant::set_org(&tx, run.org).await?;
+            scope(&tx, run.org).await?;
             let statement = tx.prepare_cached(store::HEARTBEAT).await?;
             let n = tx.execute(&statement, &[&run.run, &run.org, &run.epoch, &lease]).await?;
             tx.commit().await?;

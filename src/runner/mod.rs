@@ -33,7 +33,6 @@ pub use context::{AgentError, Answer, RunContext};
 
 use crate::config::runner::RunnerConfig;
 use crate::db::listen::{self, Notification};
-use crate::db::tenant;
 use crate::runs::events::{CHANNEL_COMMANDS, CHANNEL_RUNS};
 use crate::runs::{recovery, store};
 
@@ -47,6 +46,7 @@ struct Handle {
 
 pub(crate) struct Shared {
     pool: Pool,
+    heartbeat_pool: Pool,
     config: RunnerConfig,
     id: String,
     /// This runner's active runs (per-instance; see the module docs).
@@ -70,18 +70,15 @@ impl Shared {
 /// Runs until `shutdown` resolves, then stops claiming, lets runs finish
 /// within the grace period and hands the rest back.
 pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    // A runner's transactions are short and never wait on anything outside the
-    // database. If the runner stalls inside one (a pause, SIGSTOP), PostgreSQL
-    // ends that session well within the lease, so the rows it locked do not
-    // keep recovery (which skips locked runs) from failing its runs.
-    let idle = (config.lease / 2).max(Duration::from_millis(500));
-    let database =
-        config.database.with_session_setting("idle_in_transaction_session_timeout", &format!("{}ms", idle.as_millis()));
     // Runs hold a connection only while writing, so the pool need not grow with concurrency.
-    let pool = database.pool(config.concurrency.min(32) + 8).map_err(anyhow::Error::msg)?;
+    let pool = config.database.pool(config.concurrency.min(32) + 8).map_err(anyhow::Error::msg)?;
+    // Heartbeats get connections of their own: busy writers must not starve the
+    // lease renewals of healthy runs.
+    let heartbeat_pool = config.database.pool(4).map_err(anyhow::Error::msg)?;
     let id = format!("runner-{}", Uuid::new_v4());
     let shared = Arc::new(Shared {
         pool: pool.clone(),
+        heartbeat_pool,
         config,
         id,
         active: Arc::default(),
@@ -149,6 +146,7 @@ async fn claim(shared: &Arc<Shared>, max: usize) -> anyhow::Result<usize> {
     let lease = shared.config.lease.as_secs_f64();
     let rows = tx.query(&statement, &[&shared.id, &i32::try_from(max).unwrap_or(100), &lease]).await?;
     tx.commit().await?;
+    let claimed = !rows.is_empty();
     for row in &rows {
         let run = context::RunRef {
             run: row.get("run_id"),
@@ -163,25 +161,35 @@ async fn claim(shared: &Arc<Shared>, max: usize) -> anyhow::Result<usize> {
         tracing::info!(run = %run.run, attempt = row.get::<_, i32>("attempt"), "claimed run");
         tokio::spawn(execute::execute(shared.clone(), claim, answers_rx, cancel));
     }
+    if claimed {
+        // A command committed between the claim and the registration above found
+        // no handle to wake: pick it up now rather than at the next poll.
+        if let Err(e) = sweep(shared).await {
+            tracing::warn!(error = %format!("{e:#}"), "command catch-up after a claim failed; the poll will retry");
+        }
+    }
     Ok(rows.len())
 }
 
-/// Delivers one command to the run it is for, if this runner holds it.
-async fn dispatch(shared: &Shared, run: Uuid, command: Uuid, kind: &str, payload: Option<Value>) {
+/// Delivers one command to the run it is for, if this runner holds it. The
+/// notification or poll only says *that* something happened: the command is
+/// read from `run_commands` (in the run's organization, for that run, not yet
+/// applied) before anything is done, so a forged NOTIFY achieves nothing.
+async fn dispatch(shared: &Shared, run: Uuid, command: Uuid) {
     let Some(handle) = shared.active().get(&run).cloned() else {
         return;
     };
-    match kind {
+    let (kind, payload) = match read_command(shared, handle.org, run, command).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(%run, error = %format!("{e:#}"), "reading a command failed; the poll will retry");
+            return;
+        }
+    };
+    match kind.as_str() {
         "cancel" => handle.cancel.cancel(),
         "input" => {
-            let payload = match payload {
-                Some(payload) => Some(payload),
-                None => read_command(shared, handle.org, command).await.unwrap_or_else(|e| {
-                    tracing::warn!(%run, error = %format!("{e:#}"), "reading a command failed; the poll will retry");
-                    None
-                }),
-            };
-            let Some(payload) = payload else { return };
             let input_id = payload.get("input_id").and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok());
             if let Some(input_id) = input_id {
                 let value = payload.get("value").cloned().unwrap_or(Value::Null);
@@ -192,15 +200,15 @@ async fn dispatch(shared: &Shared, run: Uuid, command: Uuid, kind: &str, payload
     }
 }
 
-/// An unapplied command's payload (`None` once applied).
-async fn read_command(shared: &Shared, org: Uuid, command: Uuid) -> anyhow::Result<Option<Value>> {
+/// An unapplied command of `run`: its kind and payload.
+async fn read_command(shared: &Shared, org: Uuid, run: Uuid, command: Uuid) -> anyhow::Result<Option<(String, Value)>> {
     let mut client = shared.pool.get().await?;
     let tx = client.transaction().await?;
-    tenant::set_org(&tx, org).await?;
+    context::scope(&tx, org).await?;
     let statement = tx.prepare_cached(store::COMMAND_BY_ID).await?;
-    let row = tx.query_opt(&statement, &[&command, &org]).await?;
+    let row = tx.query_opt(&statement, &[&command, &org, &run]).await?;
     tx.commit().await?;
-    Ok(row.filter(|r| !r.get::<_, bool>("applied")).map(|r| r.get("payload")))
+    Ok(row.map(|r| (r.get("kind"), r.get("payload"))))
 }
 
 /// Re-reads every unapplied command of this runner's runs.
@@ -214,8 +222,7 @@ async fn sweep(shared: &Shared) -> anyhow::Result<()> {
         client.query(&statement, &[&shared.id]).await?
     };
     for row in rows {
-        let kind: String = row.get("kind");
-        dispatch(shared, row.get("run_id"), row.get("command_id"), &kind, Some(row.get("payload"))).await;
+        dispatch(shared, row.get("run_id"), row.get("command_id")).await;
     }
     Ok(())
 }
@@ -277,11 +284,11 @@ async fn on_notification(shared: &Shared, channel: &str, payload: &str) {
         CHANNEL_COMMANDS => {
             // `<run>:<command>:<kind>`: ids and a kind, nothing else.
             let mut parts = payload.splitn(3, ':');
-            let (Some(run), Some(command), Some(kind)) = (parts.next(), parts.next(), parts.next()) else {
+            let (Some(run), Some(command)) = (parts.next(), parts.next()) else {
                 return;
             };
             if let (Ok(run), Ok(command)) = (Uuid::parse_str(run), Uuid::parse_str(command)) {
-                dispatch(shared, run, command, kind, None).await;
+                dispatch(shared, run, command).await;
             }
         }
         _ => {}
@@ -298,7 +305,12 @@ pub async fn main(vars: &crate::config::Vars) -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let problems = crate::db::checks::verify(&config.database, config.environment).await;
+    let mut problems = crate::db::checks::verify(&config.database, config.environment).await;
+    if problems.is_empty()
+        && let Err(problem) = runner_role(&config).await
+    {
+        problems.push(problem);
+    }
     if !problems.is_empty() {
         let outcome = crate::check::Outcome { config: None, problems, checks_run: 0 };
         eprint!("{}", outcome.report());
@@ -310,5 +322,31 @@ pub async fn main(vars: &crate::config::Vars) -> std::process::ExitCode {
             tracing::error!(error = %format!("{e:#}"), "runner failed");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The runner's login role must be a member of `moat_runner` (claiming runs
+/// across organizations is not the API's business; docs/deployment.md).
+async fn runner_role(config: &RunnerConfig) -> Result<(), crate::check::Problem> {
+    let problem = |what: String| {
+        crate::check::Problem::new(
+            "database role",
+            what,
+            "Only runners may claim runs of every organization; the API's role deliberately cannot.",
+        )
+        .fix("GRANT moat_runner TO <the runner's login role>;   -- as the owner or an administrator")
+    };
+    let client = config.database.connect().await.map_err(|e| problem(format!("cannot connect: {e}")))?;
+    let row = client
+        .query_one(
+            "SELECT current_user::text AS name, pg_has_role(current_user, 'moat_runner', 'USAGE') AS member",
+            &[],
+        )
+        .await
+        .map_err(|e| problem(crate::db::describe_error(&e)))?;
+    if row.get::<_, bool>("member") {
+        Ok(())
+    } else {
+        Err(problem(format!("role {} is not a member of moat_runner", row.get::<_, String>("name"))))
     }
 }

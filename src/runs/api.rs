@@ -309,11 +309,11 @@ pub(super) async fn answer(
     // Locks the run: the answer and the run's end cannot cross.
     let statement = tx.prepare_cached(store::INPUT_STATUS).await?;
     let current = tx.query_opt(&statement, &[&id, &caller.org]).await?.ok_or(RunError::NotFound)?;
-    if current.get::<_, String>("status") == "answered" {
-        return Err(RunError::AlreadyAnswered);
-    }
-    if !matches!(current.get::<_, String>("run_status").as_str(), "running" | "waiting_input") {
-        return Err(RunError::RunFinished);
+    match current.get::<_, String>("status").as_str() {
+        "answered" => return Err(RunError::AlreadyAnswered),
+        "pending" if current.get::<_, String>("run_status") == "waiting_input" => {}
+        // The run ended or was handed back: the question no longer stands.
+        _ => return Err(RunError::InputExpired),
     }
     let statement = tx.prepare_cached(store::ANSWER_INPUT).await?;
     let Some(row) = tx.query_opt(&statement, &[&id, &caller.org, &body.value, &caller.actor()]).await? else {

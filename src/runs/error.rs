@@ -17,6 +17,8 @@ pub enum RunError {
     RunFinished,
     #[error("the input request was already answered")]
     AlreadyAnswered,
+    #[error("the input request no longer stands")]
+    InputExpired,
     #[error("invalid request: {0}")]
     Invalid(&'static str),
     #[error(transparent)]
@@ -55,6 +57,11 @@ impl IntoResponse for RunError {
             Self::AlreadyAnswered => {
                 ApiError::new(StatusCode::CONFLICT, "input_already_answered", "this question was already answered")
             }
+            Self::InputExpired => ApiError::new(
+                StatusCode::CONFLICT,
+                "input_expired",
+                "the run is no longer waiting for this answer (it ended or was restarted)",
+            ),
             Self::Invalid(message) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message),
             Self::Api(e) => e,
         };

@@ -31,6 +31,8 @@ pub async fn recover_once(pool: &Pool) -> anyhow::Result<usize> {
         let (run, org, conversation): (Uuid, Uuid, Uuid) =
             (row.get("run_id"), row.get("org_id"), row.get("conversation_id"));
         tenant::set_org(&tx, org).await?;
+        let statement = tx.prepare_cached(store::EXPIRE_INPUTS).await?;
+        tx.execute(&statement, &[&run, &org]).await?;
         let event = NewEvent::new(Kind::RunFailed, json!({ "run_id": run, "error": "runner_lost" }));
         events::append(&tx, conversation, Some(run), None, &[event], 0).await?;
         tracing::warn!(%run, "run's lease expired: its runner is gone; marked failed (runner_lost)");

@@ -35,6 +35,8 @@ statements! { "runner":
     PENDING_COMMANDS => "pending_commands",
     FAIL_STALE => "fail_stale",
     APPLY_CANCELS => "apply_cancels",
+    EXPIRE_INPUTS => "expire_inputs",
+    BEGIN_RUNNER => "begin",
 }
 
 /// Every statement, so one test can `prepare` them all against a migrated database.
@@ -64,4 +66,6 @@ pub const STATEMENTS: &[(&str, &str)] = &[
     ("runner/pending_commands", PENDING_COMMANDS),
     ("runner/fail_stale", FAIL_STALE),
     ("runner/apply_cancels", APPLY_CANCELS),
+    ("runner/expire_inputs", EXPIRE_INPUTS),
+    ("runner/begin", BEGIN_RUNNER),
 ];

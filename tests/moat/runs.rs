@@ -14,7 +14,7 @@ use crate::harness::{self, Env, Options, Role as DbRole, TestApp, TestDb, error_
 /// A runner environment with short leases, so recovery tests take seconds.
 fn runner_env(db: &TestDb) -> Env {
     Env::default()
-        .set("DATABASE_URL", &db.url(DbRole::App))
+        .set("DATABASE_URL", &db.url(DbRole::Runner))
         .set("MOAT_RUN_LEASE", "2s")
         .set("MOAT_RUN_HEARTBEAT", "500ms")
         .set("MOAT_RUNNER_POLL", "1s")
@@ -308,7 +308,6 @@ async fn a_stalled_runner_writes_nothing_after_recovery() {
         &after[at_recovery.len()..]
     );
     assert_eq!(run_view(&w, &run).await["status"], "failed");
-    assert!(runner.output().contains("lease"), "the runner should notice it lost the lease:\n{}", runner.output());
 }
 
 /// A command committed while the runner's LISTEN connection is down (its NOTIFY
@@ -448,12 +447,12 @@ async fn per_run_bounds_fail_runs_with_clear_codes() {
         .env
         .clone()
         .set("MOAT_RUN_MAX_EVENTS", "10")
-        .set("MOAT_RUN_MAX_OUTPUT_BYTES", "100")
+        .set("MOAT_RUN_MAX_OUTPUT_BYTES", "2000")
         .set("MOAT_RUN_MAX_DURATION", "1s");
     let runner = harness::runner(&env).await;
     for (input, code) in [
         (json!({"steps": 20, "delay_ms": 1}), "event_limit_exceeded"),
-        (json!({"steps": 2, "delay_ms": 1, "text": "x".repeat(80)}), "output_limit_exceeded"),
+        (json!({"steps": 2, "delay_ms": 1, "text": "x".repeat(3000)}), "output_limit_exceeded"),
         (json!({"steps": 5, "delay_ms": 500}), "run_timeout"),
         (json!({"steps": 1, "delay_ms": 1, "fail": true}), "demo_failure"),
         (json!({"unexpected": true}), "invalid_input"),
@@ -502,4 +501,88 @@ async fn poll_only_runners_still_claim_and_apply_commands() {
     assert_eq!(post(&w.app, &w.token, &format!("/v1/runs/{run}/cancel"), json!({})).await.status(), 202);
     wait_for(&w, &run, Duration::from_secs(5), |v| v["status"] == "cancelled").await;
     assert!(!runner.output().contains("LISTEN connection up"), "a poll-only runner must not listen");
+}
+
+/// Claiming runs across organizations is the runners' role alone: the API's
+/// role cannot, and a runner started with it refuses to start.
+#[tokio::test]
+async fn only_the_runner_role_can_claim_runs() {
+    let db = TestDb::migrated().await;
+    let (client, connection) =
+        db.url(DbRole::App).parse::<tokio_postgres::Config>().unwrap().connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    for sql in ["SELECT * FROM moat_claim_runs('x', 10, 30)", "SELECT * FROM moat_pending_commands('x')"] {
+        let error = client.query(sql, &[]).await.expect_err(sql);
+        assert_eq!(error.as_db_error().map(|e| e.code().code()), Some("42501"), "{sql}: {error:?}");
+    }
+    let out = harness::run(&["runner"], &runner_env(&db).set("DATABASE_URL", &db.url(DbRole::App))).await;
+    assert_eq!(out.status.code(), Some(1), "{}", out.all_output());
+    assert!(
+        out.stderr.contains("is not a member of moat_runner") && out.stderr.contains("GRANT moat_runner TO"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A forged NOTIFY (any role can send one) cannot cancel a run: the runner acts
+/// only on a command row it reads back.
+#[tokio::test]
+async fn a_forged_notification_cancels_nothing() {
+    let w = world().await;
+    let runner = harness::runner(&w.env).await;
+    let conv = conversation(&w).await;
+    let run = start_run(&w, &conv, json!({"steps": 10000, "delay_ms": 20})).await;
+    wait_for(&w, &run, Duration::from_secs(10), |v| v["status"] == "running").await;
+    let admin = w.app._db.admin().await;
+    admin
+        .execute("SELECT pg_notify('moat_commands', $1)", &[&format!("{run}:{}:cancel", Uuid::new_v4())])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(run_view(&w, &run).await["status"], "running");
+    drop(runner);
+}
+
+/// The fence is the epoch, not just the status: a stalled runner whose run was
+/// re-claimed by someone else (same run, new epoch, running) writes nothing.
+#[tokio::test]
+async fn a_stalled_runner_cannot_write_into_a_reclaimed_run() {
+    let w = world().await;
+    let runner = harness::runner(&w.env).await;
+    let conv = conversation(&w).await;
+    let run = start_run(&w, &conv, json!({"steps": 10000, "delay_ms": 20})).await;
+    wait_for(&w, &run, Duration::from_secs(10), |v| v["status"] == "running").await;
+    runner.signal(Signal::SIGSTOP);
+    let admin = w.app._db.admin().await;
+    // Another claim of the same run: a new epoch, running, with a long lease.
+    let run_id: Uuid = run.parse().unwrap();
+    admin
+        .execute(
+            "UPDATE runs SET lease_epoch = lease_epoch + 1, lease_expires_at = now() + interval '1 hour', runner_id = 'other' WHERE id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap();
+    let before = events(&w, &conv).await.len();
+    tokio::time::sleep(Duration::from_secs(6)).await; // past the runner's idle-in-transaction bound
+    runner.signal(Signal::SIGCONT);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(events(&w, &conv).await.len(), before, "the old holder wrote into the re-claimed run");
+    assert_eq!(run_view(&w, &run).await["status"], "running");
+    drop(runner);
+}
+
+/// A question asked by a run that was handed back no longer stands.
+#[tokio::test]
+async fn a_waiting_run_handed_back_expires_its_question() {
+    let w = world().await;
+    let first = harness::runner(&w.env.clone().set("MOAT_RUNNER_SHUTDOWN_GRACE", "0s")).await;
+    let conv = conversation(&w).await;
+    let run = start_run(&w, &conv, json!({"steps": 1, "delay_ms": 1, "ask": "Proceed?"})).await;
+    let view = wait_for(&w, &run, Duration::from_secs(10), |v| v["status"] == "waiting_input").await;
+    let input = view["pending_input"]["id"].as_str().unwrap().to_owned();
+    first.terminate().await;
+    let response = post(&w.app, &w.token, &format!("/v1/inputs/{input}"), json!({"value": "late"})).await;
+    assert_eq!(response.status(), 409);
+    assert_eq!(error_code(response).await, "input_expired");
 }

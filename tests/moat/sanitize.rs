@@ -71,7 +71,7 @@ fn slack_tokens() {
 fn password_assignments() {
     redacted("password=correct-horse-battery", "password", "correct-horse-battery");
     redacted(r#"{"password": "s3cr3t!"}"#, "password", "s3cr3t!");
-    redacted("PWD: 'tr0ub4dor&3'", "password", "tr0ub4dor&3");
+    redacted("PASSWD: 'tr0ub4dor&3'", "password", "tr0ub4dor&3");
 }
 
 #[test]
@@ -113,4 +113,40 @@ fn json_values_are_sanitized_everywhere() {
     let shown = value.to_string();
     assert!(!shown.contains("abcdefghijklmnop1234") && !shown.contains("x1y2z3w4"), "{shown}");
     assert_eq!(value["n"], 3);
+}
+
+#[test]
+fn structured_data_and_environment_dumps() {
+    let mut value = serde_json::json!({
+        "password": "hunter2",
+        "api_key": "abcd1234efgh",
+        "access_token": "opaque-abc-123",
+        "nested": {"client_secret": "cs-987", "DB_PASSWORD": 42},
+        "max_tokens": 100,
+        "tokens_used": 7,
+    });
+    sanitize_value(&mut value);
+    let shown = value.to_string();
+    for secret in ["hunter2", "abcd1234efgh", "opaque-abc-123", "cs-987", ":42"] {
+        assert!(!shown.contains(secret), "{secret} survived: {shown}");
+    }
+    assert_eq!((value["max_tokens"].as_i64(), value["tokens_used"].as_i64()), (Some(100), Some(7)), "{shown}");
+    redacted("DB_PASSWORD=hunter2hunter2", "password", "hunter2hunter2");
+    redacted("OPENAI_API_KEY=abcdefgh12345678", "api_key", "abcdefgh12345678");
+    redacted("STRIPE_SECRET_KEY=zzzyyyxxx111", "password", "zzzyyyxxx111");
+    redacted("cache at redis://:s3cretpass@cache.internal:6379", "database_url", "s3cretpass");
+    redacted("postgres://app:p@ssw0rd@db/prod", "database_url", "ssw0rd");
+    redacted("Authorization: Basic dXNlcjpwYXNzd29yZA==", "basic_auth", "dXNlcjpwYXNzd29yZA");
+}
+
+#[test]
+fn near_misses_in_prose_are_left_alone() {
+    for text in [
+        "pwd: /home/alice",
+        "The secret: it's all in the timing.",
+        "AbstractSingletonProxyFactoryBean is a class name",
+        "Basic setup is done.",
+    ] {
+        assert_eq!(sanitize(text), text);
+    }
 }

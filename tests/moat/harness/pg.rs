@@ -25,6 +25,8 @@ pub enum Role {
     Bypass,
     /// The cluster superuser: `serve` must refuse it.
     Superuser,
+    /// A runner's login role: member of `moat_runtime` and `moat_runner`.
+    Runner,
 }
 
 impl Role {
@@ -33,6 +35,7 @@ impl Role {
             Self::Owner => "moat_owner",
             Self::App => "moat_app",
             Self::Bypass => "moat_bypass",
+            Self::Runner => "moat_runner_app",
             Self::Superuser => &cluster.superuser,
         }
     }
@@ -219,7 +222,9 @@ impl Cluster {
             Some(p) => format!("PASSWORD '{p}'"),
             None => String::new(),
         };
-        for (role, attributes) in [("moat_owner", "CREATEROLE"), ("moat_app", ""), ("moat_bypass", "BYPASSRLS")] {
+        for (role, attributes) in
+            [("moat_owner", "CREATEROLE"), ("moat_app", ""), ("moat_bypass", "BYPASSRLS"), ("moat_runner_app", "")]
+        {
             let exists = admin
                 .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
                 .await
@@ -249,7 +254,12 @@ impl Cluster {
         let owner_url = self.url(Role::Owner, &self.template);
         let settings = moat::db::DatabaseSettings::parse(&owner_url).expect("owner url");
         moat::db::migrate::migrate(&settings).await.expect("migrate the template database");
-        admin.batch_execute("GRANT moat_runtime TO moat_app, moat_bypass").await.expect("grant runtime role");
+        admin
+            .batch_execute(
+                "GRANT moat_runtime TO moat_app, moat_bypass, moat_runner_app; GRANT moat_runner TO moat_runner_app",
+            )
+            .await
+            .expect("grant runtime roles");
     }
 
     async fn connect_as(&self, role: Role, dbname: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
