@@ -8,6 +8,7 @@ use moat::auth::Role;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::harness::http::{admin_in, login_at, post_json};
 use crate::harness::provider::{CLIENT_SECRET, Failure, FakeProvider};
 use crate::harness::{self, Env, Options, Role as DbRole, TestApp, TestDb, error_code, spawn_app};
 
@@ -81,31 +82,12 @@ async fn fifty_callers_on_two_processes_cause_exactly_one_refresh() {
     let env = env_with(&db, &provider, &dir);
     let (a, b) = (harness::serve(&env).await, harness::serve(&env).await);
     let http = reqwest::Client::new();
-    let pool = moat::db::DatabaseSettings::parse(&db.url(DbRole::App)).unwrap().pool(2).unwrap();
-    let org = moat::admin::create_org(&pool, "Acme").await.unwrap();
-    let password = moat::admin::generate_password();
-    moat::admin::create_user(&pool, org, "ada@example.com", Role::Admin, password.clone()).await.unwrap();
-    let login: Value = http
-        .post(a.url("/v1/auth/login"))
-        .json(&json!({ "email": "ada@example.com", "password": password }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["access_token"].as_str().unwrap().to_owned();
+    let admin = admin_in(&db).await;
+    let token = login_at(&http, &a.url(""), admin.email, &admin.password).await;
     let seed = provider.issue_refresh_token();
-    let created: Value = http
-        .post(a.url("/v1/integrations"))
-        .bearer_auth(&token)
-        .json(&json!({"provider": "fake", "account": "cal", "access_token": "stale", "refresh_token": seed, "expires_in": 0}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let import =
+        json!({"provider": "fake", "account": "cal", "access_token": "stale", "refresh_token": seed, "expires_in": 0});
+    let created = post_json(&http, &a.url("/v1/integrations"), Some(&token), import).await;
     let id = created["id"].as_str().unwrap().to_owned();
 
     let bases = [a.url(""), b.url("")];
@@ -177,12 +159,15 @@ async fn a_killed_holder_leaves_no_stuck_lock() {
     let env = env_with(&db, &provider, &dir);
     let (a, b) = (harness::serve(&env).await, harness::serve(&env).await);
     let http = reqwest::Client::new();
-    let pool = moat::db::DatabaseSettings::parse(&db.url(DbRole::App)).unwrap().pool(2).unwrap();
-    let org = moat::admin::create_org(&pool, "Acme").await.unwrap();
-    let (client_id, secret) =
-        moat::admin::create_client(&pool, org, "agent", "integrations:use integrations:write integrations:read")
-            .await
-            .unwrap();
+    let admin = admin_in(&db).await;
+    let (client_id, secret) = moat::admin::create_client(
+        &admin.pool,
+        admin.org,
+        "agent",
+        "integrations:use integrations:write integrations:read",
+    )
+    .await
+    .unwrap();
     let token: Value = http
         .post(b.url("/v1/oauth/token"))
         .basic_auth(client_id, Some(secret))
@@ -195,16 +180,9 @@ async fn a_killed_holder_leaves_no_stuck_lock() {
         .unwrap();
     let token = token["access_token"].as_str().unwrap().to_owned();
     let seed = provider.issue_refresh_token();
-    let created: Value = http
-        .post(b.url("/v1/integrations"))
-        .bearer_auth(&token)
-        .json(&json!({"provider": "fake", "account": "cal", "access_token": "stale", "refresh_token": seed, "expires_in": 0}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let import =
+        json!({"provider": "fake", "account": "cal", "access_token": "stale", "refresh_token": seed, "expires_in": 0});
+    let created = post_json(&http, &b.url("/v1/integrations"), Some(&token), import).await;
     let id = created["id"].as_str().unwrap().to_owned();
 
     provider.set_failure(Some(Failure::Hang));

@@ -20,13 +20,10 @@ struct Pair {
 impl Pair {
     async fn start() -> Self {
         let db = TestDb::migrated().await;
-        let pool = moat::db::DatabaseSettings::parse(&db.url(DbRole::App)).unwrap().pool(2).unwrap();
-        let org = moat::admin::create_org(&pool, "Acme").await.unwrap();
-        let password = moat::admin::generate_password();
-        moat::admin::create_user(&pool, org, "ada@example.com", Role::Member, password.clone()).await.unwrap();
+        let admin = crate::harness::http::admin_in(&db).await;
         let env = Env::production(&db);
         let (a, b) = (harness::serve(&env).await, harness::serve(&env).await);
-        Self { _db: db, a, b, password }
+        Self { _db: db, a, b, password: admin.password }
     }
 }
 

@@ -8,6 +8,7 @@ use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::harness::http::{admin_in, login_at};
 use crate::harness::relay::Relay;
 use crate::harness::{self, Env, Options, Role as DbRole, TestApp, TestDb, error_code, spawn_app};
 
@@ -188,24 +189,13 @@ async fn a_queued_run_is_cancelled_on_the_spot() {
 #[tokio::test]
 async fn two_racing_answers_through_two_processes_one_wins() {
     let db = TestDb::migrated().await;
-    let pool = moat::db::DatabaseSettings::parse(&db.url(DbRole::App)).unwrap().pool(2).unwrap();
-    let org = moat::admin::create_org(&pool, "Acme").await.unwrap();
-    let password = moat::admin::generate_password();
-    moat::admin::create_user(&pool, org, "ada@example.com", Role::Admin, password.clone()).await.unwrap();
+    let admin = admin_in(&db).await;
     let serve_env = Env::production(&db);
     let (a, b) = (harness::serve(&serve_env).await, harness::serve(&serve_env).await);
     let runner = harness::runner(&runner_env(&db)).await;
     let http = reqwest::Client::new();
-    let login: Value = http
-        .post(a.url("/v1/auth/login"))
-        .json(&json!({"email": "ada@example.com", "password": password}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["access_token"].as_str().unwrap().to_owned();
+    let token = login_at(&http, &a.url(""), admin.email, &admin.password).await;
+
     let call = |base: String, path: String, body: Value| {
         let (http, token) = (http.clone(), token.clone());
         async move { http.post(format!("{base}{path}")).bearer_auth(token).json(&body).send().await.unwrap() }

@@ -1,0 +1,40 @@
+//! Helpers for tests that drive real `moat serve` processes over HTTP.
+
+use moat::auth::Role;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::pg::{Role as DbRole, TestDb};
+
+/// An organization with one admin user, made straight in the database.
+pub struct Admin {
+    pub pool: deadpool_postgres::Pool,
+    pub org: Uuid,
+    pub email: &'static str,
+    pub password: String,
+}
+
+pub async fn admin_in(db: &TestDb) -> Admin {
+    let pool = moat::db::DatabaseSettings::parse(&db.url(DbRole::App)).unwrap().pool(2).unwrap();
+    let org = moat::admin::create_org(&pool, "Acme").await.unwrap();
+    let password = moat::admin::generate_password();
+    let email = "ada@example.com";
+    moat::admin::create_user(&pool, org, email, Role::Admin, password.clone()).await.unwrap();
+    Admin { pool, org, email, password }
+}
+
+/// Logs in at `base` (a serving process) and returns the access token.
+pub async fn login_at(http: &reqwest::Client, base: &str, email: &str, password: &str) -> String {
+    let body =
+        post_json(http, &format!("{base}/v1/auth/login"), None, json!({ "email": email, "password": password })).await;
+    body["access_token"].as_str().expect("access_token").to_owned()
+}
+
+/// POSTs JSON (with a bearer token if given) and returns the JSON answer.
+pub async fn post_json(http: &reqwest::Client, url: &str, token: Option<&str>, body: Value) -> Value {
+    let mut request = http.post(url).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
