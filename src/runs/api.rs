@@ -13,8 +13,9 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::commands;
 use super::error::RunError;
-use super::events::{self, CHANNEL_COMMANDS, CHANNEL_RUNS, Kind, NewEvent};
+use super::events::{self, CHANNEL_RUNS, Kind, NewEvent};
 use super::store;
 use crate::AppState;
 use crate::auth::Caller;
@@ -260,34 +261,8 @@ pub(super) async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Response, RunError> {
     let id = parse_id(&id)?;
-    let mut client = state.db.get().await?;
-    let tx = tenant::begin(&mut client, &caller).await?;
-    let statement = tx.prepare_cached(store::LOCK_RUN).await?;
-    let run = tx.query_opt(&statement, &[&id, &caller.org]).await?.ok_or(RunError::NotFound)?;
-    let (status, conversation): (String, Uuid) = (run.get("status"), run.get("conversation_id"));
-    let answer = match status.as_str() {
-        "queued" => {
-            // No runner holds it: cancel on the spot.
-            let statement = tx.prepare_cached(store::CANCEL_QUEUED).await?;
-            tx.execute(&statement, &[&id, &caller.org]).await?;
-            let event = NewEvent::new(Kind::RunCancelled, json!({ "run_id": id, "by": caller.actor() }));
-            events::append(&tx, conversation, Some(id), None, &[event], 0).await?;
-            "cancelled"
-        }
-        "running" | "waiting_input" => {
-            let statement = tx.prepare_cached(store::PENDING_CANCEL).await?;
-            if !tx.query_one(&statement, &[&id, &caller.org]).await?.get::<_, bool>("pending") {
-                let command = Uuid::new_v4();
-                let statement = tx.prepare_cached(store::INSERT_COMMAND).await?;
-                tx.execute(&statement, &[&command, &id, &caller.org, &"cancel", &json!({}), &caller.actor()]).await?;
-                events::notify(&tx, CHANNEL_COMMANDS, &format!("{id}:{command}:cancel")).await?;
-            }
-            "cancelling"
-        }
-        _ => return Err(RunError::RunFinished),
-    };
-    tx.commit().await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": id, "status": answer }))).into_response())
+    let answer = commands::cancel(&state.db, &caller, id, None).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": id, "status": answer.as_str() }))).into_response())
 }
 
 #[derive(Deserialize)]
@@ -304,27 +279,6 @@ pub(super) async fn answer(
     ApiJson(body): ApiJson<Answer>,
 ) -> Result<Json<Value>, RunError> {
     let id = parse_id(&id)?;
-    let mut client = state.db.get().await?;
-    let tx = tenant::begin(&mut client, &caller).await?;
-    // Locks the run: the answer and the run's end cannot cross.
-    let statement = tx.prepare_cached(store::INPUT_STATUS).await?;
-    let current = tx.query_opt(&statement, &[&id, &caller.org]).await?.ok_or(RunError::NotFound)?;
-    match current.get::<_, String>("status").as_str() {
-        "answered" => return Err(RunError::AlreadyAnswered),
-        "pending" if current.get::<_, String>("run_status") == "waiting_input" => {}
-        // The run ended or was handed back: the question no longer stands.
-        _ => return Err(RunError::InputExpired),
-    }
-    let statement = tx.prepare_cached(store::ANSWER_INPUT).await?;
-    let Some(row) = tx.query_opt(&statement, &[&id, &caller.org, &body.value, &caller.actor()]).await? else {
-        return Err(RunError::AlreadyAnswered);
-    };
-    let run: Uuid = row.get("run_id");
-    let command = Uuid::new_v4();
-    let payload = json!({ "input_id": id, "value": body.value });
-    let statement = tx.prepare_cached(store::INSERT_COMMAND).await?;
-    tx.execute(&statement, &[&command, &run, &caller.org, &"input", &payload, &caller.actor()]).await?;
-    events::notify(&tx, CHANNEL_COMMANDS, &format!("{run}:{command}:input")).await?;
-    tx.commit().await?;
+    commands::answer(&state.db, &caller, id, body.value, None).await?;
     Ok(Json(json!({ "input_id": id, "status": "answered" })))
 }

@@ -15,6 +15,8 @@ pub enum RunError {
     RunInProgress,
     #[error("the run has finished")]
     RunFinished,
+    #[error("the run is not in this conversation")]
+    RunNotInConversation,
     #[error("the input request was already answered")]
     AlreadyAnswered,
     #[error("the input request no longer stands")]
@@ -54,6 +56,9 @@ impl IntoResponse for RunError {
                 "this conversation already has an active run; cancel it or wait for it to finish",
             ),
             Self::RunFinished => ApiError::new(StatusCode::CONFLICT, "run_finished", "the run has already finished"),
+            Self::RunNotInConversation => {
+                ApiError::new(StatusCode::NOT_FOUND, "run_not_in_conversation", "no such run in this conversation")
+            }
             Self::AlreadyAnswered => {
                 ApiError::new(StatusCode::CONFLICT, "input_already_answered", "this question was already answered")
             }

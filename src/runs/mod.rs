@@ -7,6 +7,7 @@
 //! runner ([`crate::runner`]) picks them up. See docs/architecture.md.
 
 mod api;
+pub mod commands;
 mod error;
 pub mod events;
 pub mod recovery;
