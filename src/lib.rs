@@ -22,6 +22,7 @@
 //! | [`runs`] | conversations, runs, the gapless event log, cancel/answer commands, stale-run recovery |
 //! | [`runner`] | `moat runner`: claims runs, executes agents under fenced leases, applies commands |
 //! | [`sanitize`] | the credential sanitizer every agent string passes through |
+//! | [`ws`] | the WebSocket edge: five checks before the upgrade, replay + live events, commands |
 //! | [`users`] | an organization's users (read-only API) |
 //! | [`audit`] | the append-only audit log of security events |
 //! | [`limits`] | abuse limits kept in PostgreSQL, shared by every instance |
@@ -54,6 +55,7 @@ pub mod server;
 pub mod telemetry;
 pub mod tls;
 pub mod users;
+pub mod ws;
 
 pub use server::{App, AppState};
 
@@ -70,6 +72,7 @@ pub fn statements() -> Vec<(&'static str, &'static str)> {
         maintenance::STATEMENTS,
         integrations::STATEMENTS,
         runs::STATEMENTS,
+        ws::STATEMENTS,
     ]
     .concat()
 }

@@ -24,6 +24,8 @@ use crate::http::Routes;
 use crate::integrations::Providers;
 use crate::integrations::broker::Broker;
 use crate::limits::Limiter;
+use crate::ws::Sockets;
+use crate::ws::hub::Hub;
 
 /// What every handler can reach. Explicit, cloned per request, no globals.
 #[derive(Clone)]
@@ -42,6 +44,10 @@ pub struct AppState {
     pub providers: Arc<Providers>,
     /// Per-instance queueing and bounds for integration refreshes.
     pub broker: Broker,
+    /// Fan-out of conversation events to this instance's WebSocket subscribers.
+    pub hub: Hub,
+    /// Open WebSockets per principal on this instance.
+    pub sockets: Sockets,
 }
 
 impl AppState {
@@ -55,7 +61,19 @@ impl AppState {
         let limiter = Limiter::new(&config.encryption_key);
         let providers = Arc::new(Providers::new(&config.providers, config.provider_timeout)?);
         let broker = Broker::new(config.pool_size);
-        Ok(Self { config, db, tokens: Arc::new(tokens), hasher, sealer: Arc::new(sealer), limiter, providers, broker })
+        let hub = Hub::new(db.clone());
+        Ok(Self {
+            config,
+            db,
+            tokens: Arc::new(tokens),
+            hasher,
+            sealer: Arc::new(sealer),
+            limiter,
+            providers,
+            broker,
+            hub,
+            sockets: Sockets::default(),
+        })
     }
 }
 
@@ -107,6 +125,7 @@ impl App {
         let background = CancellationToken::new();
         tokio::spawn(crate::maintenance::run(self.state.db.clone(), background.clone()));
         tokio::spawn(crate::runs::recovery::run(self.state.db.clone(), background.clone()));
+        tokio::spawn(self.state.hub.clone().run(config.database.clone(), background.clone()));
         let stop_background = background.clone();
         tokio::spawn(async move {
             shutdown.await;

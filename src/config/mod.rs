@@ -108,6 +108,8 @@ pub struct Config {
     /// Deadline of each call to a provider's token endpoint (10 s); the refresh
     /// lock timeout is derived from it (see `integrations::broker`).
     pub provider_timeout: Duration,
+    /// Origins besides MOAT_PUBLIC_URL's that may open WebSocket streams.
+    pub allowed_origins: Vec<String>,
     /// Test seam only (never set from the environment): whether the broker takes
     /// its per-integration advisory lock. Tests turn it off to prove the lock matters.
     #[doc(hidden)]
@@ -183,6 +185,7 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
             token_min_validity: auth.token_min_validity,
             provider_timeout: auth.provider_timeout,
             refresh_lock: true,
+            allowed_origins: allowed_origins(vars, &mut problems),
         }),
         (database, ..) => Err(Box::new(Rejected { problems, environment, database })),
     }
@@ -198,6 +201,29 @@ pub fn encryption_keys(vars: &Vars) -> Result<(EncryptionKey, Vec<EncryptionKey>
         Some(current) if problems.is_empty() => Ok((current, previous)),
         _ => Err(problems),
     }
+}
+
+fn allowed_origins(vars: &Vars, problems: &mut Vec<Problem>) -> Vec<String> {
+    let Some(raw) = vars.get("MOAT_ALLOWED_ORIGINS") else {
+        return Vec::new();
+    };
+    let mut origins = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match url::Url::parse(item) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() && url.path() == "/" => {
+                origins.push(url.origin().ascii_serialization());
+            }
+            _ => problems.push(
+                Problem::new(
+                    "MOAT_ALLOWED_ORIGINS",
+                    format!("contains {item:?}, which is not an origin (scheme://host[:port])"),
+                    "Only exact origins may open WebSocket streams; anything else would let other sites hijack them.",
+                )
+                .fix("export MOAT_ALLOWED_ORIGINS=https://app.example.com"),
+            ),
+        }
+    }
+    origins
 }
 
 pub(crate) fn environment(vars: &Vars, problems: &mut Vec<Problem>) -> Environment {

@@ -148,6 +148,12 @@ pub const VARS: &[EnvVar] = &[
         doc: "Comma-separated IPs or CIDR blocks of reverse proxies; only from these peers is `X-Forwarded-For` believed for the client IP (abuse limits, audit log).",
     },
     EnvVar {
+        name: "MOAT_ALLOWED_ORIGINS",
+        commands: SERVE_CHECK,
+        default: None,
+        doc: "Comma-separated origins, besides MOAT_PUBLIC_URL's, whose pages may open WebSocket streams (anything else is refused: cross-site WebSocket hijacking).",
+    },
+    EnvVar {
         name: "MOAT_DATABASE_POOL_SIZE",
         commands: &["serve"],
         default: Some("16"),

@@ -35,6 +35,7 @@ fn app_routes() -> Routes {
         .merge(crate::audit::routes())
         .merge(crate::integrations::routes())
         .merge(crate::runs::routes())
+        .merge(crate::ws::routes())
 }
 
 /// Every route Moat serves, with the access it requires (for tests and docs).

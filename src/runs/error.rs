@@ -17,6 +17,9 @@ pub enum RunError {
     RunFinished,
     #[error("the run is not in this conversation")]
     RunNotInConversation,
+    /// The caller's token lacks the scope (WebSocket commands check per message).
+    #[error("insufficient scope")]
+    Forbidden,
     #[error("the input request was already answered")]
     AlreadyAnswered,
     #[error("the input request no longer stands")]
@@ -45,9 +48,15 @@ impl From<crate::db::tenant::TenantError> for RunError {
     }
 }
 
-impl IntoResponse for RunError {
-    fn into_response(self) -> Response {
-        let error = match self {
+impl RunError {
+    /// The stable code and message, for the WebSocket's error frames.
+    pub fn code_and_message(self) -> (&'static str, String) {
+        let error = self.api_error();
+        (error.code, error.message)
+    }
+
+    fn api_error(self) -> ApiError {
+        match self {
             Self::NotFound => ApiError::not_found(),
             Self::UnknownAgent => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_agent", "no such agent"),
             Self::RunInProgress => ApiError::new(
@@ -68,8 +77,16 @@ impl IntoResponse for RunError {
                 "the run is no longer waiting for this answer (it ended or was restarted)",
             ),
             Self::Invalid(message) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message),
+            Self::Forbidden => {
+                ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", "this requires the scope runs:write")
+            }
             Self::Api(e) => e,
-        };
-        error.into_response()
+        }
+    }
+}
+
+impl IntoResponse for RunError {
+    fn into_response(self) -> Response {
+        self.api_error().into_response()
     }
 }

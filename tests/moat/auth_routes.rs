@@ -19,6 +19,8 @@ const PUBLIC: &[(&str, &str)] = &[
     ("POST", "/v1/oauth/token"),
     // Arrives from the OAuth provider; authenticated by its single-use state and the browser-binding cookie.
     ("GET", "/v1/integrations/callback"),
+    // Authenticated by its own single-use WebSocket token, checked in five steps before the upgrade.
+    ("GET", "/v1/conversations/{id}/stream"),
 ];
 
 fn concrete(path: &str) -> String {

@@ -1,0 +1,263 @@
+//! The real-time edge: a WebSocket per conversation, checked in five steps
+//! before the upgrade (docs/websocket.md).
+//!
+//! 1. Token extraction (query `token=`, or subprotocol `moat.token.<t>`): none → 401.
+//! 2. Signature, `aud` `moat:ws`, expiry and single use (`jti` consumed in
+//!    PostgreSQL) → otherwise 401.
+//! 3. Organization from the token only.
+//! 4. Ownership: the token's `conv` equals the path and the conversation
+//!    belongs to the token's organization — a database query on every
+//!    connection → otherwise 404, like a missing conversation.
+//! 5. Accept.
+//!
+//! Also before the upgrade: a foreign `Origin` → 403; too many sockets for one
+//! principal on this instance → 429. Any failure is a plain HTTP error. The
+//! socket never outlives the session that minted its token. Commands from the
+//! socket take the same durable path as the HTTP API ([`crate::runs::commands`]).
+//! Tokens ride in URLs, so nothing here ever logs a query string or a token.
+
+pub mod hub;
+mod socket;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::{Access, Caller, PrincipalKind, Scope, Scopes};
+use crate::db::tenant;
+use crate::http::{ApiError, Routes};
+
+/// Audience of WebSocket tokens (never accepted as API tokens, and vice versa).
+pub const WS_AUDIENCE: &str = "moat:ws";
+/// Lifetime of a ws-token: long enough to connect, too short to be worth stealing.
+pub const TOKEN_TTL_SECS: i64 = 30;
+/// Concurrent sockets per principal on one instance.
+pub const MAX_SOCKETS_PER_PRINCIPAL: usize = 16;
+pub const CONSUME_TOKEN: &str = include_str!("../../sql/ws/consume_token.sql");
+pub const STATEMENTS: &[(&str, &str)] =
+    &[("ws/consume_token", CONSUME_TOKEN), ("ws/read_events", hub::READ_EVENTS), ("ws/max_seq", hub::MAX_SEQ)];
+
+/// The claims of a ws-token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WsClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: Uuid,
+    pub org: Uuid,
+    pub conv: Uuid,
+    pub scope: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: Uuid,
+    pub kind: PrincipalKind,
+    /// When the access token that minted this one expires: the socket closes then.
+    pub session_exp: i64,
+}
+
+/// Live sockets per principal on this instance (per-instance; docs/caches.md).
+#[derive(Clone, Default)]
+pub struct Sockets {
+    open: Arc<Mutex<HashMap<Uuid, usize>>>,
+}
+
+/// One open socket's place in [`Sockets`]; leaving frees it.
+pub struct SocketSlot {
+    open: Arc<Mutex<HashMap<Uuid, usize>>>,
+    principal: Uuid,
+}
+
+impl Sockets {
+    fn acquire(&self, principal: Uuid) -> Option<SocketSlot> {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(principal).or_default();
+        if *count >= MAX_SOCKETS_PER_PRINCIPAL {
+            return None;
+        }
+        *count += 1;
+        Some(SocketSlot { open: self.open.clone(), principal })
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.principal) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.principal);
+            }
+        }
+    }
+}
+
+pub fn routes() -> Routes {
+    Routes::new()
+        .post("/v1/conversations/{id}/ws-token", Access::Scope(Scope::ConversationsRead), mint)
+        // Public to the bearer guard: authenticated by its own single-use ws-token (the five steps below).
+        .get("/v1/conversations/{id}/stream", Access::Public, stream)
+}
+
+/// `POST /v1/conversations/{id}/ws-token`.
+async fn mint(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let conversation = Uuid::parse_str(&id).map_err(|_| ApiError::not_found())?;
+    owned(&state, &caller, conversation).await?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let exp = (now + TOKEN_TTL_SECS).min(caller.expires_at);
+    let claims = WsClaims {
+        iss: state.tokens.issuer().to_owned(),
+        aud: WS_AUDIENCE.to_owned(),
+        sub: caller.id,
+        org: caller.org,
+        conv: conversation,
+        scope: caller.scopes.to_string(),
+        iat: now,
+        exp,
+        jti: Uuid::new_v4(),
+        kind: caller.kind,
+        session_exp: caller.expires_at,
+    };
+    let token = state.tokens.sign(&claims).map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(json!({ "token": token, "expires_in": exp - now })))
+}
+
+/// The conversation exists and is the caller's organization's (else 404, like a missing one).
+async fn owned(state: &AppState, caller: &Caller, conversation: Uuid) -> Result<(), ApiError> {
+    let mut client = state.db.get().await?;
+    let tx = tenant::begin(&mut client, caller).await?;
+    let statement = tx.prepare_cached(crate::runs::store::GET_CONVERSATION).await?;
+    let found = tx.query_opt(&statement, &[&conversation, &caller.org]).await?.is_some();
+    tx.commit().await?;
+    if found { Ok(()) } else { Err(ApiError::not_found()) }
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    token: Option<String>,
+    after: Option<String>,
+}
+
+/// `GET /v1/conversations/{id}/stream?token=T[&after=SEQ]`.
+async fn stream(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<StreamQuery>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match check(&state, &id, &query, &headers).await {
+        Ok((caller, claims, subprotocol)) => {
+            let Ok(upgrade) = upgrade else {
+                return ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "websocket_required",
+                    "this endpoint speaks WebSocket only",
+                )
+                .into_response();
+            };
+            let Some(slot) = state.sockets.acquire(caller.id) else {
+                let mut response = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_sockets",
+                    "too many open sockets; close one first",
+                )
+                .into_response();
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                return response;
+            };
+            // Single use: consumed last, once every other check passed.
+            match consume(&state, &claims).await {
+                Ok(true) => {}
+                Ok(false) => return invalid_token(),
+                Err(e) => return e.into_response(),
+            }
+            let after = query.after.as_deref().and_then(|a| a.parse::<i64>().ok()).filter(|a| *a >= 0);
+            let upgrade = upgrade
+                .max_message_size(socket::MAX_MESSAGE_BYTES)
+                .max_frame_size(socket::MAX_MESSAGE_BYTES)
+                .write_buffer_size(0)
+                .max_write_buffer_size(socket::MAX_WRITE_BUFFER);
+            let upgrade = if subprotocol { upgrade.protocols(["moat.v1"]) } else { upgrade };
+            upgrade.on_upgrade(move |ws| socket::serve(state, ws, caller, claims, after, slot)).into_response()
+        }
+        Err(response) => response,
+    }
+}
+
+fn invalid_token() -> Response {
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "a valid, unused WebSocket token is required")
+            .into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+    response
+}
+
+/// The checks before the upgrade; on success the caller, the claims, and whether the token came as a subprotocol.
+async fn check(
+    state: &AppState,
+    id: &str,
+    query: &StreamQuery,
+    headers: &HeaderMap,
+) -> Result<(Caller, WsClaims, bool), Response> {
+    // Cross-site WebSocket hijacking: a browser always sends Origin.
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && !allowed_origin(state, origin.to_str().unwrap_or(""))
+    {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden_origin", "this origin may not open a stream")
+            .into_response());
+    }
+    // 1. Token extraction.
+    let from_protocol = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("moat.token."))
+        .map(str::to_owned);
+    let subprotocol = from_protocol.is_some();
+    let Some(token) = query.token.clone().filter(|t| !t.is_empty()).or(from_protocol) else {
+        return Err(ApiError::unauthorized().into_response());
+    };
+    // 2. Signature, audience, expiry (single use is checked last, in step 5's transaction).
+    let claims: WsClaims = state.tokens.verify(&token, WS_AUDIENCE).map_err(|_| invalid_token())?;
+    // 3. The organization comes from the token, and only from it.
+    let scopes = Scopes::parse(&claims.scope).map_err(|_| invalid_token())?;
+    let caller = Caller { id: claims.sub, kind: claims.kind, org: claims.org, scopes, expires_at: claims.session_exp };
+    // 4. Ownership, checked in the database on every connection.
+    let conversation = Uuid::parse_str(id).map_err(|_| ApiError::not_found().into_response())?;
+    if claims.conv != conversation || !caller.scopes.contains(Scope::ConversationsRead) {
+        return Err(ApiError::not_found().into_response());
+    }
+    owned(state, &caller, conversation).await.map_err(IntoResponse::into_response)?;
+    Ok((caller, claims, subprotocol))
+}
+
+fn allowed_origin(state: &AppState, origin: &str) -> bool {
+    origin == state.config.public_url.origin().ascii_serialization()
+        || state.config.allowed_origins.iter().any(|allowed| allowed == origin)
+}
+
+/// Records the token's `jti`; `false` when it was already used.
+async fn consume(state: &AppState, claims: &WsClaims) -> Result<bool, ApiError> {
+    let mut client = state.db.get().await?;
+    let tx = client.transaction().await?;
+    tenant::set_org(&tx, claims.org).await?;
+    let statement = tx.prepare_cached(CONSUME_TOKEN).await?;
+    let fresh = tx.query_opt(&statement, &[&claims.jti, &claims.org, &(claims.exp as f64 + 60.0)]).await?.is_some();
+    tx.commit().await?;
+    Ok(fresh)
+}

@@ -1,0 +1,239 @@
+//! One accepted socket: `ready`, replay after `after`, live events in sequence
+//! order with no gap and no duplicate, commands, limits, and the close when
+//! the session that minted the token expires.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use super::hub::{StreamEvent, read_events};
+use super::{SocketSlot, WsClaims};
+use crate::AppState;
+use crate::auth::{Caller, Scope};
+use crate::runs::RunError;
+use crate::runs::commands;
+
+/// Largest text message accepted (larger → close 1009).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Bound on what may wait in the socket's write buffer.
+pub const MAX_WRITE_BUFFER: usize = 256 * 1024;
+/// Commands per second a socket may send (more → close 1008).
+pub const MAX_COMMANDS_PER_SECOND: u32 = 20;
+const PING_EVERY: Duration = Duration::from_secs(20);
+/// A send that does not complete within this is a stuck consumer (close 1013).
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+const REPLAY_PAGE: i64 = 500;
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Command {
+    Cancel { run_id: Uuid, id: Option<Value> },
+    Input { input_id: Uuid, value: Value, id: Option<Value> },
+    Ping { id: Option<Value> },
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
+}
+
+fn text(value: &Value) -> Message {
+    Message::Text(value.to_string().into())
+}
+
+struct Connection {
+    state: AppState,
+    ws: WebSocket,
+    caller: Caller,
+    conversation: Uuid,
+    /// The last sequence number sent.
+    last: i64,
+}
+
+impl Connection {
+    async fn send(&mut self, message: Message) -> Result<(), ()> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.ws.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(()),
+            Err(_) => {
+                let _ = self.ws.send(close(1013, "too_slow")).await;
+                Err(())
+            }
+        }
+    }
+
+    async fn send_event(&mut self, event: &StreamEvent) -> Result<(), ()> {
+        let mut value = json!({ "type": "event" });
+        if let (Some(map), Ok(Value::Object(fields))) = (value.as_object_mut(), serde_json::to_value(event)) {
+            map.extend(fields);
+        }
+        self.send(text(&value)).await?;
+        self.last = event.seq;
+        Ok(())
+    }
+
+    /// Sends every stored event after `self.last`, from the table.
+    async fn catch_up(&mut self) -> Result<(), ()> {
+        loop {
+            let page = read_events(&self.state.db, self.caller.org, self.conversation, self.last, REPLAY_PAGE)
+                .await
+                .map_err(|e| tracing::warn!(error = %format!("{e:#}"), "stream catch-up failed"))?;
+            let full = page.len() as i64 == REPLAY_PAGE;
+            for event in &page {
+                self.send_event(event).await?;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn command(&mut self, raw: &str) -> Result<(), ()> {
+        let reply = match serde_json::from_str::<Command>(raw) {
+            Err(_) => {
+                json!({ "type": "error", "id": Value::Null, "code": "bad_message", "message": "not a command this protocol knows" })
+            }
+            Ok(Command::Ping { id }) => json!({ "type": "ack", "id": id }),
+            Ok(Command::Cancel { run_id, id }) => {
+                let result = if self.caller.scopes.contains(Scope::RunsWrite) {
+                    commands::cancel(&self.state.db, &self.caller, run_id, Some(self.conversation)).await.map(|_| ())
+                } else {
+                    Err(RunError::Forbidden)
+                };
+                reply(id, result)
+            }
+            Ok(Command::Input { input_id, value, id }) => {
+                let result = if self.caller.scopes.contains(Scope::RunsWrite) {
+                    commands::answer(&self.state.db, &self.caller, input_id, value, Some(self.conversation)).await
+                } else {
+                    Err(RunError::Forbidden)
+                };
+                reply(id, result)
+            }
+        };
+        self.send(text(&reply)).await
+    }
+}
+
+fn reply(id: Option<Value>, result: Result<(), RunError>) -> Value {
+    match result {
+        Ok(()) => json!({ "type": "ack", "id": id }),
+        Err(e) => {
+            let (code, message) = e.code_and_message();
+            json!({ "type": "error", "id": id, "code": code, "message": message })
+        }
+    }
+}
+
+/// Runs one accepted socket to its end.
+pub(super) async fn serve(
+    state: AppState,
+    ws: WebSocket,
+    caller: Caller,
+    claims: WsClaims,
+    after: Option<i64>,
+    _slot: SocketSlot,
+) {
+    let conversation = claims.conv;
+    let session_end = OffsetDateTime::from_unix_timestamp(claims.session_exp).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let until_expiry = (session_end - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+    let expiry = tokio::time::sleep(Duration::try_from(until_expiry).unwrap_or(Duration::ZERO));
+    tokio::pin!(expiry);
+
+    // Subscribe before replaying, so nothing committed in between is missed.
+    let (mut live, live_from) = match state.hub.subscribe(caller.org, conversation).await {
+        Ok(subscription) => subscription,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot subscribe to the conversation");
+            let mut ws = ws;
+            let _ = ws.send(close(1011, "internal_error")).await;
+            return;
+        }
+    };
+    let mut connection = Connection { state, ws, caller, conversation, last: after.unwrap_or(live_from) };
+    let ready = json!({
+        "type": "ready",
+        "conversation_id": conversation,
+        "session_expires_at": session_end.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+    });
+    if connection.send(text(&ready)).await.is_err() || connection.catch_up().await.is_err() {
+        return;
+    }
+
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut awaiting_pong = false;
+    let (mut window_start, mut commands_in_window) = (tokio::time::Instant::now(), 0u32);
+    loop {
+        tokio::select! {
+            () = &mut expiry => {
+                let _ = connection.send(close(1008, "token_expired")).await;
+                return;
+            }
+            _ = ping.tick() => {
+                if awaiting_pong {
+                    return; // dead peer
+                }
+                awaiting_pong = true;
+                if connection.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+            received = live.recv() => match received {
+                Ok(event) => {
+                    if event.seq <= connection.last {
+                        continue; // already sent (replay overlap)
+                    }
+                    let result = if event.seq == connection.last + 1 {
+                        connection.send_event(&event).await
+                    } else {
+                        connection.catch_up().await // a gap: fill it from the table
+                    };
+                    if result.is_err() {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    // Fell behind the bounded buffer: catch up from the table.
+                    if connection.catch_up().await.is_err() {
+                        return;
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            },
+            message = connection.ws.recv() => match message {
+                Some(Ok(Message::Text(raw))) => {
+                    if window_start.elapsed() >= Duration::from_secs(1) {
+                        (window_start, commands_in_window) = (tokio::time::Instant::now(), 0);
+                    }
+                    commands_in_window += 1;
+                    if commands_in_window > MAX_COMMANDS_PER_SECOND {
+                        let _ = connection.send(close(1008, "rate_limited")).await;
+                        return;
+                    }
+                    if connection.command(raw.as_str()).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    let _ = connection.send(close(1003, "binary_not_accepted")).await;
+                    return;
+                }
+                Some(Ok(Message::Pong(_))) => awaiting_pong = false,
+                Some(Ok(Message::Ping(_))) => {}
+                Some(Ok(Message::Close(_))) | None => return,
+                Some(Err(e)) => {
+                    let too_big = e.to_string().to_lowercase().contains("too long") || e.to_string().contains("Space limit");
+                    if too_big {
+                        let _ = connection.send(close(1009, "message_too_big")).await;
+                    }
+                    return;
+                }
+            },
+        }
+    }
+}
