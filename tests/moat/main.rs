@@ -24,3 +24,4 @@ mod schema;
 mod startup;
 mod tenancy;
 mod tls;
+mod ws;

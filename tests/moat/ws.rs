@@ -1,0 +1,319 @@
+//! The WebSocket edge with a real WebSocket client: every refusal is a plain
+//! HTTP error before any upgrade; accepted sockets get `ready`, then events in
+//! order; commands take the durable path; sessions end the socket.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use moat::auth::{PrincipalKind, Role, Scope};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use uuid::Uuid;
+
+use crate::harness::{self, Env, Options, Role as DbRole, TestApp, TestDb, spawn_app};
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct World {
+    app: TestApp,
+    token: String,
+    runner_env: Env,
+    /// The API's environment (same keys), for a second instance.
+    env: Env,
+}
+
+async fn world() -> World {
+    let db = TestDb::migrated().await;
+    let runner_env = Env::default()
+        .set("DATABASE_URL", &db.url(DbRole::Runner))
+        .set("MOAT_RUN_LEASE", "2s")
+        .set("MOAT_RUN_HEARTBEAT", "500ms")
+        .set("MOAT_RUNNER_POLL", "1s");
+    let env = Env::production(&db);
+    let app = spawn_app(Options { env: Some(env.clone()), db: Some(db), ..Options::default() }).await;
+    let (_, _, token) = app.signed_in(Role::Admin).await;
+    World { app, token, runner_env, env }
+}
+
+async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> Value {
+    app.http.post(app.url(path)).bearer_auth(token).json(&body).send().await.unwrap().json().await.unwrap()
+}
+
+async fn conversation(w: &World) -> String {
+    post(&w.app, &w.token, "/v1/conversations", json!({"title": "Chat", "agent": "demo"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn ws_token(app: &TestApp, token: &str, conversation: &str) -> String {
+    post(app, token, &format!("/v1/conversations/{conversation}/ws-token"), json!({})).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn stream_url(app: &TestApp, conversation: &str, query: &str) -> String {
+    format!("ws://{}/v1/conversations/{conversation}/stream?{query}", app.addr)
+}
+
+/// Connects; `Err(status)` when refused before the upgrade.
+async fn connect(url: &str, origin: Option<&str>) -> Result<Socket, u16> {
+    let mut request = url.into_client_request().unwrap();
+    if let Some(origin) = origin {
+        request.headers_mut().insert("origin", origin.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(WsError::Http(response)) => {
+            let body = response.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+            assert!(!body.contains("\"type\""), "a refusal leaked a stream message: {body}");
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("unexpected WebSocket error: {e}"),
+    }
+}
+
+async fn next_json(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message")
+            .expect("open")
+            .unwrap();
+        match message {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected message {other:?}"),
+        }
+    }
+}
+
+/// Reads events until one of `kind` arrives; returns all events read.
+async fn events_until(socket: &mut Socket, kind: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    loop {
+        let message = next_json(socket).await;
+        if message["type"] == "event" {
+            let done = message["kind"] == kind;
+            events.push(message);
+            if done {
+                return events;
+            }
+        }
+    }
+}
+
+fn seqs(events: &[Value]) -> Vec<i64> {
+    events.iter().map(|e| e["seq"].as_i64().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn every_refusal_is_an_http_error_before_any_upgrade() {
+    let w = world().await;
+    let conv = conversation(&w).await;
+    let other_conv = conversation(&w).await;
+    let good = ws_token(&w.app, &w.token, &conv).await;
+    let (_, _, stranger) = w.app.signed_in(Role::Admin).await;
+    let foreign_conv = post(&w.app, &stranger, "/v1/conversations", json!({"title": "Theirs", "agent": "demo"})).await
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let foreign_token = ws_token(&w.app, &stranger, &foreign_conv).await;
+    let forged = format!("{}x", &good[..good.len() - 1]);
+    // An access token is not a ws-token (wrong audience).
+    let access_as_ws = w.token.clone();
+    let expired = {
+        let claims = moat::ws::WsClaims {
+            iss: w.app.state.tokens.issuer().to_owned(),
+            aud: "moat:ws".into(),
+            sub: Uuid::new_v4(),
+            org: Uuid::new_v4(),
+            conv: conv.parse().unwrap(),
+            scope: "conversations:read".into(),
+            iat: 0,
+            exp: 1,
+            jti: Uuid::new_v4(),
+            kind: PrincipalKind::User,
+            session_exp: 2,
+        };
+        w.app.state.tokens.sign(&claims).unwrap()
+    };
+    let cases = [
+        ("no token", stream_url(&w.app, &conv, ""), None, 401),
+        ("forged signature", stream_url(&w.app, &conv, &format!("token={forged}")), None, 401),
+        ("wrong audience", stream_url(&w.app, &conv, &format!("token={access_as_ws}")), None, 401),
+        ("expired", stream_url(&w.app, &conv, &format!("token={expired}")), None, 401),
+        ("token for another conversation", stream_url(&w.app, &other_conv, &format!("token={good}")), None, 404),
+        ("another org's conversation", stream_url(&w.app, &foreign_conv, &format!("token={good}")), None, 404),
+        ("bad origin", stream_url(&w.app, &conv, &format!("token={good}")), Some("https://evil.example"), 403),
+    ];
+    for (label, url, origin, status) in cases {
+        assert_eq!(connect(&url, origin).await.err(), Some(status), "{label}");
+    }
+    // A token for someone else's conversation, used on ours: still not ours.
+    assert_eq!(connect(&stream_url(&w.app, &conv, &format!("token={foreign_token}")), None).await.err(), Some(404));
+    // The good token still works once (none of the refusals consumed it) …
+    let mut socket =
+        connect(&stream_url(&w.app, &conv, &format!("token={good}")), Some("https://moat.example.com")).await.unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "ready");
+    // … and only once: a copied URL is worthless.
+    assert_eq!(connect(&stream_url(&w.app, &conv, &format!("token={good}")), None).await.err(), Some(401));
+}
+
+#[tokio::test]
+async fn a_socket_streams_a_run_and_cancels_through_postgres() {
+    let w = world().await;
+    let runner = harness::runner(&w.runner_env).await;
+    // A second API instance on the same database: the watcher connects there.
+    let b = spawn_app(Options { env: Some(w.env.clone()), ..Options::default() }).await;
+    let conv = conversation(&w).await;
+    let mut actor =
+        connect(&stream_url(&w.app, &conv, &format!("token={}", ws_token(&w.app, &w.token, &conv).await)), None)
+            .await
+            .unwrap();
+    let mut watcher =
+        connect(&stream_url(&b, &conv, &format!("token={}", ws_token(&b, &w.token, &conv).await)), None).await.unwrap();
+    assert_eq!(next_json(&mut actor).await["type"], "ready");
+    assert_eq!(next_json(&mut watcher).await["type"], "ready");
+    let run = post(
+        &w.app,
+        &w.token,
+        &format!("/v1/conversations/{conv}/runs"),
+        json!({"input": {"steps": 10000, "delay_ms": 20}}),
+    )
+    .await;
+    let run_id = run["id"].as_str().unwrap().to_owned();
+    let started = events_until(&mut actor, "message.delta").await;
+    assert_eq!(started[0]["kind"], "run.queued");
+    actor.send(Message::Text(json!({"type": "cancel", "run_id": run_id, "id": 7}).to_string().into())).await.unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let message = next_json(&mut actor).await;
+        if message["type"] == "ack" {
+            assert_eq!(message["id"], 7);
+            break;
+        }
+        seen.push(message);
+    }
+    let watched = events_until(&mut watcher, "run.cancelled").await;
+    let all = seqs(&watched);
+    assert_eq!(all, (1..=all.len() as i64).collect::<Vec<_>>(), "the watcher saw a gap or a duplicate");
+    // A malformed message gets an error; the connection stays.
+    actor.send(Message::Text("{\"type\":\"launch\"}".into())).await.unwrap();
+    loop {
+        let message = next_json(&mut actor).await;
+        if message["type"] == "error" {
+            assert_eq!(message["code"], "bad_message");
+            break;
+        }
+    }
+    // Cancelling a run of another conversation from this socket is refused.
+    actor
+        .send(Message::Text(json!({"type": "cancel", "run_id": Uuid::new_v4(), "id": 8}).to_string().into()))
+        .await
+        .unwrap();
+    loop {
+        let message = next_json(&mut actor).await;
+        if message["type"] == "error" {
+            assert_eq!(message["id"], 8);
+            break;
+        }
+    }
+    drop(runner);
+}
+
+#[tokio::test]
+async fn the_socket_closes_when_the_session_expires_and_a_reconnect_misses_nothing() {
+    let w = world().await;
+    let runner = harness::runner(&w.runner_env).await;
+    let conv = conversation(&w).await;
+    let me: Value = w.app.get_as(&w.token, "/v1/me").await.json().await.unwrap();
+    let (user, org) = (me["id"].as_str().unwrap().parse().unwrap(), me["org"].as_str().unwrap().parse().unwrap());
+    let scopes = [Scope::ConversationsRead, Scope::RunsWrite].into_iter().collect();
+    let short = w
+        .app
+        .state
+        .tokens
+        .mint_access(Duration::from_secs(2), PrincipalKind::User, user, org, &scopes)
+        .unwrap()
+        .access_token;
+    let mut socket =
+        connect(&stream_url(&w.app, &conv, &format!("token={}", ws_token(&w.app, &short, &conv).await)), None)
+            .await
+            .unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "ready");
+    post(&w.app, &w.token, &format!("/v1/conversations/{conv}/runs"), json!({"input": {"steps": 60, "delay_ms": 50}}))
+        .await;
+    let mut received = Vec::new();
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next()).await.unwrap() {
+            Some(Ok(Message::Text(text))) => {
+                let message: Value = serde_json::from_str(&text).unwrap();
+                if message["type"] == "event" {
+                    received.push(message);
+                }
+            }
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => {}
+            other => panic!("the socket ended without a close frame: {other:?}"),
+        }
+    };
+    let close = close.expect("a close frame");
+    assert_eq!((close.code, close.reason.as_str()), (CloseCode::Policy, "token_expired"));
+    // Reconnect with a fresh token from after the last seen event: every event exactly once.
+    let last = received.last().map_or(0, |e| e["seq"].as_i64().unwrap());
+    let url = stream_url(&w.app, &conv, &format!("token={}&after={last}", ws_token(&w.app, &w.token, &conv).await));
+    let mut again = connect(&url, None).await.unwrap();
+    assert_eq!(next_json(&mut again).await["type"], "ready");
+    received.extend(events_until(&mut again, "run.succeeded").await);
+    let all = seqs(&received);
+    assert_eq!(all, (1..=all.len() as i64).collect::<Vec<_>>(), "a gap or a duplicate across the reconnect");
+    drop(runner);
+}
+
+#[tokio::test]
+async fn oversized_binary_and_flooding_sockets_are_closed_with_their_codes() {
+    let w = world().await;
+    let conv = conversation(&w).await;
+    for (message, code) in [
+        (Message::Text("x".repeat(70 * 1024).into()), CloseCode::Size),
+        (Message::Binary(vec![1, 2, 3].into()), CloseCode::Unsupported),
+    ] {
+        let mut socket =
+            connect(&stream_url(&w.app, &conv, &format!("token={}", ws_token(&w.app, &w.token, &conv).await)), None)
+                .await
+                .unwrap();
+        assert_eq!(next_json(&mut socket).await["type"], "ready");
+        socket.send(message).await.unwrap();
+        let close = loop {
+            match tokio::time::timeout(Duration::from_secs(5), socket.next()).await.unwrap() {
+                Some(Ok(Message::Close(frame))) => break frame,
+                Some(Ok(_)) => {}
+                other => panic!("no close frame: {other:?}"),
+            }
+        };
+        assert_eq!(close.map(|f| f.code), Some(code));
+    }
+    let mut socket =
+        connect(&stream_url(&w.app, &conv, &format!("token={}", ws_token(&w.app, &w.token, &conv).await)), None)
+            .await
+            .unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "ready");
+    for i in 0..30 {
+        if socket.send(Message::Text(json!({"type": "ping", "id": i}).to_string().into())).await.is_err() {
+            break;
+        }
+    }
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next()).await.unwrap() {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(close.map(|f| f.code), Some(CloseCode::Policy));
+}
