@@ -317,3 +317,109 @@ async fn oversized_binary_and_flooding_sockets_are_closed_with_their_codes() {
     };
     assert_eq!(close.map(|f| f.code), Some(CloseCode::Policy));
 }
+
+async fn open(w: &World, conv: &str) -> Socket {
+    let mut socket =
+        connect(&stream_url(&w.app, conv, &format!("token={}", ws_token(&w.app, &w.token, conv).await)), None)
+            .await
+            .unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "ready");
+    socket
+}
+
+/// The next `ack` or `error` on a socket.
+async fn reply(socket: &mut Socket) -> Value {
+    loop {
+        let message = next_json(socket).await;
+        if message["type"] == "ack" || message["type"] == "error" {
+            return message;
+        }
+    }
+}
+
+/// Two sockets racing to answer one question: one ack, one `input_already_answered`.
+#[tokio::test]
+async fn two_sockets_racing_to_answer_one_question() {
+    let w = world().await;
+    let runner = harness::runner(&w.runner_env).await;
+    let conv = conversation(&w).await;
+    let (mut a, mut b) = (open(&w, &conv).await, open(&w, &conv).await);
+    post(
+        &w.app,
+        &w.token,
+        &format!("/v1/conversations/{conv}/runs"),
+        json!({"input": {"steps": 1, "delay_ms": 1, "ask": "Go?"}}),
+    )
+    .await;
+    let asked = events_until(&mut a, "input.requested").await;
+    let input = asked.last().unwrap()["data"]["input_id"].as_str().unwrap().to_owned();
+    let answer = |value: &str| {
+        Message::Text(json!({"type": "input", "input_id": input, "value": value, "id": value}).to_string().into())
+    };
+    let (ra, rb) = tokio::join!(a.send(answer("from a")), b.send(answer("from b")));
+    ra.unwrap();
+    rb.unwrap();
+    let (x, y) = (reply(&mut a).await, reply(&mut b).await);
+    let mut kinds = [x["type"].as_str().unwrap().to_owned(), y["type"].as_str().unwrap().to_owned()];
+    kinds.sort();
+    assert_eq!(kinds, ["ack", "error"], "{x} {y}");
+    let error = if x["type"] == "error" { x } else { y };
+    assert_eq!(error["code"], "input_already_answered");
+    drop(runner);
+}
+
+/// A client that does not read does not hold up one that does.
+#[tokio::test]
+async fn a_slow_consumer_does_not_stall_a_fast_one() {
+    let w = world().await;
+    let runner = harness::runner(&w.runner_env.clone().set("MOAT_RUN_MAX_EVENTS", "100000")).await;
+    let conv = conversation(&w).await;
+    let _slow = open(&w, &conv).await; // never read again
+    let mut fast = open(&w, &conv).await;
+    post(
+        &w.app,
+        &w.token,
+        &format!("/v1/conversations/{conv}/runs"),
+        json!({"input": {"steps": 3000, "delay_ms": 0, "text": "x".repeat(200)}}),
+    )
+    .await;
+    let events = tokio::time::timeout(Duration::from_secs(30), events_until(&mut fast, "run.succeeded"))
+        .await
+        .expect("the fast consumer was stalled");
+    let all = seqs(&events);
+    assert_eq!(all, (1..=all.len() as i64).collect::<Vec<_>>());
+    drop(runner);
+}
+
+#[tokio::test]
+async fn the_token_can_ride_as_a_subprotocol_and_sockets_are_capped_per_principal() {
+    let w = world().await;
+    let conv = conversation(&w).await;
+    let token = ws_token(&w.app, &w.token, &conv).await;
+    let mut request = stream_url(&w.app, &conv, "").into_client_request().unwrap();
+    request.headers_mut().insert("sec-websocket-protocol", format!("moat.v1, moat.token.{token}").parse().unwrap());
+    let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.headers().get("sec-websocket-protocol").unwrap(), "moat.v1");
+    assert_eq!(next_json(&mut socket).await["type"], "ready");
+    let mut sockets = vec![socket];
+    for _ in 1..moat::ws::MAX_SOCKETS_PER_PRINCIPAL {
+        sockets.push(open(&w, &conv).await);
+    }
+    let refused =
+        connect(&stream_url(&w.app, &conv, &format!("token={}", ws_token(&w.app, &w.token, &conv).await)), None).await;
+    assert_eq!(refused.err(), Some(429));
+}
+
+/// Development mode relaxes startup checks, never stream authentication.
+#[tokio::test]
+async fn development_mode_refuses_a_tokenless_stream_too() {
+    let db = TestDb::migrated().await;
+    let env = Env::production(&db).set("MOAT_ENV", "development");
+    let app = spawn_app(Options { env: Some(env), db: Some(db), ..Options::default() }).await;
+    let (_, _, token) = app.signed_in(Role::Admin).await;
+    let conv = post(&app, &token, "/v1/conversations", json!({"title": "t", "agent": "demo"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(connect(&stream_url(&app, &conv, ""), None).await.err(), Some(401));
+}
