@@ -188,6 +188,8 @@ async fn stream(
             let upgrade = upgrade
                 .max_message_size(socket::MAX_MESSAGE_BYTES)
                 .max_frame_size(socket::MAX_MESSAGE_BYTES)
+                // Small buffers: an idle socket should cost kilobytes, not tungstenite's default 128 KiB.
+                .read_buffer_size(4 * 1024)
                 .write_buffer_size(0)
                 .max_write_buffer_size(socket::MAX_WRITE_BUFFER);
             let upgrade = if subprotocol { upgrade.protocols(["moat.v1"]) } else { upgrade };

@@ -168,21 +168,34 @@ async fn every_refusal_is_an_http_error_before_any_upgrade() {
 async fn a_socket_streams_a_run_and_cancels_through_postgres() {
     let w = world().await;
     let runner = harness::runner(&w.runner_env).await;
-    // A second API instance on the same database: the watcher connects there.
-    let b = spawn_app(Options { env: Some(w.env.clone()), ..Options::default() }).await;
+    // Two real `moat serve` processes on the same database (same keys): the actor
+    // connects to one, the watcher to the other.
+    let (a, b) = (harness::serve(&w.env).await, harness::serve(&w.env).await);
     let conv = conversation(&w).await;
-    let mut actor =
-        connect(&stream_url(&w.app, &conv, &format!("token={}", ws_token(&w.app, &w.token, &conv).await)), None)
-            .await
-            .unwrap();
-    let mut watcher =
-        connect(&stream_url(&b, &conv, &format!("token={}", ws_token(&b, &w.token, &conv).await)), None).await.unwrap();
+    let http = reqwest::Client::new();
+    let mint = |base: String| {
+        let (http, token, conv) = (http.clone(), w.token.clone(), conv.clone());
+        async move {
+            let body = harness::http::post_json(
+                &http,
+                &format!("{base}/v1/conversations/{conv}/ws-token"),
+                Some(&token),
+                json!({}),
+            )
+            .await;
+            body["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let url =
+        |addr: std::net::SocketAddr, token: String| format!("ws://{addr}/v1/conversations/{conv}/stream?token={token}");
+    let mut actor = connect(&url(a.addr, mint(a.url("")).await), None).await.unwrap();
+    let mut watcher = connect(&url(b.addr, mint(b.url("")).await), None).await.unwrap();
     assert_eq!(next_json(&mut actor).await["type"], "ready");
     assert_eq!(next_json(&mut watcher).await["type"], "ready");
-    let run = post(
-        &w.app,
-        &w.token,
-        &format!("/v1/conversations/{conv}/runs"),
+    let run = harness::http::post_json(
+        &http,
+        &a.url(&format!("/v1/conversations/{conv}/runs")),
+        Some(&w.token),
         json!({"input": {"steps": 10000, "delay_ms": 20}}),
     )
     .await;
