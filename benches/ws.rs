@@ -1,0 +1,291 @@
+//! WebSocket edge benchmark (`cargo bench --bench ws`): the real `moat serve`
+//! and `moat runner` binaries (release), real PostgreSQL, tungstenite clients.
+//!
+//! 1. Connect with all five checks vs a bare WebSocket upgrade on the same
+//!    server (an in-process app with a probe route): p50/p99 and connects/s.
+//! 2. Resident memory per idle connection at 10,000 connections (`moat serve`
+//!    process, VmRSS before and after).
+//! 3. Fan-out: events/s delivered with one subscriber on each of 100
+//!    conversations, and messages/s with 100 subscribers on one conversation,
+//!    each with p99 lag from the runner's commit (the event's `at`) to receipt.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code, unused_imports)]
+
+#[path = "../tests/moat/harness/mod.rs"]
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message as ServerMessage, WebSocketUpgrade};
+use futures_util::{SinkExt as _, StreamExt as _};
+use moat::auth::{Access, PrincipalKind, Role};
+use moat::http::Routes;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use tokio_tungstenite::tungstenite::Message;
+use uuid::Uuid;
+
+use harness::http::{admin_in, login_at, post_json};
+use harness::{Env, Options, Role as DbRole, TestDb, spawn_app};
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn bare(ws: WebSocketUpgrade) -> axum::response::Response {
+    ws.on_upgrade(|mut socket| async move {
+        let _ = socket.send(ServerMessage::Text("{\"type\":\"ready\"}".into())).await;
+        while let Some(Ok(_)) = socket.recv().await {}
+    })
+}
+
+/// Connects and waits for the first text message (`ready`).
+async fn open(url: &str) -> Socket {
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    loop {
+        if let Some(Ok(Message::Text(_))) = socket.next().await {
+            return socket;
+        }
+    }
+}
+
+async fn connect_latency() {
+    let db = TestDb::migrated().await;
+    let env = Env::production(&db);
+    let probes = Routes::new().get("/bench/bare-ws", Access::Public, bare);
+    let app = spawn_app(Options { env: Some(env), db: Some(db), extra: Some(probes), ..Options::default() }).await;
+    let (_, _, token) = app.signed_in(Role::Admin).await;
+    let conv =
+        post_json(&app.http, &app.url("/v1/conversations"), Some(&token), json!({"title": "b", "agent": "demo"})).await;
+    let conv = conv["id"].as_str().unwrap().to_owned();
+    let n = 1000;
+    let mut tokens = Vec::new();
+    for _ in 0..n {
+        let body =
+            post_json(&app.http, &app.url(&format!("/v1/conversations/{conv}/ws-token")), Some(&token), json!({}))
+                .await;
+        tokens.push(body["token"].as_str().unwrap().to_owned());
+    }
+    let bare_url = format!("ws://{}/bench/bare-ws", app.addr);
+    let (mut checked, mut plain) = (Vec::new(), Vec::new());
+    for token in tokens {
+        // Interleaved, closed after each measurement (the per-principal cap stays clear).
+        let started = Instant::now();
+        let mut socket = open(&format!("ws://{}/v1/conversations/{conv}/stream?token={token}", app.addr)).await;
+        checked.push(started.elapsed());
+        let _ = socket.close(None).await;
+        let started = Instant::now();
+        let mut socket = open(&bare_url).await;
+        plain.push(started.elapsed());
+        let _ = socket.close(None).await;
+    }
+    checked.sort();
+    plain.sort();
+    let rate = |v: &[Duration]| v.len() as f64 / v.iter().map(Duration::as_secs_f64).sum::<f64>();
+    println!("\n## 1. Connect: five checks vs a bare upgrade ({n} sequential connects each, to the first message)\n");
+    println!("| connect | p50 | p99 | connects/s (sequential) |\n|---|---|---|---|");
+    println!(
+        "| bare WebSocket upgrade (baseline) | {} | {} | {:.0} |",
+        ms(percentile(&plain, 0.5)),
+        ms(percentile(&plain, 0.99)),
+        rate(&plain)
+    );
+    println!(
+        "| `/stream` with all five checks + single-use token | {} | {} | {:.0} |",
+        ms(percentile(&checked, 0.5)),
+        ms(percentile(&checked, 0.99)),
+        rate(&checked)
+    );
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+async fn memory_per_connection() {
+    let db = TestDb::migrated().await;
+    let env = Env::production(&db);
+    let serving = harness::serve(&env).await;
+    let admin = admin_in(&db).await;
+    let http = reqwest::Client::new();
+    let token = login_at(&http, &serving.url(""), admin.email, &admin.password).await;
+    let conv =
+        post_json(&http, &serving.url("/v1/conversations"), Some(&token), json!({"title": "idle", "agent": "demo"}))
+            .await;
+    let conv: Uuid = conv["id"].as_str().unwrap().parse().unwrap();
+    // 10,000 sockets need many principals (16 sockets each): service clients, tokens signed locally.
+    let keys = moat::auth::TokenKeys::new(
+        moat::config::SigningKey::parse(env.get("MOAT_SIGNING_KEY").unwrap()).unwrap(),
+        Vec::new(),
+        "https://moat.example.com".into(),
+    );
+    let n = 10_000;
+    let principals = n / moat::ws::MAX_SOCKETS_PER_PRINCIPAL + 1;
+    let mut clients = Vec::new();
+    for i in 0..principals {
+        let (id, _) = moat::admin::create_client(&admin.pool, admin.org, &format!("idle-{i}"), "conversations:read")
+            .await
+            .unwrap();
+        clients.push(id);
+    }
+    // Warm up allocations with one socket, then measure.
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let ws_token = |client: Uuid| {
+        let claims = moat::ws::WsClaims {
+            iss: "https://moat.example.com".into(),
+            aud: "moat:ws".into(),
+            sub: client,
+            org: admin.org,
+            conv,
+            scope: "conversations:read".into(),
+            iat: now,
+            exp: now + 600,
+            jti: Uuid::new_v4(),
+            kind: PrincipalKind::Client,
+            session_exp: now + 3600,
+        };
+        keys.sign(&claims).unwrap()
+    };
+    let url = |token: String| format!("ws://{}/v1/conversations/{conv}/stream?token={token}", serving.addr);
+    let mut sockets = vec![open(&url(ws_token(clients[0]))).await];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss_kib(serving.pid());
+    for i in 1..n {
+        sockets.push(open(&url(ws_token(clients[i / moat::ws::MAX_SOCKETS_PER_PRINCIPAL]))).await);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(serving.pid());
+    let per = (after.saturating_sub(before)) as f64 / (n - 1) as f64;
+    println!("\n## 2. Resident memory per idle connection (`moat serve`, {n} open sockets)\n");
+    println!("| VmRSS with 1 socket | with {n} | per connection |\n|---|---|---|");
+    println!("| {before} KiB | {after} KiB | **{per:.1} KiB** |");
+    drop(sockets);
+    serving.terminate().await;
+}
+
+/// Reads events until `total` arrived on `socket`; returns the lags (receipt − commit).
+async fn drain(mut socket: Socket, total: usize) -> Vec<Duration> {
+    let mut lags = Vec::with_capacity(total);
+    while lags.len() < total {
+        match tokio::time::timeout(Duration::from_secs(60), socket.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                let message: Value = serde_json::from_str(&text).unwrap();
+                if message["type"] == "event" {
+                    let at = OffsetDateTime::parse(
+                        message["at"].as_str().unwrap(),
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .unwrap();
+                    let lag = OffsetDateTime::now_utc() - at;
+                    lags.push(Duration::try_from(lag).unwrap_or(Duration::ZERO));
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("subscriber ended early after {} events: {other:?}", lags.len()),
+        }
+    }
+    lags
+}
+
+async fn fan_out(conversations: usize, subscribers_each: usize, steps: usize) -> (f64, Duration, usize) {
+    let db = TestDb::migrated().await;
+    let env = Env::production(&db);
+    let serving = harness::serve(&env).await;
+    let runner_env = Env::default()
+        .set("DATABASE_URL", &db.url(DbRole::Runner))
+        .set("MOAT_RUNNER_CONCURRENCY", "128")
+        .set("MOAT_RUN_MAX_EVENTS", "1000000");
+    let runner = harness::runner(&runner_env).await;
+    let admin = admin_in(&db).await;
+    let http = reqwest::Client::new();
+    let token = login_at(&http, &serving.url(""), admin.email, &admin.password).await;
+    let mut sockets = Vec::new();
+    let mut convs = Vec::new();
+    let (client_id, _) = moat::admin::create_client(&admin.pool, admin.org, "fan", "conversations:read").await.unwrap();
+    let keys = moat::auth::TokenKeys::new(
+        moat::config::SigningKey::parse(env.get("MOAT_SIGNING_KEY").unwrap()).unwrap(),
+        Vec::new(),
+        "https://moat.example.com".into(),
+    );
+    let mut principals = vec![client_id];
+    for c in 0..conversations {
+        let conv =
+            post_json(&http, &serving.url("/v1/conversations"), Some(&token), json!({"title": "f", "agent": "demo"}))
+                .await;
+        let conv: Uuid = conv["id"].as_str().unwrap().parse().unwrap();
+        for s in 0..subscribers_each {
+            let k = c * subscribers_each + s;
+            if k / moat::ws::MAX_SOCKETS_PER_PRINCIPAL >= principals.len() {
+                principals.push(
+                    moat::admin::create_client(&admin.pool, admin.org, &format!("fan-{k}"), "conversations:read")
+                        .await
+                        .unwrap()
+                        .0,
+                );
+            }
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            let claims = moat::ws::WsClaims {
+                iss: "https://moat.example.com".into(),
+                aud: "moat:ws".into(),
+                sub: principals[k / moat::ws::MAX_SOCKETS_PER_PRINCIPAL],
+                org: admin.org,
+                conv,
+                scope: "conversations:read".into(),
+                iat: now,
+                exp: now + 600,
+                jti: Uuid::new_v4(),
+                kind: PrincipalKind::Client,
+                session_exp: now + 3600,
+            };
+            let token = keys.sign(&claims).unwrap();
+            sockets.push(open(&format!("ws://{}/v1/conversations/{conv}/stream?token={token}", serving.addr)).await);
+        }
+        convs.push(conv);
+    }
+    // Each run: run.queued + run.started + steps deltas + run.succeeded.
+    let per_conversation = steps + 3;
+    let drains: Vec<_> = sockets.into_iter().map(|s| tokio::spawn(drain(s, per_conversation))).collect();
+    let started = Instant::now();
+    for conv in &convs {
+        post_json(
+            &http,
+            &serving.url(&format!("/v1/conversations/{conv}/runs")),
+            Some(&token),
+            json!({"input": {"steps": steps, "delay_ms": 0}}),
+        )
+        .await;
+    }
+    let mut lags = Vec::new();
+    for d in drains {
+        lags.extend(d.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    lags.sort();
+    let delivered = lags.len();
+    drop(runner);
+    serving.terminate().await;
+    (delivered as f64 / elapsed.as_secs_f64(), percentile(&lags, 0.99), delivered)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        println!("# WebSocket edge benchmark");
+        connect_latency().await;
+        memory_per_connection().await;
+        println!("\n## 3. Fan-out from runner commits to WebSocket clients\n");
+        println!("| shape | messages delivered | per second | p99 lag (commit → receipt) |\n|---|---|---|---|");
+        let (rate, p99, n) = fan_out(100, 1, 1000).await;
+        println!("| 100 conversations × 1 subscriber (events/s) | {n} | {rate:.0} | {} |", ms(p99));
+        let (rate, p99, n) = fan_out(1, 100, 2000).await;
+        println!("| 1 conversation × 100 subscribers (messages/s) | {n} | {rate:.0} | {} |", ms(p99));
+    });
+}
