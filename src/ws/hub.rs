@@ -39,11 +39,31 @@ pub struct StreamEvent {
     pub at: OffsetDateTime,
 }
 
+/// An event with its `{"type":"event",…}` frame serialized once, shared by every subscriber.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub seq: i64,
+    pub text: axum::extract::ws::Utf8Bytes,
+}
+
+impl From<&StreamEvent> for Frame {
+    fn from(event: &StreamEvent) -> Self {
+        let mut value = serde_json::json!({ "type": "event" });
+        if let (Some(map), Ok(Value::Object(fields))) = (value.as_object_mut(), serde_json::to_value(event)) {
+            map.extend(fields);
+        }
+        Self { seq: event.seq, text: value.to_string().into() }
+    }
+}
+
 struct Topic {
     org: Uuid,
-    sender: broadcast::Sender<Arc<StreamEvent>>,
+    sender: broadcast::Sender<Arc<Frame>>,
     /// The last sequence number broadcast.
     last_seq: i64,
+    /// A read of new events is in flight; `dirty`: another wake-up came meanwhile.
+    reading: bool,
+    dirty: bool,
 }
 
 /// The hub; cheap to clone.
@@ -68,7 +88,7 @@ impl Hub {
         &self,
         org: Uuid,
         conversation: Uuid,
-    ) -> anyhow::Result<(broadcast::Receiver<Arc<StreamEvent>>, i64)> {
+    ) -> anyhow::Result<(broadcast::Receiver<Arc<Frame>>, i64)> {
         if let Some(topic) = self.topics().get(&conversation) {
             return Ok((topic.sender.subscribe(), topic.last_seq));
         }
@@ -78,6 +98,8 @@ impl Hub {
             org,
             sender: broadcast::channel(BUFFER).0,
             last_seq: current,
+            reading: false,
+            dirty: false,
         });
         Ok((topic.sender.subscribe(), topic.last_seq))
     }
@@ -87,25 +109,57 @@ impl Hub {
         self.topics().retain(|_, topic| topic.sender.receiver_count() > 0);
     }
 
-    /// Reads new events of `conversation` once and broadcasts them.
-    async fn wake(&self, conversation: Uuid) {
+    /// A wake-up for `conversation`: reads its new events once and broadcasts
+    /// them. Conversations are read concurrently; wake-ups for one that is
+    /// already being read are coalesced into one more read.
+    fn wake(&self, conversation: Uuid) {
+        {
+            let mut topics = self.topics();
+            let Some(topic) = topics.get_mut(&conversation) else { return };
+            if topic.sender.receiver_count() == 0 {
+                return;
+            }
+            if topic.reading {
+                topic.dirty = true;
+                return;
+            }
+            topic.reading = true;
+        }
+        let hub = self.clone();
+        tokio::spawn(async move {
+            loop {
+                hub.read_and_broadcast(conversation).await;
+                let mut topics = hub.topics();
+                let Some(topic) = topics.get_mut(&conversation) else { return };
+                if topic.dirty {
+                    topic.dirty = false;
+                } else {
+                    topic.reading = false;
+                    return;
+                }
+            }
+        });
+    }
+
+    async fn read_and_broadcast(&self, conversation: Uuid) {
         let (org, after) = match self.topics().get(&conversation) {
-            Some(topic) if topic.sender.receiver_count() > 0 => (topic.org, topic.last_seq),
-            _ => return,
+            Some(topic) => (topic.org, topic.last_seq),
+            None => return,
         };
-        let events = match read_events(&self.pool, org, conversation, after, 500).await {
+        let events = match read_events(&self.pool, org, conversation, after, 1000).await {
             Ok(events) => events,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "reading new events failed; subscribers catch up on the next wake-up");
                 return;
             }
         };
+        let frames: Vec<Arc<Frame>> = events.iter().map(|e| Arc::new(Frame::from(e))).collect();
         let mut topics = self.topics();
         let Some(topic) = topics.get_mut(&conversation) else { return };
-        for event in events {
-            if event.seq > topic.last_seq {
-                topic.last_seq = event.seq;
-                let _ = topic.sender.send(Arc::new(event));
+        for frame in frames {
+            if frame.seq > topic.last_seq {
+                topic.last_seq = frame.seq;
+                let _ = topic.sender.send(frame);
             }
         }
     }
@@ -121,7 +175,7 @@ impl Hub {
                     // Anything committed while the connection was down.
                     let conversations: Vec<Uuid> = self.topics().keys().copied().collect();
                     for conversation in conversations {
-                        self.wake(conversation).await;
+                        self.wake(conversation);
                     }
                     let mut closed = listener.closed;
                     let mut prune = tokio::time::interval(Duration::from_secs(30));
@@ -133,7 +187,7 @@ impl Hub {
                             notification = rx.recv() => match notification {
                                 Some((_, payload)) => {
                                     if let Ok(conversation) = Uuid::parse_str(&payload) {
-                                        self.wake(conversation).await;
+                                        self.wake(conversation);
                                     }
                                 }
                                 None => break,

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use super::hub::{StreamEvent, read_events};
+use super::hub::{Frame, read_events};
 use super::{SocketSlot, WsClaims};
 use crate::AppState;
 use crate::auth::{Caller, Scope};
@@ -66,13 +66,9 @@ impl Connection {
         }
     }
 
-    async fn send_event(&mut self, event: &StreamEvent) -> Result<(), ()> {
-        let mut value = json!({ "type": "event" });
-        if let (Some(map), Ok(Value::Object(fields))) = (value.as_object_mut(), serde_json::to_value(event)) {
-            map.extend(fields);
-        }
-        self.send(text(&value)).await?;
-        self.last = event.seq;
+    async fn send_frame(&mut self, frame: &Frame) -> Result<(), ()> {
+        self.send(Message::Text(frame.text.clone())).await?;
+        self.last = frame.seq;
         Ok(())
     }
 
@@ -84,7 +80,7 @@ impl Connection {
                 .map_err(|e| tracing::warn!(error = %format!("{e:#}"), "stream catch-up failed"))?;
             let full = page.len() as i64 == REPLAY_PAGE;
             for event in &page {
-                self.send_event(event).await?;
+                self.send_frame(&Frame::from(event)).await?;
             }
             if !full {
                 return Ok(());
@@ -189,7 +185,7 @@ pub(super) async fn serve(
                         continue; // already sent (replay overlap)
                     }
                     let result = if event.seq == connection.last + 1 {
-                        connection.send_event(&event).await
+                        connection.send_frame(&event).await
                     } else {
                         connection.catch_up().await // a gap: fill it from the table
                     };
