@@ -2,7 +2,10 @@
 //! order with no gap and no duplicate, commands, limits, and the close when
 //! the session that minted the token expires.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::SinkExt as _;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use serde::Deserialize;
@@ -70,6 +73,41 @@ impl Connection {
         self.send(Message::Text(frame.text.clone())).await?;
         self.last = frame.seq;
         Ok(())
+    }
+
+    /// Sends live frames in order (queued, one flush); a gap is filled from the table.
+    async fn send_batch(&mut self, frames: &[Arc<Frame>]) -> Result<(), ()> {
+        let mut queued = false;
+        for frame in frames {
+            if frame.seq <= self.last {
+                continue; // already sent (replay overlap)
+            }
+            if frame.seq != self.last + 1 {
+                self.flush(queued).await?;
+                return self.catch_up().await; // a gap (or a lag): fill it from the table
+            }
+            match tokio::time::timeout(SEND_TIMEOUT, self.ws.feed(Message::Text(frame.text.clone()))).await {
+                Ok(Ok(())) => {}
+                _ => return Err(()),
+            }
+            queued = true;
+            self.last = frame.seq;
+        }
+        self.flush(queued).await
+    }
+
+    async fn flush(&mut self, queued: bool) -> Result<(), ()> {
+        if !queued {
+            return Ok(());
+        }
+        match tokio::time::timeout(SEND_TIMEOUT, self.ws.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(()),
+            Err(_) => {
+                let _ = self.ws.send(close(1013, "too_slow")).await;
+                Err(())
+            }
+        }
     }
 
     /// Sends every stored event after `self.last`, from the table.
@@ -181,15 +219,15 @@ pub(super) async fn serve(
             }
             received = live.recv() => match received {
                 Ok(event) => {
-                    if event.seq <= connection.last {
-                        continue; // already sent (replay overlap)
+                    // Take every frame already waiting, then write them with one flush.
+                    let mut batch = vec![event];
+                    while batch.len() < 64 {
+                        match live.try_recv() {
+                            Ok(next) => batch.push(next),
+                            Err(_) => break,
+                        }
                     }
-                    let result = if event.seq == connection.last + 1 {
-                        connection.send_frame(&event).await
-                    } else {
-                        connection.catch_up().await // a gap: fill it from the table
-                    };
-                    if result.is_err() {
+                    if connection.send_batch(&batch).await.is_err() {
                         return;
                     }
                 }
