@@ -49,6 +49,7 @@ done
 SELECT 'CREATE ROLE moat_owner LOGIN' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'moat_owner') \gexec
 SELECT 'CREATE ROLE moat_app LOGIN' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'moat_app') \gexec
 SELECT 'CREATE ROLE moat_runtime NOLOGIN' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'moat_runtime') \gexec
+SELECT 'CREATE ROLE moat_runner NOLOGIN' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'moat_runner') \gexec
 GRANT moat_runtime TO moat_app;
 SELECT 'CREATE DATABASE moat OWNER moat_owner' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'moat') \gexec
 SQL
