@@ -111,42 +111,25 @@ AS $$ SELECT id FROM public.orgs ORDER BY id $$;
 REVOKE ALL ON FUNCTION moat_org_ids() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION moat_org_ids() TO moat_runtime;
 
--- The purge also removes expired connect states.
 CREATE POLICY oauth_states_purge_read ON oauth_states FOR SELECT TO CURRENT_USER
     USING (expires_at < now());
 CREATE POLICY oauth_states_purge ON oauth_states FOR DELETE TO CURRENT_USER
     USING (expires_at < now());
 
-CREATE OR REPLACE FUNCTION moat_purge_expired(batch integer) RETURNS bigint
+-- Expired rows of this migration's table, purged by the maintenance task
+-- (sql/maintenance/purge_expired.sql) under its one-instance-at-a-time lock.
+CREATE FUNCTION moat_purge_oauth_states(batch integer) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
-    purged bigint := 0;
     n bigint;
-    lim integer := least(greatest(batch, 1), 10000);
 BEGIN
-    -- "moatpurg": one purger at a time across every instance.
-    IF NOT pg_catalog.pg_try_advisory_xact_lock(7885082312880748391) THEN
-        RETURN 0;
-    END IF;
-    DELETE FROM public.rate_limits WHERE bucket IN (
-        SELECT bucket FROM public.rate_limits WHERE expires_at < now() LIMIT lim);
-    GET DIAGNOSTICS n = ROW_COUNT; purged := purged + n;
-    DELETE FROM public.refresh_families WHERE id IN (
-        SELECT id FROM public.refresh_families
-        WHERE expires_at < now() OR revoked_at < now() - interval '1 day' LIMIT lim);
-    GET DIAGNOSTICS n = ROW_COUNT; purged := purged + n;
-    DELETE FROM public.refresh_tokens WHERE id IN (
-        SELECT id FROM public.refresh_tokens WHERE expires_at < now() LIMIT lim);
-    GET DIAGNOSTICS n = ROW_COUNT; purged := purged + n;
-    UPDATE public.refresh_tokens SET sealed_token = NULL WHERE id IN (
-        SELECT id FROM public.refresh_tokens
-        WHERE sealed_token IS NOT NULL AND created_at < now() - interval '120 seconds' LIMIT lim);
-    GET DIAGNOSTICS n = ROW_COUNT; purged := purged + n;
     DELETE FROM public.oauth_states WHERE state_hash IN (
-        SELECT state_hash FROM public.oauth_states WHERE expires_at < now() LIMIT lim);
-    GET DIAGNOSTICS n = ROW_COUNT; purged := purged + n;
-    RETURN purged;
+        SELECT state_hash FROM public.oauth_states WHERE expires_at < now() LIMIT least(greatest(batch, 1), 10000));
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
 END
 $$;
+REVOKE ALL ON FUNCTION moat_purge_oauth_states(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION moat_purge_oauth_states(integer) TO moat_runtime;

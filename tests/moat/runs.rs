@@ -102,6 +102,15 @@ fn assert_gapless(events: &[Value]) {
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "sequence numbers must be 1..N with no gap");
 }
 
+/// A runner process, and a long demo run it is executing (one delta every `delay_ms`).
+async fn long_run(w: &World, env: &Env, delay_ms: u64) -> (harness::process::Serving, String, String) {
+    let runner = harness::runner(env).await;
+    let conv = conversation(w).await;
+    let run = start_run(w, &conv, json!({"steps": 10000, "delay_ms": delay_ms})).await;
+    wait_for(w, &run, Duration::from_secs(10), |v| v["status"] == "running").await;
+    (runner, conv, run)
+}
+
 #[tokio::test]
 async fn a_demo_run_streams_ordered_gapless_events_and_succeeds() {
     let w = world().await;
@@ -141,10 +150,7 @@ async fn a_demo_run_streams_ordered_gapless_events_and_succeeds() {
 #[tokio::test]
 async fn cancel_through_the_api_reaches_a_runner_in_another_process() {
     let w = world().await;
-    let runner = harness::runner(&w.env).await;
-    let conv = conversation(&w).await;
-    let run = start_run(&w, &conv, json!({"steps": 10000, "delay_ms": 20})).await;
-    wait_for(&w, &run, Duration::from_secs(10), |v| v["status"] == "running").await;
+    let (runner, conv, run) = long_run(&w, &w.env, 20).await;
     // Idempotent: with the runner paused, two cancels are both accepted and make one command.
     runner.signal(Signal::SIGSTOP);
     for _ in 0..2 {
@@ -261,10 +267,7 @@ async fn two_racing_answers_through_two_processes_one_wins() {
 #[tokio::test]
 async fn a_killed_runner_fails_its_run_as_runner_lost() {
     let w = world().await;
-    let runner = harness::runner(&w.env).await;
-    let conv = conversation(&w).await;
-    let run = start_run(&w, &conv, json!({"steps": 10000, "delay_ms": 50})).await;
-    wait_for(&w, &run, Duration::from_secs(10), |v| v["status"] == "running").await;
+    let (runner, conv, run) = long_run(&w, &w.env, 50).await;
     runner.kill().await;
     // Lease 2 s, recovery every 2 s (the API process recovers it; no runner is left).
     let view = wait_for(&w, &run, Duration::from_secs(10), |v| v["status"] == "failed").await;
@@ -280,10 +283,7 @@ async fn a_killed_runner_fails_its_run_as_runner_lost() {
 #[tokio::test]
 async fn a_stalled_runner_writes_nothing_after_recovery() {
     let w = world().await;
-    let runner = harness::runner(&w.env).await;
-    let conv = conversation(&w).await;
-    let run = start_run(&w, &conv, json!({"steps": 10000, "delay_ms": 20})).await;
-    wait_for(&w, &run, Duration::from_secs(10), |v| v["status"] == "running").await;
+    let (runner, conv, run) = long_run(&w, &w.env, 20).await;
     runner.signal(Signal::SIGSTOP);
     let view = wait_for(&w, &run, Duration::from_secs(10), |v| v["status"] == "failed").await;
     assert_eq!(view["error_code"], "runner_lost");
@@ -313,10 +313,7 @@ async fn a_command_issued_while_listen_is_down_is_still_applied() {
     let app = spawn_app(Options { db: Some(db), ..Options::default() }).await;
     let (org, _, token) = app.signed_in(Role::Admin).await;
     let w = World { app, token, org, env };
-    let runner = harness::runner(&w.env).await;
-    let conv = conversation(&w).await;
-    let run = start_run(&w, &conv, json!({"steps": 10000, "delay_ms": 20})).await;
-    wait_for(&w, &run, Duration::from_secs(10), |v| v["status"] == "running").await;
+    let (runner, _conv, run) = long_run(&w, &w.env, 20).await;
 
     relay.down();
     let admin = w.app._db.admin().await;
@@ -519,10 +516,7 @@ async fn only_the_runner_role_can_claim_runs() {
 #[tokio::test]
 async fn a_forged_notification_cancels_nothing() {
     let w = world().await;
-    let runner = harness::runner(&w.env).await;
-    let conv = conversation(&w).await;
-    let run = start_run(&w, &conv, json!({"steps": 10000, "delay_ms": 20})).await;
-    wait_for(&w, &run, Duration::from_secs(10), |v| v["status"] == "running").await;
+    let (runner, _conv, run) = long_run(&w, &w.env, 20).await;
     let admin = w.app._db.admin().await;
     admin
         .execute("SELECT pg_notify('moat_commands', $1)", &[&format!("{run}:{}:cancel", Uuid::new_v4())])
@@ -538,10 +532,7 @@ async fn a_forged_notification_cancels_nothing() {
 #[tokio::test]
 async fn a_stalled_runner_cannot_write_into_a_reclaimed_run() {
     let w = world().await;
-    let runner = harness::runner(&w.env).await;
-    let conv = conversation(&w).await;
-    let run = start_run(&w, &conv, json!({"steps": 10000, "delay_ms": 20})).await;
-    wait_for(&w, &run, Duration::from_secs(10), |v| v["status"] == "running").await;
+    let (runner, conv, run) = long_run(&w, &w.env, 20).await;
     runner.signal(Signal::SIGSTOP);
     let admin = w.app._db.admin().await;
     // Another claim of the same run: a new epoch, running, with a long lease.
