@@ -2,10 +2,11 @@
 //! to [`get`]. Moat ships `demo`, deterministic and driven by the run input:
 //!
 //! ```json
-//! {"steps": 5, "delay_ms": 200, "text": "working", "ask": "Proceed?", "fail": false, "tool": "lookup"}
+//! {"steps": 5, "delay_ms": 200, "burst": 1, "text": "working", "ask": "Proceed?", "fail": false, "tool": "lookup"}
 //! ```
 //!
-//! It emits `steps` `message.delta`s `delay_ms` apart (optionally around a
+//! It emits `steps` × `burst` `message.delta`s, `burst` at a time `delay_ms`
+//! apart (a burst paces load generators finer than the ~1 ms timer; optionally around a
 //! `tool.started`/`tool.completed` pair), then, if `ask` is set, asks it and
 //! echoes the answer, then succeeds (or fails with `demo_failure`).
 
@@ -46,6 +47,8 @@ struct DemoInput {
     steps: u64,
     #[serde(default = "default_delay")]
     delay_ms: u64,
+    #[serde(default = "default_burst")]
+    burst: u64,
     #[serde(default = "default_text")]
     text: String,
     ask: Option<String>,
@@ -62,6 +65,10 @@ fn default_delay() -> u64 {
     100
 }
 
+fn default_burst() -> u64 {
+    1
+}
+
 fn default_text() -> String {
     "step".into()
 }
@@ -71,7 +78,7 @@ impl Agent for Demo {
         Box::pin(async move {
             let input: DemoInput =
                 serde_json::from_value(ctx.input().clone()).map_err(|_| AgentError::Failed("invalid_input"))?;
-            if input.delay_ms > 3_600_000 {
+            if input.delay_ms > 3_600_000 || input.burst == 0 || input.burst > 1_000 {
                 return Err(AgentError::Failed("invalid_input"));
             }
             let delay = Duration::from_millis(input.delay_ms);
@@ -82,8 +89,15 @@ impl Agent for Demo {
                     ctx.emit(Kind::ToolStarted, json!({ "tool": tool })).await?;
                     ctx.emit(Kind::ToolCompleted, json!({ "tool": tool, "result": format!("{tool} result") })).await?;
                 }
-                tokio::time::sleep(delay).await;
-                ctx.emit(Kind::MessageDelta, json!({ "text": format!("{} {i}", input.text) })).await?;
+                if delay.is_zero() {
+                    // `sleep(0)` would still wait for the next timer tick (~1 ms).
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(delay).await;
+                }
+                for _ in 0..input.burst {
+                    ctx.emit(Kind::MessageDelta, json!({ "text": format!("{} {i}", input.text) })).await?;
+                }
             }
             if let Some(question) = &input.ask {
                 let answer = ctx.ask(question).await?;

@@ -1,14 +1,15 @@
 //! Per-instance fan-out of conversation events to local WebSocket subscribers.
 //!
 //! One LISTEN connection per `serve` instance hears `moat_events` (the
-//! conversation id of every committed batch). For a conversation with local
-//! subscribers, the hub reads the new events from the table **once** and
-//! broadcasts them to every subscriber through a bounded channel; a
+//! conversation id of every committed batch). For conversations with local
+//! subscribers, the hub reads the new events from the table **once** (one
+//! query per organization per wake-up, however many of its conversations
+//! woke) and broadcasts them to every subscriber through a bounded channel; a
 //! subscriber that falls behind is told so (`Lagged`) and catches up from the
 //! table itself. The table stays the truth: this map only says who is
 //! listening here (per-instance state, docs/caches.md).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +26,10 @@ use crate::runs::events::CHANNEL_EVENTS;
 
 /// Events a subscriber may fall behind by before it must catch up from the table.
 const BUFFER: usize = 256;
+/// Events read per conversation and wake-up (more → another read).
+const READ_LIMIT: i64 = 1000;
 pub const READ_EVENTS: &str = include_str!("../../sql/ws/read_events.sql");
+pub const READ_NEW_EVENTS: &str = include_str!("../../sql/ws/read_new_events.sql");
 pub const MAX_SEQ: &str = include_str!("../../sql/ws/max_seq.sql");
 
 /// One event as the socket sends it.
@@ -61,25 +65,36 @@ struct Topic {
     sender: broadcast::Sender<Arc<Frame>>,
     /// The last sequence number broadcast.
     last_seq: i64,
-    /// A read of new events is in flight; `dirty`: another wake-up came meanwhile.
+}
+
+/// Wake-ups of one organization's conversations waiting for a read.
+#[derive(Default)]
+struct Pending {
+    /// A read is in flight; it takes `dirty` again when it finishes.
     reading: bool,
-    dirty: bool,
+    dirty: HashSet<Uuid>,
+}
+
+#[derive(Default)]
+struct State {
+    topics: HashMap<Uuid, Topic>,
+    orgs: HashMap<Uuid, Pending>,
 }
 
 /// The hub; cheap to clone.
 #[derive(Clone)]
 pub struct Hub {
     pool: Pool,
-    topics: Arc<Mutex<HashMap<Uuid, Topic>>>,
+    state: Arc<Mutex<State>>,
 }
 
 impl Hub {
     pub fn new(pool: Pool) -> Self {
-        Self { pool, topics: Arc::default() }
+        Self { pool, state: Arc::default() }
     }
 
-    fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Topic>> {
-        self.topics.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Subscribes to live events of `conversation`; returns the receiver and the
@@ -89,78 +104,99 @@ impl Hub {
         org: Uuid,
         conversation: Uuid,
     ) -> anyhow::Result<(broadcast::Receiver<Arc<Frame>>, i64)> {
-        if let Some(topic) = self.topics().get(&conversation) {
+        if let Some(topic) = self.state().topics.get(&conversation) {
             return Ok((topic.sender.subscribe(), topic.last_seq));
         }
         let current = max_seq(&self.pool, org, conversation).await?;
-        let mut topics = self.topics();
-        let topic = topics.entry(conversation).or_insert_with(|| Topic {
+        let mut state = self.state();
+        let topic = state.topics.entry(conversation).or_insert_with(|| Topic {
             org,
             sender: broadcast::channel(BUFFER).0,
             last_seq: current,
-            reading: false,
-            dirty: false,
         });
         Ok((topic.sender.subscribe(), topic.last_seq))
     }
 
     /// Forgets conversations nobody here listens to any more.
     fn prune(&self) {
-        self.topics().retain(|_, topic| topic.sender.receiver_count() > 0);
+        let mut state = self.state();
+        state.topics.retain(|_, topic| topic.sender.receiver_count() > 0);
+        state.orgs.retain(|_, pending| pending.reading || !pending.dirty.is_empty());
     }
 
-    /// A wake-up for `conversation`: reads its new events once and broadcasts
-    /// them. Conversations are read concurrently; wake-ups for one that is
-    /// already being read are coalesced into one more read.
+    /// A wake-up for `conversation`. Its new events are read once and
+    /// broadcast. Reads are per organization: every conversation of one
+    /// organization woken while a read is in flight is read together by the
+    /// next one (one query, whatever the number of conversations);
+    /// organizations are read concurrently.
     fn wake(&self, conversation: Uuid) {
-        {
-            let mut topics = self.topics();
-            let Some(topic) = topics.get_mut(&conversation) else { return };
+        let org = {
+            let mut state = self.state();
+            let Some(topic) = state.topics.get(&conversation) else { return };
             if topic.sender.receiver_count() == 0 {
                 return;
             }
-            if topic.reading {
-                topic.dirty = true;
+            let org = topic.org;
+            let pending = state.orgs.entry(org).or_default();
+            pending.dirty.insert(conversation);
+            if pending.reading {
                 return;
             }
-            topic.reading = true;
-        }
+            pending.reading = true;
+            org
+        };
         let hub = self.clone();
         tokio::spawn(async move {
             loop {
-                hub.read_and_broadcast(conversation).await;
-                let mut topics = hub.topics();
-                let Some(topic) = topics.get_mut(&conversation) else { return };
-                if topic.dirty {
-                    topic.dirty = false;
-                } else {
-                    topic.reading = false;
-                    return;
-                }
+                let conversations = {
+                    let mut state = hub.state();
+                    let Some(pending) = state.orgs.get_mut(&org) else { return };
+                    if pending.dirty.is_empty() {
+                        pending.reading = false;
+                        return;
+                    }
+                    std::mem::take(&mut pending.dirty)
+                };
+                hub.read_and_broadcast(org, conversations).await;
             }
         });
     }
 
-    async fn read_and_broadcast(&self, conversation: Uuid) {
-        let (org, after) = match self.topics().get(&conversation) {
-            Some(topic) => (topic.org, topic.last_seq),
-            None => return,
+    async fn read_and_broadcast(&self, org: Uuid, conversations: HashSet<Uuid>) {
+        let (ids, after): (Vec<Uuid>, Vec<i64>) = {
+            let state = self.state();
+            conversations.iter().filter_map(|c| state.topics.get(c).map(|t| (*c, t.last_seq))).unzip()
         };
-        let events = match read_events(&self.pool, org, conversation, after, 1000).await {
+        if ids.is_empty() {
+            return;
+        }
+        let events = match read_new_events(&self.pool, org, &ids, &after).await {
             Ok(events) => events,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "reading new events failed; subscribers catch up on the next wake-up");
                 return;
             }
         };
-        let frames: Vec<Arc<Frame>> = events.iter().map(|e| Arc::new(Frame::from(e))).collect();
-        let mut topics = self.topics();
-        let Some(topic) = topics.get_mut(&conversation) else { return };
-        for frame in frames {
-            if frame.seq > topic.last_seq {
-                topic.last_seq = frame.seq;
-                let _ = topic.sender.send(frame);
+        let mut per_conversation: HashMap<Uuid, Vec<Arc<Frame>>> = HashMap::new();
+        for (conversation, event) in &events {
+            per_conversation.entry(*conversation).or_default().push(Arc::new(Frame::from(event)));
+        }
+        let mut state = self.state();
+        let mut more = Vec::new();
+        for (conversation, frames) in per_conversation {
+            if frames.len() as i64 == READ_LIMIT {
+                more.push(conversation); // there may be more: read again
             }
+            let Some(topic) = state.topics.get_mut(&conversation) else { continue };
+            for frame in frames {
+                if frame.seq > topic.last_seq {
+                    topic.last_seq = frame.seq;
+                    let _ = topic.sender.send(frame);
+                }
+            }
+        }
+        if let Some(pending) = state.orgs.get_mut(&org) {
+            pending.dirty.extend(more);
         }
     }
 
@@ -173,7 +209,7 @@ impl Hub {
                 Ok(listener) => {
                     backoff = Duration::from_millis(200);
                     // Anything committed while the connection was down.
-                    let conversations: Vec<Uuid> = self.topics().keys().copied().collect();
+                    let conversations: Vec<Uuid> = self.state().topics.keys().copied().collect();
                     for conversation in conversations {
                         self.wake(conversation);
                     }
@@ -221,16 +257,33 @@ pub async fn read_events(
     let statement = tx.prepare_cached(READ_EVENTS).await?;
     let rows = tx.query(&statement, &[&conversation, &org, &after, &limit]).await?;
     tx.commit().await?;
-    Ok(rows
-        .iter()
-        .map(|r| StreamEvent {
-            seq: r.get("seq"),
-            run_id: r.get("run_id"),
-            kind: r.get("kind"),
-            data: r.get("data"),
-            at: r.get("at"),
-        })
-        .collect())
+    Ok(rows.iter().map(event).collect())
+}
+
+/// The new events of several conversations of `org` (each after its own sequence number).
+async fn read_new_events(
+    pool: &Pool,
+    org: Uuid,
+    conversations: &[Uuid],
+    after: &[i64],
+) -> anyhow::Result<Vec<(Uuid, StreamEvent)>> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tenant::set_org(&tx, org).await?;
+    let statement = tx.prepare_cached(READ_NEW_EVENTS).await?;
+    let rows = tx.query(&statement, &[&conversations, &after, &org, &READ_LIMIT]).await?;
+    tx.commit().await?;
+    Ok(rows.iter().map(|r| (r.get("conversation_id"), event(r))).collect())
+}
+
+fn event(r: &tokio_postgres::Row) -> StreamEvent {
+    StreamEvent {
+        seq: r.get("seq"),
+        run_id: r.get("run_id"),
+        kind: r.get("kind"),
+        data: r.get("data"),
+        at: r.get("at"),
+    }
 }
 
 async fn max_seq(pool: &Pool, org: Uuid, conversation: Uuid) -> anyhow::Result<i64> {

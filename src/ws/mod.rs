@@ -44,8 +44,12 @@ pub const TOKEN_TTL_SECS: i64 = 30;
 /// Concurrent sockets per principal on one instance.
 pub const MAX_SOCKETS_PER_PRINCIPAL: usize = 16;
 pub const CONSUME_TOKEN: &str = include_str!("../../sql/ws/consume_token.sql");
-pub const STATEMENTS: &[(&str, &str)] =
-    &[("ws/consume_token", CONSUME_TOKEN), ("ws/read_events", hub::READ_EVENTS), ("ws/max_seq", hub::MAX_SEQ)];
+pub const STATEMENTS: &[(&str, &str)] = &[
+    ("ws/consume_token", CONSUME_TOKEN),
+    ("ws/read_events", hub::READ_EVENTS),
+    ("ws/read_new_events", hub::READ_NEW_EVENTS),
+    ("ws/max_seq", hub::MAX_SEQ),
+];
 
 /// The claims of a ws-token.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -436,3 +436,47 @@ async fn development_mode_refuses_a_tokenless_stream_too() {
         .to_owned();
     assert_eq!(connect(&stream_url(&app, &conv, ""), None).await.err(), Some(401));
 }
+
+/// The hub reads the conversations of one organization together: several
+/// conversations streaming at once (and another organization's alongside)
+/// each get exactly their own events, in order, none of another's.
+#[tokio::test]
+async fn concurrent_conversations_each_get_exactly_their_own_events() {
+    let w = world().await;
+    let runner = harness::runner(&w.runner_env.clone().set("MOAT_RUN_MAX_EVENTS", "100000")).await;
+    let (_, _, stranger) = w.app.signed_in(Role::Admin).await;
+    let stranger_conv = post(&w.app, &stranger, "/v1/conversations", json!({"title": "Theirs", "agent": "demo"})).await
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut streams = Vec::new();
+    for i in 0..4 {
+        let conv = conversation(&w).await;
+        let socket = open(&w, &conv).await;
+        streams.push((w.token.clone(), conv, socket, format!("ours-{i}")));
+    }
+    let token = ws_token(&w.app, &stranger, &stranger_conv).await;
+    let mut socket = connect(&stream_url(&w.app, &stranger_conv, &format!("token={token}")), None).await.unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "ready");
+    streams.push((stranger.clone(), stranger_conv, socket, "theirs".into()));
+    for (token, conv, _, text) in &streams {
+        post(
+            &w.app,
+            token,
+            &format!("/v1/conversations/{conv}/runs"),
+            json!({"input": {"steps": 300, "delay_ms": 0, "burst": 2, "text": text}}),
+        )
+        .await;
+    }
+    for (_, conv, mut socket, text) in streams {
+        let events = tokio::time::timeout(Duration::from_secs(30), events_until(&mut socket, "run.succeeded"))
+            .await
+            .expect("every stream completes");
+        assert_eq!(seqs(&events), (1..=603).collect::<Vec<_>>(), "conversation {conv}");
+        for event in events.iter().filter(|e| e["kind"] == "message.delta") {
+            assert!(event["data"]["text"].as_str().unwrap().starts_with(&format!("{text} ")), "{event}");
+        }
+    }
+    drop(runner);
+}
