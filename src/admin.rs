@@ -32,6 +32,7 @@ statements! {
     DISABLE_USER => "disable_user",
     REVOKE_USER_FAMILIES => "revoke_user_families",
     DISABLE_CLIENT => "disable_client",
+    SET_PASSWORD => "set_password",
 }
 
 /// Prefix of every client secret, so secret scanners can recognise a leaked one.
@@ -199,6 +200,37 @@ pub async fn disable_user(pool: &Pool, email: &str) -> Result<(), AdminError> {
     tx.execute(DISABLE_USER, &[&id, &org]).await?;
     tx.execute(REVOKE_USER_FAMILIES, &[&id, &org]).await?;
     record(&tx, org, "user_disabled", &normalized).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Whether a user with this email exists (in any organization).
+pub async fn user_exists(pool: &Pool, email: &str) -> Result<bool, AdminError> {
+    let normalized = normalize_email(email).ok_or_else(|| AdminError::InvalidEmail(email.to_owned()))?;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tenant::set_lookup(&tx, Lookup::Email(&normalized)).await?;
+    let found = tx.query_opt(FIND_USER_ORG, &[&normalized]).await?.is_some();
+    tx.commit().await?;
+    Ok(found)
+}
+
+/// Replaces a user's password (stored hashed) and ends every session they have.
+pub async fn set_password(pool: &Pool, email: &str, new_password: String) -> Result<(), AdminError> {
+    let normalized = normalize_email(email).ok_or_else(|| AdminError::InvalidEmail(email.to_owned()))?;
+    if !(password::MIN_LEN..=password::MAX_LEN).contains(&new_password.chars().count()) {
+        return Err(AdminError::WeakPassword);
+    }
+    let hash = password::hash(new_password).await?;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tenant::set_lookup(&tx, Lookup::Email(&normalized)).await?;
+    let row = tx.query_opt(FIND_USER_ORG, &[&normalized]).await?.ok_or(AdminError::UserNotFound(normalized.clone()))?;
+    let (id, org): (Uuid, Uuid) = (row.get("id"), row.get("org_id"));
+    tenant::set_org(&tx, org).await?;
+    tx.execute(SET_PASSWORD, &[&id, &org, &hash]).await?;
+    tx.execute(REVOKE_USER_FAMILIES, &[&id, &org]).await?;
+    record(&tx, org, "user_password_reset", &normalized).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The `moat` command line: `serve`, `migrate`, `check`, `keygen`.
+//! The `moat` command line: `serve`, `dev`, `runner`, `migrate`, `check`, `keygen`, `admin`.
 //!
 //! Arguments never carry secrets; configuration comes from the environment
 //! (`--help` on each command lists what it reads). Exit codes: 0 success,
@@ -22,6 +22,22 @@ struct Cli {
 enum Command {
     /// Run every startup check, then serve HTTP(S). Refuses to start, before opening any port, if a check fails.
     Serve,
+    /// Run everything locally in one process: a private PostgreSQL under .moat/, development keys, migrations,
+    /// a demo admin, the API with the web app and a runner, on 127.0.0.1 only. Ctrl-C stops it all.
+    Dev {
+        /// Loopback port to serve on.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Directory for the cluster, keys and logs.
+        #[arg(long, default_value = ".moat")]
+        dir: std::path::PathBuf,
+        /// Remove the directory (database, keys) and exit.
+        #[arg(long)]
+        reset: bool,
+        /// Give the demo admin a new random password (printed once) and start.
+        #[arg(long)]
+        reset_password: bool,
+    },
     /// Apply the migrations embedded in this binary (idempotent). Run it as the schema owner role.
     Migrate,
     /// Run every startup check without serving; exit 1 listing every failure with its fix.
@@ -87,6 +103,10 @@ pub fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve => serve(&vars).await,
+            Command::Dev { port, dir, reset, reset_password } => {
+                crate::dev::command::main(crate::dev::command::Options { port, dir, reset, reset_password }, &vars)
+                    .await
+            }
             Command::Check => check_only(&vars).await,
             Command::Migrate => migrate(&vars).await,
             Command::Admin { command } => crate::admin_cli::run(command, &vars).await,

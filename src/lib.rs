@@ -8,9 +8,9 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`cli`] | the `moat` command line (`serve`, `migrate`, `check`, `keygen`) |
+//! | [`cli`] | the `moat` command line (`serve`, `dev`, `runner`, `migrate`, `check`, `keygen`, `admin`) |
 //! | [`config`] | reading the environment into a validated [`config::Config`]; the keys |
-//! | [`dev`] | the development-mode proof token and the single `DEV_BYPASS` logger |
+//! | [`dev`] | the development-mode proof token, the single `DEV_BYPASS` logger, `moat dev` and its private PostgreSQL |
 //! | [`check`] | every startup check, collected into one report |
 //! | [`db`] | connection settings, the pool, embedded migrations, database checks |
 //! | [`tls`] | rustls server/client configuration (TLS 1.2 and 1.3 only) |

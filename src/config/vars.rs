@@ -278,6 +278,18 @@ impl Vars {
         Self { values, not_unicode: Vec::new() }
     }
 
+    /// The same snapshot with `name` set to `value` (for commands that configure others, like `moat dev`).
+    pub fn with(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.values.insert(name.to_owned(), value.into());
+        self
+    }
+
+    /// The same snapshot without `name`.
+    pub fn without(mut self, name: &str) -> Self {
+        self.values.remove(name);
+        self
+    }
+
     /// The value, with surrounding whitespace removed; empty counts as unset.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())

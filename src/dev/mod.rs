@@ -7,6 +7,12 @@
 //! process can never construct one) and is logged loudly, with the same
 //! prefix, at the same level: a search of production logs for `DEV_BYPASS`
 //! must return nothing.
+//!
+//! `moat dev` (the one-command local setup) lives here too: [`command`] runs
+//! it, [`cluster`] manages its private PostgreSQL.
+
+pub mod cluster;
+pub mod command;
 
 /// Proof that this process runs in development mode. Not constructible outside `config`.
 #[derive(Debug, Clone, Copy)]
