@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use deadpool_postgres::Pool;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -28,6 +29,8 @@ use crate::runs::events::CHANNEL_EVENTS;
 const BUFFER: usize = 256;
 /// Events read per conversation and wake-up (more → another read).
 const READ_LIMIT: i64 = 1000;
+/// Conversations read by one query (bounds one read to READ_GROUP × READ_LIMIT rows).
+const READ_GROUP: usize = 32;
 pub const READ_EVENTS: &str = include_str!("../../sql/ws/read_events.sql");
 pub const READ_NEW_EVENTS: &str = include_str!("../../sql/ws/read_new_events.sql");
 pub const MAX_SEQ: &str = include_str!("../../sql/ws/max_seq.sql");
@@ -104,16 +107,20 @@ impl Hub {
         org: Uuid,
         conversation: Uuid,
     ) -> anyhow::Result<(broadcast::Receiver<Arc<Frame>>, i64)> {
-        if let Some(topic) = self.state().topics.get(&conversation) {
+        // A topic nobody listens to is not kept current (wake-ups skip it): start it afresh.
+        if let Some(topic) = self.state().topics.get(&conversation)
+            && topic.sender.receiver_count() > 0
+        {
             return Ok((topic.sender.subscribe(), topic.last_seq));
         }
         let current = max_seq(&self.pool, org, conversation).await?;
         let mut state = self.state();
-        let topic = state.topics.entry(conversation).or_insert_with(|| Topic {
-            org,
-            sender: broadcast::channel(BUFFER).0,
-            last_seq: current,
-        });
+        // Someone may have started a live topic meanwhile: join it rather than replace it.
+        let live = state.topics.get(&conversation).is_some_and(|t| t.sender.receiver_count() > 0);
+        if !live {
+            state.topics.insert(conversation, Topic { org, sender: broadcast::channel(BUFFER).0, last_seq: current });
+        }
+        let topic = state.topics.get(&conversation).context("topic just inserted")?;
         Ok((topic.sender.subscribe(), topic.last_seq))
     }
 
@@ -157,28 +164,40 @@ impl Hub {
                     }
                     std::mem::take(&mut pending.dirty)
                 };
-                hub.read_and_broadcast(org, conversations).await;
+                if hub.read_and_broadcast(org, &conversations).await.is_err() {
+                    // Keep the wake-ups (a run's last event must still arrive) and retry shortly.
+                    if let Some(pending) = hub.state().orgs.get_mut(&org) {
+                        pending.dirty.extend(conversations);
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
             }
         });
     }
 
-    async fn read_and_broadcast(&self, org: Uuid, conversations: HashSet<Uuid>) {
-        let (ids, after): (Vec<Uuid>, Vec<i64>) = {
+    /// Reads and broadcasts the new events of `conversations` (of `org`), at
+    /// most [`READ_GROUP`] conversations per query so one read stays bounded.
+    async fn read_and_broadcast(&self, org: Uuid, conversations: &HashSet<Uuid>) -> Result<(), ()> {
+        let listened: Vec<(Uuid, i64)> = {
             let state = self.state();
-            conversations.iter().filter_map(|c| state.topics.get(c).map(|t| (*c, t.last_seq))).unzip()
+            conversations.iter().filter_map(|c| state.topics.get(c).map(|t| (*c, t.last_seq))).collect()
         };
-        if ids.is_empty() {
-            return;
-        }
-        let events = match read_new_events(&self.pool, org, &ids, &after).await {
-            Ok(events) => events,
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "reading new events failed; subscribers catch up on the next wake-up");
-                return;
+        for group in listened.chunks(READ_GROUP) {
+            let (ids, after): (Vec<Uuid>, Vec<i64>) = group.iter().copied().unzip();
+            match read_new_events(&self.pool, org, &ids, &after).await {
+                Ok(events) => self.broadcast(org, &events),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "reading new events failed; retrying");
+                    return Err(());
+                }
             }
-        };
+        }
+        Ok(())
+    }
+
+    fn broadcast(&self, org: Uuid, events: &[(Uuid, StreamEvent)]) {
         let mut per_conversation: HashMap<Uuid, Vec<Arc<Frame>>> = HashMap::new();
-        for (conversation, event) in &events {
+        for (conversation, event) in events {
             per_conversation.entry(*conversation).or_default().push(Arc::new(Frame::from(event)));
         }
         let mut state = self.state();

@@ -162,6 +162,19 @@ async fn stream(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // A malformed `after` would silently skip the replay: refuse it instead.
+    let after = match query.after.as_deref().map(str::parse::<i64>) {
+        None => None,
+        Some(Ok(after)) if after >= 0 => Some(after),
+        Some(_) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_after",
+                "after must be a sequence number (0 or more)",
+            )
+            .into_response();
+        }
+    };
     match check(&state, &id, &query, &headers).await {
         Ok((caller, claims, subprotocol)) => {
             let Ok(upgrade) = upgrade else {
@@ -188,7 +201,6 @@ async fn stream(
                 Ok(false) => return invalid_token(),
                 Err(e) => return e.into_response(),
             }
-            let after = query.after.as_deref().and_then(|a| a.parse::<i64>().ok()).filter(|a| *a >= 0);
             let upgrade = upgrade
                 .max_message_size(socket::MAX_MESSAGE_BYTES)
                 .max_frame_size(socket::MAX_MESSAGE_BYTES)
@@ -234,7 +246,8 @@ async fn check(
         .map(str::trim)
         .find_map(|p| p.strip_prefix("moat.token."))
         .map(str::to_owned);
-    let subprotocol = from_protocol.is_some();
+    // Browsers fail the handshake unless the server selects a protocol they offered.
+    let subprotocol = from_protocol.is_some() || offered(headers, "moat.v1");
     let Some(token) = query.token.clone().filter(|t| !t.is_empty()).or(from_protocol) else {
         return Err(ApiError::unauthorized().into_response());
     };
@@ -242,6 +255,10 @@ async fn check(
     let claims: WsClaims = state.tokens.verify(&token, WS_AUDIENCE).map_err(|_| invalid_token())?;
     // 3. The organization comes from the token, and only from it.
     let scopes = Scopes::parse(&claims.scope).map_err(|_| invalid_token())?;
+    // The session that minted the token must still be alive (verification allows clock leeway).
+    if claims.session_exp <= time::OffsetDateTime::now_utc().unix_timestamp() {
+        return Err(invalid_token());
+    }
     let caller = Caller { id: claims.sub, kind: claims.kind, org: claims.org, scopes, expires_at: claims.session_exp };
     // 4. Ownership, checked in the database on every connection.
     let conversation = Uuid::parse_str(id).map_err(|_| ApiError::not_found().into_response())?;
@@ -250,6 +267,15 @@ async fn check(
     }
     owned(state, &caller, conversation).await.map_err(IntoResponse::into_response)?;
     Ok((caller, claims, subprotocol))
+}
+
+fn offered(headers: &HeaderMap, protocol: &str) -> bool {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == protocol)
 }
 
 fn allowed_origin(state: &AppState, origin: &str) -> bool {

@@ -57,16 +57,28 @@ struct Connection {
     last: i64,
 }
 
+/// How long a close frame may take to go out (a peer that stopped reading never takes it).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Sends a close frame, giving up quickly; the socket is dropped either way.
+async fn close_with(ws: &mut WebSocket, code: u16, reason: &'static str) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(close(code, reason))).await;
+}
+
 impl Connection {
     async fn send(&mut self, message: Message) -> Result<(), ()> {
         match tokio::time::timeout(SEND_TIMEOUT, self.ws.send(message)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(()),
             Err(_) => {
-                let _ = self.ws.send(close(1013, "too_slow")).await;
+                close_with(&mut self.ws, 1013, "too_slow").await;
                 Err(())
             }
         }
+    }
+
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        close_with(&mut self.ws, code, reason).await;
     }
 
     async fn send_frame(&mut self, frame: &Frame) -> Result<(), ()> {
@@ -88,7 +100,11 @@ impl Connection {
             }
             match tokio::time::timeout(SEND_TIMEOUT, self.ws.feed(Message::Text(frame.text.clone()))).await {
                 Ok(Ok(())) => {}
-                _ => return Err(()),
+                Ok(Err(_)) => return Err(()),
+                Err(_) => {
+                    self.close(1013, "too_slow").await;
+                    return Err(());
+                }
             }
             queued = true;
             self.last = frame.seq;
@@ -104,7 +120,7 @@ impl Connection {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(()),
             Err(_) => {
-                let _ = self.ws.send(close(1013, "too_slow")).await;
+                self.close(1013, "too_slow").await;
                 Err(())
             }
         }
@@ -163,15 +179,25 @@ fn reply(id: Option<Value>, result: Result<(), RunError>) -> Value {
     }
 }
 
-/// Runs one accepted socket to its end.
+/// Runs one accepted socket to its end, and never past the session that
+/// minted its token (plus the time a close frame may take): whatever the
+/// socket is doing then — replaying, or stuck writing to a peer that stopped
+/// reading — it is dropped.
 pub(super) async fn serve(
     state: AppState,
     ws: WebSocket,
     caller: Caller,
     claims: WsClaims,
     after: Option<i64>,
-    _slot: SocketSlot,
+    slot: SocketSlot,
 ) {
+    let session_end = OffsetDateTime::from_unix_timestamp(claims.session_exp).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let remaining = Duration::try_from(session_end - OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO);
+    let deadline = remaining + SEND_TIMEOUT + CLOSE_TIMEOUT;
+    let _ = tokio::time::timeout(deadline, run(state, ws, caller, claims, after, slot)).await;
+}
+
+async fn run(state: AppState, ws: WebSocket, caller: Caller, claims: WsClaims, after: Option<i64>, _slot: SocketSlot) {
     let conversation = claims.conv;
     let session_end = OffsetDateTime::from_unix_timestamp(claims.session_exp).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let until_expiry = (session_end - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
@@ -184,7 +210,7 @@ pub(super) async fn serve(
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "cannot subscribe to the conversation");
             let mut ws = ws;
-            let _ = ws.send(close(1011, "internal_error")).await;
+            close_with(&mut ws, 1011, "internal_error").await;
             return;
         }
     };
@@ -205,7 +231,7 @@ pub(super) async fn serve(
     loop {
         tokio::select! {
             () = &mut expiry => {
-                let _ = connection.send(close(1008, "token_expired")).await;
+                connection.close(1008, "token_expired").await;
                 return;
             }
             _ = ping.tick() => {
@@ -246,7 +272,7 @@ pub(super) async fn serve(
                     }
                     commands_in_window += 1;
                     if commands_in_window > MAX_COMMANDS_PER_SECOND {
-                        let _ = connection.send(close(1008, "rate_limited")).await;
+                        connection.close(1008, "rate_limited").await;
                         return;
                     }
                     if connection.command(raw.as_str()).await.is_err() {
@@ -254,7 +280,7 @@ pub(super) async fn serve(
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
-                    let _ = connection.send(close(1003, "binary_not_accepted")).await;
+                    connection.close(1003, "binary_not_accepted").await;
                     return;
                 }
                 Some(Ok(Message::Pong(_))) => awaiting_pong = false,
@@ -263,7 +289,7 @@ pub(super) async fn serve(
                 Some(Err(e)) => {
                     let too_big = e.to_string().to_lowercase().contains("too long") || e.to_string().contains("Space limit");
                     if too_big {
-                        let _ = connection.send(close(1009, "message_too_big")).await;
+                        connection.close(1009, "message_too_big").await;
                     }
                     return;
                 }

@@ -106,6 +106,12 @@ async fn events_until(socket: &mut Socket, kind: &str) -> Vec<Value> {
     }
 }
 
+/// The caller's user id and organization.
+async fn get_me(app: &TestApp, token: &str) -> (Uuid, Uuid) {
+    let me: Value = app.http.get(app.url("/v1/me")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    (me["id"].as_str().unwrap().parse().unwrap(), me["org"].as_str().unwrap().parse().unwrap())
+}
+
 fn seqs(events: &[Value]) -> Vec<i64> {
     events.iter().map(|e| e["seq"].as_i64().unwrap()).collect()
 }
@@ -124,29 +130,54 @@ async fn every_refusal_is_an_http_error_before_any_upgrade() {
         .to_owned();
     let foreign_token = ws_token(&w.app, &stranger, &foreign_conv).await;
     let forged = format!("{}x", &good[..good.len() - 1]);
-    // An access token is not a ws-token (wrong audience).
-    let access_as_ws = w.token.clone();
-    let expired = {
-        let claims = moat::ws::WsClaims {
+    // Complete, correctly signed ws-token claims for our user, varied one field at a time.
+    let me = get_me(&w.app, &w.token).await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let signed = |edit: &dyn Fn(&mut moat::ws::WsClaims)| {
+        let mut claims = moat::ws::WsClaims {
             iss: w.app.state.tokens.issuer().to_owned(),
             aud: "moat:ws".into(),
-            sub: Uuid::new_v4(),
-            org: Uuid::new_v4(),
+            sub: me.0,
+            org: me.1,
             conv: conv.parse().unwrap(),
             scope: "conversations:read".into(),
-            iat: 0,
-            exp: 1,
+            iat: now,
+            exp: now + 30,
             jti: Uuid::new_v4(),
             kind: PrincipalKind::User,
-            session_exp: 2,
+            session_exp: now + 600,
         };
+        edit(&mut claims);
         w.app.state.tokens.sign(&claims).unwrap()
     };
+    // The control: these claims, unedited, connect (so each refusal below is its one edit's doing).
+    let control = signed(&|_| {});
+    let mut socket = connect(&stream_url(&w.app, &conv, &format!("token={control}")), None).await.unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "ready");
+    drop(socket);
+    let wrong_audience = signed(&|c| c.aud = "moat:api".into());
+    let expired = signed(&|c| (c.iat, c.exp) = (0, 1));
+    let session_over = signed(&|c| c.session_exp = now - 1);
+    // Our org in the token, another org's conversation in `conv` and the path:
+    // only the database's ownership check can refuse this one.
+    let foreign_claimed = signed(&|c| c.conv = foreign_conv.parse().unwrap());
+    // An access token is not a ws-token either.
+    let access_as_ws = w.token.clone();
     let cases = [
         ("no token", stream_url(&w.app, &conv, ""), None, 401),
         ("forged signature", stream_url(&w.app, &conv, &format!("token={forged}")), None, 401),
-        ("wrong audience", stream_url(&w.app, &conv, &format!("token={access_as_ws}")), None, 401),
+        ("wrong audience", stream_url(&w.app, &conv, &format!("token={wrong_audience}")), None, 401),
+        ("an access token", stream_url(&w.app, &conv, &format!("token={access_as_ws}")), None, 401),
         ("expired", stream_url(&w.app, &conv, &format!("token={expired}")), None, 401),
+        ("session over", stream_url(&w.app, &conv, &format!("token={session_over}")), None, 401),
+        (
+            "conv claims another org's conversation",
+            stream_url(&w.app, &foreign_conv, &format!("token={foreign_claimed}")),
+            None,
+            404,
+        ),
+        ("malformed after", stream_url(&w.app, &conv, &format!("token={good}&after=x")), None, 400),
+        ("negative after", stream_url(&w.app, &conv, &format!("token={good}&after=-1")), None, 400),
         ("token for another conversation", stream_url(&w.app, &other_conv, &format!("token={good}")), None, 404),
         ("another org's conversation", stream_url(&w.app, &foreign_conv, &format!("token={good}")), None, 404),
         ("bad origin", stream_url(&w.app, &conv, &format!("token={good}")), Some("https://evil.example"), 403),
@@ -224,18 +255,31 @@ async fn a_socket_streams_a_run_and_cancels_through_postgres() {
             break;
         }
     }
+    // A finished run cannot be cancelled again.
+    let command =
+        |run: &str, id: i64| Message::Text(json!({"type": "cancel", "run_id": run, "id": id}).to_string().into());
+    actor.send(command(&run_id, 8)).await.unwrap();
+    let refused = reply(&mut actor).await;
+    assert_eq!((refused["id"].as_i64(), refused["code"].as_str()), (Some(8), Some("run_finished")), "{refused}");
     // Cancelling a run of another conversation from this socket is refused.
-    actor
-        .send(Message::Text(json!({"type": "cancel", "run_id": Uuid::new_v4(), "id": 8}).to_string().into()))
-        .await
-        .unwrap();
-    loop {
-        let message = next_json(&mut actor).await;
-        if message["type"] == "error" {
-            assert_eq!(message["id"], 8);
-            break;
-        }
-    }
+    let elsewhere = conversation(&w).await;
+    let other_run = post(
+        &w.app,
+        &w.token,
+        &format!("/v1/conversations/{elsewhere}/runs"),
+        json!({"input": {"steps": 10000, "delay_ms": 20}}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    actor.send(command(&other_run, 9)).await.unwrap();
+    let refused = reply(&mut actor).await;
+    assert_eq!(
+        (refused["id"].as_i64(), refused["code"].as_str()),
+        (Some(9), Some("run_not_in_conversation")),
+        "{refused}"
+    );
     drop(runner);
 }
 
@@ -381,26 +425,80 @@ async fn two_sockets_racing_to_answer_one_question() {
     drop(runner);
 }
 
-/// A client that does not read does not hold up one that does.
+/// Opens a stream over a TCP socket with a tiny receive buffer, so a client
+/// that stops reading pushes back on the server after kilobytes, not megabytes.
+async fn open_small_buffer(w: &World, conv: &str) -> Socket {
+    let url = stream_url(&w.app, conv, &format!("token={}", ws_token(&w.app, &w.token, conv).await));
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(w.app.addr).await.unwrap();
+    let (mut socket, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "ready");
+    socket
+}
+
+/// A client that does not read does not hold up one that does, and is itself
+/// dropped (1013 `too_slow`) instead of holding memory and its slot forever.
 #[tokio::test]
-async fn a_slow_consumer_does_not_stall_a_fast_one() {
+async fn a_slow_consumer_does_not_stall_a_fast_one_and_is_dropped() {
     let w = world().await;
-    let runner = harness::runner(&w.runner_env.clone().set("MOAT_RUN_MAX_EVENTS", "100000")).await;
+    let runner = harness::runner(
+        &w.runner_env.clone().set("MOAT_RUN_MAX_EVENTS", "100000").set("MOAT_RUN_MAX_OUTPUT_BYTES", "100000000"),
+    )
+    .await;
     let conv = conversation(&w).await;
-    let _slow = open(&w, &conv).await; // never read again
+    let mut slow = open_small_buffer(&w, &conv).await; // not read until the end
     let mut fast = open(&w, &conv).await;
+    // ~12 MB of frames: far more than the kernel buffers between a stalled client and the server.
     post(
         &w.app,
         &w.token,
         &format!("/v1/conversations/{conv}/runs"),
-        json!({"input": {"steps": 3000, "delay_ms": 0, "text": "x".repeat(200)}}),
+        json!({"input": {"steps": 3000, "delay_ms": 0, "text": "x".repeat(4000)}}),
     )
     .await;
-    let events = tokio::time::timeout(Duration::from_secs(30), events_until(&mut fast, "run.succeeded"))
+    let events = tokio::time::timeout(Duration::from_secs(60), events_until(&mut fast, "run.succeeded"))
         .await
         .expect("the fast consumer was stalled");
     let all = seqs(&events);
     assert_eq!(all, (1..=all.len() as i64).collect::<Vec<_>>());
+    // The server gives up on the slow one within its send timeout (10 s): reading
+    // now drains what was buffered and then ends, short of the last event.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    // Its task has ended and released its slot (without the client reading a byte):
+    // beside `fast`, 15 more sockets fit under the per-principal cap.
+    let mut more = Vec::new();
+    while more.len() < moat::ws::MAX_SOCKETS_PER_PRINCIPAL {
+        let url = stream_url(&w.app, &conv, &format!("token={}", ws_token(&w.app, &w.token, &conv).await));
+        match connect(&url, None).await {
+            Ok(socket) => more.push(socket),
+            Err(status) => {
+                assert_eq!(status, 429);
+                break;
+            }
+        }
+    }
+    assert_eq!(more.len(), moat::ws::MAX_SOCKETS_PER_PRINCIPAL - 1, "the slow socket still holds its slot");
+    drop(more);
+    let mut last_seq = 0;
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match slow.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let message: Value = serde_json::from_str(&text).unwrap();
+                    last_seq = message["seq"].as_i64().unwrap_or(last_seq);
+                }
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the slow consumer's socket was never dropped");
+    assert!(last_seq < *all.last().unwrap(), "the slow consumer got everything: it was never dropped");
+    assert!(matches!(ended, None | Some(1013)), "closed with {ended:?}");
     drop(runner);
 }
 
@@ -414,8 +512,15 @@ async fn the_token_can_ride_as_a_subprotocol_and_sockets_are_capped_per_principa
     let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
     assert_eq!(response.headers().get("sec-websocket-protocol").unwrap(), "moat.v1");
     assert_eq!(next_json(&mut socket).await["type"], "ready");
-    let mut sockets = vec![socket];
-    for _ in 1..moat::ws::MAX_SOCKETS_PER_PRINCIPAL {
+    // A browser offering `moat.v1` with the token in the query: the server must select it.
+    let query = format!("token={}", ws_token(&w.app, &w.token, &conv).await);
+    let mut request = stream_url(&w.app, &conv, &query).into_client_request().unwrap();
+    request.headers_mut().insert("sec-websocket-protocol", "moat.v1".parse().unwrap());
+    let (mut browser_like, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.headers().get("sec-websocket-protocol").unwrap(), "moat.v1");
+    assert_eq!(next_json(&mut browser_like).await["type"], "ready");
+    let mut sockets = vec![socket, browser_like];
+    for _ in 2..moat::ws::MAX_SOCKETS_PER_PRINCIPAL {
         sockets.push(open(&w, &conv).await);
     }
     let refused =
@@ -478,5 +583,49 @@ async fn concurrent_conversations_each_get_exactly_their_own_events() {
             assert!(event["data"]["text"].as_str().unwrap().starts_with(&format!("{text} ")), "{event}");
         }
     }
+    drop(runner);
+}
+
+/// A socket opened without `after` starts at the present, even when this
+/// instance kept an idle topic for the conversation from an earlier socket.
+#[tokio::test]
+async fn a_socket_without_after_gets_no_history_even_after_an_earlier_socket() {
+    let w = world().await;
+    let runner = harness::runner(&w.runner_env).await;
+    let conv = conversation(&w).await;
+    drop(open(&w, &conv).await);
+    let first = post(
+        &w.app,
+        &w.token,
+        &format!("/v1/conversations/{conv}/runs"),
+        json!({"input": {"steps": 3, "delay_ms": 0}}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    loop {
+        let run: Value = w
+            .app
+            .http
+            .get(w.app.url(&format!("/v1/runs/{first}")))
+            .bearer_auth(&w.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if run["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut fresh = open(&w, &conv).await;
+    post(&w.app, &w.token, &format!("/v1/conversations/{conv}/runs"), json!({"input": {"steps": 2, "delay_ms": 0}}))
+        .await;
+    let events = events_until(&mut fresh, "run.succeeded").await;
+    assert!(events.iter().all(|e| e["run_id"] != first.as_str()), "history was replayed to a socket without after");
+    assert_eq!(events.len(), 5, "{events:?}");
     drop(runner);
 }
