@@ -27,10 +27,11 @@ use crate::runs::events::CHANNEL_EVENTS;
 
 /// Events a subscriber may fall behind by before it must catch up from the table.
 const BUFFER: usize = 256;
-/// Events read per conversation and wake-up (more → another read).
-const READ_LIMIT: i64 = 1000;
+/// Events read per conversation and wake-up (more → another read); reading
+/// more than a subscriber may lag by would only make it catch up from the table.
+const READ_LIMIT: i64 = BUFFER as i64;
 /// Conversations read by one query (bounds one read to READ_GROUP × READ_LIMIT rows).
-const READ_GROUP: usize = 32;
+const READ_GROUP: usize = 64;
 pub const READ_EVENTS: &str = include_str!("../../sql/ws/read_events.sql");
 pub const READ_NEW_EVENTS: &str = include_str!("../../sql/ws/read_new_events.sql");
 pub const MAX_SEQ: &str = include_str!("../../sql/ws/max_seq.sql");
