@@ -23,6 +23,7 @@
 //! | [`runner`] | `moat runner`: claims runs, executes agents under fenced leases, applies commands |
 //! | [`sanitize`] | the credential sanitizer every agent string passes through |
 //! | [`ws`] | the WebSocket edge: five checks before the upgrade, replay + live events, commands |
+//! | [`web`] | the browser app at `/`: embedded static files under a strict CSP |
 //! | [`users`] | an organization's users (read-only API) |
 //! | [`audit`] | the append-only audit log of security events |
 //! | [`limits`] | abuse limits kept in PostgreSQL, shared by every instance |
@@ -55,6 +56,7 @@ pub mod server;
 pub mod telemetry;
 pub mod tls;
 pub mod users;
+pub mod web;
 pub mod ws;
 
 pub use server::{App, AppState};

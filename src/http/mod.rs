@@ -36,6 +36,7 @@ fn app_routes() -> Routes {
         .merge(crate::integrations::routes())
         .merge(crate::runs::routes())
         .merge(crate::ws::routes())
+        .merge(crate::web::routes())
 }
 
 /// Every route Moat serves, with the access it requires (for tests and docs).

@@ -21,6 +21,9 @@ const PUBLIC: &[(&str, &str)] = &[
     ("GET", "/v1/integrations/callback"),
     // Authenticated by its own single-use WebSocket token, checked in five steps before the upgrade.
     ("GET", "/v1/conversations/{id}/stream"),
+    // The browser app's static files (no data; the app authenticates every API call itself).
+    ("GET", "/"),
+    ("GET", "/assets/{name}"),
 ];
 
 fn concrete(path: &str) -> String {
