@@ -6,6 +6,7 @@ use ipnet::IpNet;
 
 use super::vars::Vars;
 use crate::check::Problem;
+use crate::dev::DevMode;
 
 pub(super) struct AuthSettings {
     pub access_token_ttl: Duration,
@@ -16,9 +17,23 @@ pub(super) struct AuthSettings {
     pub provider_timeout: Duration,
 }
 
-pub(super) fn auth(vars: &Vars, problems: &mut Vec<Problem>) -> AuthSettings {
+/// Shortest access-token lifetime development mode accepts (for exercising
+/// expiry and refresh quickly, e.g. the browser tests); production's is 1 minute.
+const DEV_MIN_ACCESS_TOKEN_TTL_SECS: u64 = 5;
+
+pub(super) fn auth(vars: &Vars, dev: Option<DevMode>, problems: &mut Vec<Problem>) -> AuthSettings {
+    let access_min = if dev.is_some() { DEV_MIN_ACCESS_TOKEN_TTL_SECS } else { 60 };
+    let access_token_ttl = duration(vars, "MOAT_ACCESS_TOKEN_TTL", "15m", (access_min, 24 * 3600), problems);
+    if let Some(dev) = dev
+        && access_token_ttl.as_secs() < 60
+    {
+        dev.bypass(
+            "startup",
+            format!("MOAT_ACCESS_TOKEN_TTL is {}s, below production's 1m minimum", access_token_ttl.as_secs()),
+        );
+    }
     AuthSettings {
-        access_token_ttl: duration(vars, "MOAT_ACCESS_TOKEN_TTL", "15m", (60, 24 * 3600), problems),
+        access_token_ttl,
         refresh_token_ttl: duration(vars, "MOAT_REFRESH_TOKEN_TTL", "14d", (300, 90 * 24 * 3600), problems),
         refresh_reuse_grace: duration(vars, "MOAT_REFRESH_REUSE_GRACE", "10s", (0, 120), problems),
         trusted_proxies: trusted_proxies(vars, problems),

@@ -145,7 +145,7 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
     let previous_signing_keys = secrets::previous_signing_keys(vars, dev, &mut problems);
     let encryption_key = secrets::encryption_key(vars, signing_key.as_ref(), dev, &mut problems);
     let previous_encryption_keys = secrets::previous_encryption_keys(vars, dev, &mut problems);
-    let auth = auth::auth(vars, &mut problems);
+    let auth = auth::auth(vars, dev, &mut problems);
     let transport = transport::transport(vars, dev, &mut problems);
     let log_format = LogFormat::parse(vars.get("MOAT_LOG_FORMAT")).unwrap_or_else(|()| {
         problems.push(

@@ -127,7 +127,7 @@ pub const VARS: &[EnvVar] = &[
         name: "MOAT_ACCESS_TOKEN_TTL",
         commands: SERVE_CHECK,
         default: Some("15m"),
-        doc: "Lifetime of access tokens (1m to 24h), e.g. `15m`.",
+        doc: "Lifetime of access tokens (1m to 24h; development mode accepts down to 5s, logged as a DEV_BYPASS), e.g. `15m`.",
     },
     EnvVar {
         name: "MOAT_REFRESH_TOKEN_TTL",

@@ -10,6 +10,7 @@ mod admin_cli;
 mod auth_routes;
 mod auth_sessions;
 mod auth_tokens;
+mod browser;
 mod db_tls;
 mod dev_mode;
 mod http_baseline;

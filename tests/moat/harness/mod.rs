@@ -1,6 +1,7 @@
 //! Test harness: real PostgreSQL, the real binary, the real app on real sockets.
 
 pub mod app;
+pub mod browser;
 pub mod http;
 pub mod pg;
 pub mod process;
