@@ -70,6 +70,13 @@ pub fn main() -> ExitCode {
     for name in ["serve", "migrate", "check", "admin", "runner"] {
         command = command.mut_subcommand(name, |sub| sub.after_help(config::help_for(name)));
     }
+    command = command.mut_subcommand("dev", |sub| {
+        sub.after_help(
+            "Reads MOAT_DEV_POSTGRES_BIN (where initdb and postgres are, if not found otherwise) and every variable \
+             `moat serve` and `moat runner` read, except those it sets itself: MOAT_ENV (development), DATABASE_URL \
+             (must be unset), the keys (from .moat/dev.env), MOAT_BIND (127.0.0.1:--port), MOAT_PUBLIC_URL.",
+        )
+    });
     command = command.mut_subcommand("keygen", |sub| {
         sub.after_help(
             "Reads no environment variables. Equivalent: openssl rand -base64 48 (signing) or 32 (encryption).",

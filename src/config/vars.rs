@@ -161,6 +161,12 @@ pub const VARS: &[EnvVar] = &[
     },
     EnvVar { name: "MOAT_LOG_FORMAT", commands: ALL, default: Some("text"), doc: "`text` or `json`." },
     EnvVar {
+        name: "MOAT_DEV_POSTGRES_BIN",
+        commands: &["dev"],
+        default: None,
+        doc: "`moat dev` only: the directory holding PostgreSQL's `initdb` and `postgres`, when they are not on PATH or in the usual Debian/Homebrew places.",
+    },
+    EnvVar {
         name: "MOAT_LOG",
         commands: ALL,
         default: Some("info"),

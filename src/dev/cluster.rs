@@ -31,10 +31,15 @@ pub const INSTALL_HINT: &str = "PostgreSQL server binaries (initdb, postgres) we
 const MAX_SOCKET_PATH: usize = 100;
 const PORT: u16 = 5432;
 
-/// The directory holding `initdb` and `postgres`: `PATH` first, then the
-/// usual Debian/Ubuntu and Homebrew locations (highest version first).
-pub fn find_binaries() -> Option<PathBuf> {
+/// The directory holding `initdb` and `postgres`: `MOAT_DEV_POSTGRES_BIN`
+/// when set (and then only there), else `PATH`, then the usual Debian/Ubuntu
+/// and Homebrew locations (highest version first).
+pub fn find_binaries(configured: Option<&str>) -> Option<PathBuf> {
     let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+    if let Some(dir) = configured {
+        let dir = PathBuf::from(dir);
+        return has_both(&dir).then_some(dir);
+    }
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
             if has_both(&dir) {

@@ -64,7 +64,7 @@ async fn run(options: Options, vars: &Vars) -> anyhow::Result<()> {
     {
         bail!("MOAT_ENV={env}: moat dev is development only; unset MOAT_ENV (production is `moat serve`)");
     }
-    let Some(bin) = cluster::find_binaries() else {
+    let Some(bin) = cluster::find_binaries(vars.get("MOAT_DEV_POSTGRES_BIN")) else {
         bail!("{}", cluster::INSTALL_HINT);
     };
     let dev = Environment::Development.dev_mode().context("development mode")?;

@@ -129,23 +129,28 @@ pub async fn serve(env: &Env) -> Serving {
 
 /// Starts `moat runner` and waits until it logs that it started.
 pub async fn runner(env: &Env) -> Serving {
-    let mut child = command(&["runner"], env).spawn().expect("spawn moat runner");
+    start(&["runner"], env, "runner started").await
+}
+
+/// Starts `moat <args>` and waits (30 s at most) until its output contains `ready`.
+pub async fn start(args: &[&str], env: &Env, ready: &str) -> Serving {
+    let mut child = command(args, env).spawn().expect("spawn moat");
     let stdout = collect(child.stdout.take().expect("stdout"));
     let stderr = collect(child.stderr.take().expect("stderr"));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if stdout.lock().expect("lock").contains("runner started") {
+        let printed = format!("{}{}", stdout.lock().expect("lock"), stderr.lock().expect("lock"));
+        if printed.contains(ready) {
             let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
             return Serving { child, addr, stdout, stderr };
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "moat runner exited ({status}):\n{}\n{}",
-                stdout.lock().expect("lock"),
-                stderr.lock().expect("lock")
-            );
+            panic!("moat {args:?} exited ({status}):\n{printed}");
         }
-        assert!(tokio::time::Instant::now() < deadline, "moat runner did not start within 30 s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "moat {args:?} did not print {ready:?} within 30 s:\n{printed}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -175,12 +180,16 @@ impl Serving {
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit; returns everything printed.
-    pub async fn terminate(mut self) -> Finished {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGTERM)
-            .expect("SIGTERM");
+    pub async fn terminate(self) -> Finished {
+        self.stop_with(nix::sys::signal::Signal::SIGTERM).await
+    }
+
+    /// Sends `signal` and waits (bounded) for the exit; returns everything printed.
+    pub async fn stop_with(mut self, signal: nix::sys::signal::Signal) -> Finished {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("signal");
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
-            .expect("moat did not exit within 30 s of SIGTERM")
+            .expect("moat did not exit within 30 s of the signal")
             .expect("wait");
         // Give the readers a moment to drain the pipes.
         tokio::time::sleep(Duration::from_millis(50)).await;
