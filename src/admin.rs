@@ -130,10 +130,7 @@ pub async fn create_user(
     password: String,
 ) -> Result<Uuid, AdminError> {
     let normalized = normalize_email(email).ok_or_else(|| AdminError::InvalidEmail(email.to_owned()))?;
-    if !(password::MIN_LEN..=password::MAX_LEN).contains(&password.chars().count()) {
-        return Err(AdminError::WeakPassword);
-    }
-    let hash = password::hash(password).await?;
+    let hash = checked_hash(password).await?;
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     require_org(&tx, org).await?;
@@ -193,10 +190,7 @@ pub async fn disable_user(pool: &Pool, email: &str) -> Result<(), AdminError> {
     let normalized = normalize_email(email).ok_or_else(|| AdminError::InvalidEmail(email.to_owned()))?;
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    tenant::set_lookup(&tx, Lookup::Email(&normalized)).await?;
-    let row = tx.query_opt(FIND_USER_ORG, &[&normalized]).await?.ok_or(AdminError::UserNotFound(normalized.clone()))?;
-    let (id, org): (Uuid, Uuid) = (row.get("id"), row.get("org_id"));
-    tenant::set_org(&tx, org).await?;
+    let (id, org) = user_org(&tx, &normalized).await?;
     tx.execute(DISABLE_USER, &[&id, &org]).await?;
     tx.execute(REVOKE_USER_FAMILIES, &[&id, &org]).await?;
     record(&tx, org, "user_disabled", &normalized).await?;
@@ -218,21 +212,34 @@ pub async fn user_exists(pool: &Pool, email: &str) -> Result<bool, AdminError> {
 /// Replaces a user's password (stored hashed) and ends every session they have.
 pub async fn set_password(pool: &Pool, email: &str, new_password: String) -> Result<(), AdminError> {
     let normalized = normalize_email(email).ok_or_else(|| AdminError::InvalidEmail(email.to_owned()))?;
-    if !(password::MIN_LEN..=password::MAX_LEN).contains(&new_password.chars().count()) {
-        return Err(AdminError::WeakPassword);
-    }
-    let hash = password::hash(new_password).await?;
+    let hash = checked_hash(new_password).await?;
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    tenant::set_lookup(&tx, Lookup::Email(&normalized)).await?;
-    let row = tx.query_opt(FIND_USER_ORG, &[&normalized]).await?.ok_or(AdminError::UserNotFound(normalized.clone()))?;
-    let (id, org): (Uuid, Uuid) = (row.get("id"), row.get("org_id"));
-    tenant::set_org(&tx, org).await?;
+    let (id, org) = user_org(&tx, &normalized).await?;
     tx.execute(SET_PASSWORD, &[&id, &org, &hash]).await?;
     tx.execute(REVOKE_USER_FAMILIES, &[&id, &org]).await?;
     record(&tx, org, "user_password_reset", &normalized).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Checks a new password's length, then hashes it (argon2id).
+async fn checked_hash(password: String) -> Result<String, AdminError> {
+    if !(password::MIN_LEN..=password::MAX_LEN).contains(&password.chars().count()) {
+        return Err(AdminError::WeakPassword);
+    }
+    Ok(password::hash(password).await?)
+}
+
+/// The user with this normalized email and their organization, whose tenant
+/// context the transaction then runs in.
+async fn user_org(tx: &Transaction<'_>, normalized: &str) -> Result<(Uuid, Uuid), AdminError> {
+    tenant::set_lookup(tx, Lookup::Email(normalized)).await?;
+    let row =
+        tx.query_opt(FIND_USER_ORG, &[&normalized]).await?.ok_or(AdminError::UserNotFound(normalized.to_owned()))?;
+    let (id, org): (Uuid, Uuid) = (row.get("id"), row.get("org_id"));
+    tenant::set_org(tx, org).await?;
+    Ok((id, org))
 }
 
 async fn require_org(tx: &Transaction<'_>, org: Uuid) -> Result<(), AdminError> {

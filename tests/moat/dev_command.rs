@@ -87,16 +87,7 @@ async fn moat_dev_starts_from_nothing_serves_the_app_and_stops_cleanly_on_sigint
     )
     .await;
     let run = run["id"].as_str().unwrap().to_owned();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let body: serde_json::Value =
-            http.get(format!("{base}/v1/runs/{run}")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
-        if body["status"] == "succeeded" {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the run never finished: {body}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    crate::harness::http::wait_run_status(&http, &base, &token, &run, "succeeded").await;
     assert_eq!(postgres_processes(&dir).len(), 1, "one postmaster for the private cluster");
 
     // Ctrl-C: Moat stops, then PostgreSQL; nothing is left running.

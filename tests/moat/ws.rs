@@ -604,23 +604,7 @@ async fn a_socket_without_after_gets_no_history_even_after_an_earlier_socket() {
         .as_str()
         .unwrap()
         .to_owned();
-    loop {
-        let run: Value = w
-            .app
-            .http
-            .get(w.app.url(&format!("/v1/runs/{first}")))
-            .bearer_auth(&w.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if run["status"] == "succeeded" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    harness::http::wait_run_status(&w.app.http, &w.app.url(""), &w.token, &first, "succeeded").await;
     let mut fresh = open(&w, &conv).await;
     post(&w.app, &w.token, &format!("/v1/conversations/{conv}/runs"), json!({"input": {"steps": 2, "delay_ms": 0}}))
         .await;

@@ -38,3 +38,21 @@ pub async fn post_json(http: &reqwest::Client, url: &str, token: Option<&str>, b
     }
     request.send().await.unwrap().json().await.unwrap()
 }
+
+/// GETs JSON with a bearer token.
+pub async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
+    http.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap()
+}
+
+/// Polls `GET {base}/v1/runs/{run}` until its status is `wanted` (20 s at most).
+pub async fn wait_run_status(http: &reqwest::Client, base: &str, token: &str, run: &str, wanted: &str) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let body = get_json(http, &format!("{base}/v1/runs/{run}"), token).await;
+        if body["status"] == wanted {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "run {run} never reached {wanted}: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
