@@ -26,7 +26,7 @@ enum Command {
     /// a demo admin, the API with the web app and a runner, on 127.0.0.1 only. Ctrl-C stops it all.
     Dev {
         /// Loopback port to serve on.
-        #[arg(long, default_value_t = 8080)]
+        #[arg(long, default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..))]
         port: u16,
         /// Directory for the cluster, keys and logs.
         #[arg(long, default_value = ".moat")]

@@ -4,14 +4,16 @@
 //! - As root it runs as the `postgres` OS user (`initdb` refuses root).
 //! - Password authentication (SCRAM) even on the local socket; the passwords
 //!   live in `.moat/dev.env` (mode 0600).
-//! - A unix socket in `.moat/run` when the path is short enough, otherwise a
-//!   free loopback port; never a non-loopback address.
+//! - A unix socket only (no TCP listener at all): in `.moat/postgres/run` when
+//!   the path is short enough for a socket address, otherwise in a fresh
+//!   private directory under `/tmp` (never a loopback port, which another
+//!   local user could take first and collect a password from).
 //! - The server runs in its own process group (a terminal's Ctrl-C reaches
 //!   `moat dev`, which stops Moat first and PostgreSQL last) and with a
 //!   parent-death signal, so even a `moat dev` killed with SIGKILL leaves no
 //!   PostgreSQL behind.
 
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -68,29 +70,29 @@ pub fn find_binaries(configured: Option<&str>) -> Option<PathBuf> {
     candidates.into_iter().rev().find(|dir| has_both(dir))
 }
 
-/// Where the cluster listens.
+/// Where the cluster listens: the directory of its unix socket.
 #[derive(Debug, Clone)]
-pub enum Endpoint {
-    Socket(PathBuf),
-    Loopback(u16),
-}
+pub struct Endpoint(PathBuf);
 
 impl Endpoint {
-    /// A key=value connection string for `user` (the password is added by the caller's settings).
+    /// A key=value connection string for `user`.
     pub fn url(&self, user: &str, password: &str, database: &str) -> String {
-        let (host, port) = match self {
-            Self::Socket(dir) => (dir.display().to_string(), PORT),
-            Self::Loopback(port) => ("127.0.0.1".to_owned(), *port),
-        };
-        format!("host='{host}' port={port} user={user} password={password} dbname={database} connect_timeout=5")
+        let quote = |value: &str| value.replace('\\', "\\\\").replace('\'', "\\'");
+        format!(
+            "host='{}' port={PORT} user={user} password='{}' dbname={database} connect_timeout=5",
+            quote(&self.0.display().to_string()),
+            quote(password)
+        )
     }
 }
 
-/// A running private cluster; [`Cluster::stop`] shuts it down.
+/// A running private cluster; [`Cluster::stop`] shuts it down (dropping it kills it).
 pub struct Cluster {
     child: tokio::process::Child,
     pub endpoint: Endpoint,
     pub log: PathBuf,
+    /// A socket directory made under /tmp (removed on stop), when `.moat`'s path was too long.
+    temporary_socket_dir: Option<PathBuf>,
 }
 
 /// The `postgres` OS user when running as root (initdb refuses root).
@@ -177,29 +179,48 @@ pub async fn start(bin: &Path, root: &Path, superuser_password: &str) -> anyhow:
             );
         }
     }
-    let socket_dir = root.join("run");
-    private_dir(&socket_dir, user.as_ref())?;
-    let socket_fits = socket_dir.join(format!(".s.PGSQL.{PORT}")).as_os_str().len() <= MAX_SOCKET_PATH;
-    let endpoint = if socket_fits { Endpoint::Socket(socket_dir.clone()) } else { Endpoint::Loopback(free_port()?) };
+    let mut socket_dir = root.join("run");
+    let mut temporary_socket_dir = None;
+    if socket_dir.join(format!(".s.PGSQL.{PORT}")).as_os_str().len() <= MAX_SOCKET_PATH {
+        private_dir(&socket_dir, user.as_ref())?;
+    } else {
+        socket_dir = short_private_dir(user.as_ref())?;
+        temporary_socket_dir = Some(socket_dir.clone());
+    }
+    let endpoint = Endpoint(socket_dir.clone());
     let log = root.join("postgres.log");
     let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
     std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o600))?;
     let mut postgres = command(&bin.join("postgres"), user.as_ref(), true);
     postgres.arg("-D").arg(&data).arg("-k").arg(&socket_dir);
-    match &endpoint {
-        Endpoint::Socket(_) => postgres.args(["-c", "listen_addresses=", "-p", &PORT.to_string()]),
-        Endpoint::Loopback(port) => postgres.args(["-c", "listen_addresses=127.0.0.1", "-p", &port.to_string()]),
-    };
+    postgres.args(["-c", "listen_addresses=", "-p", &PORT.to_string()]);
     postgres.stdin(Stdio::null()).stdout(log_file.try_clone()?).stderr(log_file);
-    let child = tokio::process::Command::from(postgres).spawn().context("cannot start postgres")?;
-    let mut cluster = Cluster { child, endpoint, log };
+    let mut postgres = tokio::process::Command::from(postgres);
+    // Spawned from a runtime worker thread (which lives as long as the runtime):
+    // the parent-death signal follows the spawning thread, not the process.
+    let child = postgres.kill_on_drop(true).spawn().context("cannot start postgres")?;
+    let mut cluster = Cluster { child, endpoint, log, temporary_socket_dir };
     cluster.wait_ready(superuser_password).await?;
     Ok(cluster)
 }
 
-/// A loopback port nobody listens on right now.
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// A new directory `/tmp/moat-dev-<random>`, mode 0700 (created, never reused).
+fn short_private_dir(owner: Option<&User>) -> anyhow::Result<PathBuf> {
+    for _ in 0..10 {
+        let name = format!("/tmp/moat-dev-{:016x}", rand::random::<u64>());
+        let path = PathBuf::from(name);
+        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => {
+                if let Some(user) = owner {
+                    chown(&path, Some(user.uid), Some(user.gid))?;
+                }
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).context("cannot create a socket directory under /tmp"),
+        }
+    }
+    bail!("cannot create a socket directory under /tmp")
 }
 
 impl Cluster {
@@ -235,6 +256,9 @@ impl Cluster {
                 let _ = self.child.start_kill();
                 let _ = self.child.wait().await;
             }
+        }
+        if let Some(dir) = &self.temporary_socket_dir {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

@@ -51,10 +51,10 @@ async fn run(options: Options, vars: &Vars) -> anyhow::Result<()> {
     if options.reset {
         return reset(&options.dir);
     }
-    if vars.get("DATABASE_URL").is_some() {
+    if let Some(name) = ["DATABASE_URL", "MOAT_LISTEN_DATABASE_URL"].into_iter().find(|n| vars.get(n).is_some()) {
         bail!(
-            "DATABASE_URL is set, but moat dev runs its own private PostgreSQL under {}.\n\
-             Unset it (`env -u DATABASE_URL moat dev`), or run against your server with \
+            "{name} is set, but moat dev runs its own private PostgreSQL under {}.\n\
+             Unset it (`env -u {name} moat dev`), or run against your server with \
              `moat migrate`, `moat serve` and `moat runner` (docs/deployment.md).",
             options.dir.display()
         );
@@ -69,6 +69,7 @@ async fn run(options: Options, vars: &Vars) -> anyhow::Result<()> {
     };
     let dev = Environment::Development.dev_mode().context("development mode")?;
     let dir = absolute(&options.dir)?;
+    ensure_ours(&dir)?;
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // As root the cluster runs as `postgres`, which must be able to pass through
     // (not list) this directory; everything inside stays private to its owner.
@@ -84,15 +85,98 @@ async fn run(options: Options, vars: &Vars) -> anyhow::Result<()> {
         ),
     );
 
-    let cluster = cluster::start(&bin, &dir.join("postgres"), &secrets.db_password).await?;
-    let result = serve(&options, vars, &cluster, &secrets).await;
-    cluster.stop().await;
-    println!("moat dev stopped (PostgreSQL too)");
+    // Ctrl-C is ours from here on, so an interrupted start still stops PostgreSQL.
+    let stop = CancellationToken::new();
+    let signal = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            crate::server::shutdown_signal().await;
+            stop.cancel();
+        })
+    };
+    let result = async {
+        let cluster_dir = dir.join("postgres");
+        let cluster = tokio::select! {
+            started = cluster::start(&bin, &cluster_dir, &secrets.db_password) => started?,
+            () = stop.cancelled() => bail!("interrupted while starting PostgreSQL"),
+        };
+        let result = serve(&options, vars, &cluster, &secrets, stop.clone()).await;
+        cluster.stop().await;
+        println!("moat dev stopped (PostgreSQL too)");
+        result
+    }
+    .await;
+    signal.abort();
     result
 }
 
+/// Refuses a directory `moat dev` did not make: `--dir` must not let it
+/// change the permissions of, or `--reset` delete, a directory of the user's.
+fn ensure_ours(dir: &Path) -> anyhow::Result<()> {
+    let Ok(mut entries) = std::fs::read_dir(dir) else {
+        return Ok(()); // does not exist yet
+    };
+    if entries.next().is_none() || dir.join("dev.env").is_file() {
+        return Ok(());
+    }
+    bail!("{} is not empty and holds no dev.env: not a moat dev directory; choose another --dir", dir.display())
+}
+
 /// Everything after the cluster is up; the caller stops the cluster whatever happens.
-async fn serve(options: &Options, vars: &Vars, cluster: &Cluster, secrets: &DevSecrets) -> anyhow::Result<()> {
+async fn serve(
+    options: &Options,
+    vars: &Vars,
+    cluster: &Cluster,
+    secrets: &DevSecrets,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let prepared = tokio::select! {
+        prepared = prepare(options, vars, cluster, secrets) => prepared?,
+        () = stop.cancelled() => bail!("interrupted while starting"),
+    };
+    let (app, runner_config, password) = prepared;
+    let addr = app.local_addr()?;
+    println!("\nMoat is running (development mode): http://{addr}/");
+    match password {
+        Some(password) => println!(
+            "Log in as {ADMIN_EMAIL} with password: {password}\n(shown once; `moat dev --reset-password` makes a new one)"
+        ),
+        None => println!(
+            "Log in as {ADMIN_EMAIL} with the password printed when it was created (`moat dev --reset-password` makes a new one)"
+        ),
+    }
+    println!("PostgreSQL log: {} · Ctrl-C stops everything\n", cluster.log.display());
+
+    // Either half ending (an error, or Ctrl-C) stops the other.
+    let server = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let result = app.run_until(stop.clone().cancelled_owned()).await;
+            stop.cancel();
+            result
+        })
+    };
+    let runner = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let result = crate::runner::run(runner_config, stop.clone().cancelled_owned()).await;
+            stop.cancel();
+            result
+        })
+    };
+    let (served, ran) = tokio::join!(server, runner);
+    served.context("server task")?.context("server")?;
+    ran.context("runner task")?.context("runner")?;
+    Ok(())
+}
+
+/// Roles, schema, configuration, the listener and the demo admin: everything before serving.
+async fn prepare(
+    options: &Options,
+    vars: &Vars,
+    cluster: &Cluster,
+    secrets: &DevSecrets,
+) -> anyhow::Result<(crate::server::App, crate::config::runner::RunnerConfig, Option<String>)> {
     let url = |user: &str, database: &str| cluster.endpoint.url(user, &secrets.db_password, database);
     bootstrap(&url("postgres", "postgres"), &secrets.db_password).await?;
     let owner = crate::db::DatabaseSettings::parse(&url(OWNER, "moat")).map_err(anyhow::Error::msg)?;
@@ -107,7 +191,7 @@ async fn serve(options: &Options, vars: &Vars, cluster: &Cluster, secrets: &DevS
         .with("MOAT_ENCRYPTION_KEY", &secrets.encryption_key)
         .with("MOAT_BIND", format!("127.0.0.1:{}", options.port))
         .with("MOAT_PUBLIC_URL", &origin)
-        .with("MOAT_ALLOWED_ORIGINS", format!("http://localhost:{}", options.port));
+        .without("MOAT_ALLOWED_ORIGINS");
     for name in [
         "MOAT_SIGNING_KEY_FILE",
         "MOAT_ENCRYPTION_KEY_FILE",
@@ -129,40 +213,7 @@ async fn serve(options: &Options, vars: &Vars, cluster: &Cluster, secrets: &DevS
 
     let app = crate::server::App::build(config).await?;
     let password = demo_admin(&app.state().db, options.reset_password).await?;
-    let addr = app.local_addr()?;
-    println!("\nMoat is running (development mode): http://{addr}/");
-    match password {
-        Some(password) => println!(
-            "Log in as {ADMIN_EMAIL} with password: {password}\n(shown once; `moat dev --reset-password` makes a new one)"
-        ),
-        None => println!(
-            "Log in as {ADMIN_EMAIL} with the password printed when it was created (`moat dev --reset-password` makes a new one)"
-        ),
-    }
-    println!("PostgreSQL log: {} · Ctrl-C stops everything\n", cluster.log.display());
-
-    let stop = CancellationToken::new();
-    let signal = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            crate::server::shutdown_signal().await;
-            stop.cancel();
-        })
-    };
-    let server = {
-        let stop = stop.clone();
-        tokio::spawn(async move { app.run_until(async move { stop.cancelled().await }).await })
-    };
-    let runner = {
-        let stop = stop.clone();
-        tokio::spawn(async move { crate::runner::run(runner_config, async move { stop.cancelled().await }).await })
-    };
-    let (served, ran) = tokio::join!(server, runner);
-    signal.abort();
-    stop.cancel();
-    served.context("server task")?.context("server")?;
-    ran.context("runner task")?.context("runner")?;
-    Ok(())
+    Ok((app, runner_config, password))
 }
 
 /// Roles and database, idempotently; passwords follow `dev.env` every start.
@@ -170,7 +221,8 @@ async fn bootstrap(superuser_url: &str, password: &str) -> anyhow::Result<()> {
     let (client, connection) =
         tokio_postgres::connect(superuser_url, tokio_postgres::NoTls).await.context("connecting as postgres")?;
     let connection = tokio::spawn(connection);
-    let literal = password.replace('\'', "''");
+    // The verifier, not the password, goes to the server (nothing to leak into its log).
+    let literal = postgres_protocol::password::scram_sha_256(password.as_bytes()).replace('\'', "''");
     let statements = [
         format!("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{OWNER}') THEN CREATE ROLE {OWNER} LOGIN; END IF; END $$"),
         format!("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP}') THEN CREATE ROLE {APP} LOGIN; END IF; END $$"),
@@ -214,6 +266,7 @@ async fn demo_admin(pool: &deadpool_postgres::Pool, reset_password: bool) -> any
 
 /// `moat dev --reset`: removes the directory (refused while its cluster runs).
 fn reset(dir: &Path) -> anyhow::Result<()> {
+    ensure_ours(dir)?;
     let pid_file = dir.join("postgres").join("data").join("postmaster.pid");
     if let Ok(text) = std::fs::read_to_string(&pid_file)
         && let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok())
@@ -251,6 +304,8 @@ impl DevSecrets {
     fn load_or_create(path: &Path) -> anyhow::Result<(Self, bool)> {
         match std::fs::read_to_string(path) {
             Ok(text) => {
+                // Whatever happened to it since, the file is private again.
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
                 let values: BTreeMap<&str, &str> =
                     text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.trim(), v.trim())).collect();
                 let get = |name: &str| {

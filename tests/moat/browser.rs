@@ -80,12 +80,13 @@ async fn open_new_conversation(browser: &Browser, title: &str) -> String {
 }
 
 /// Starts a demo run from the form; returns the CSS selector of its section.
-async fn start_run(browser: &Browser, steps: u32, delay_ms: u32, text: &str, ask: &str) -> String {
+async fn start_run(browser: &Browser, steps: u32, delay_ms: u32, text: &str, ask: &str, tool: &str) -> String {
     let before = browser.client.find_all(Locator::Css("#runs section.run")).await.unwrap().len();
     browser.fill("#run-steps", &steps.to_string()).await;
     browser.fill("#run-delay", &delay_ms.to_string()).await;
     browser.fill("#run-text", text).await;
     browser.fill("#run-ask", ask).await;
+    browser.fill("#run-tool", tool).await;
     browser.click("#start-run").await;
     browser
         .until("the new run to appear", || async {
@@ -132,7 +133,7 @@ async fn the_app_logs_in_streams_answers_cancels_escapes_and_logs_out() {
 
     // Agent output is untrusted text: markup in a delta is shown, never parsed.
     let hostile = "<img src=x onerror=window.__pwned=1><script>window.__pwned=2</script>";
-    let run = start_run(&browser, 5, 50, hostile, "Proceed?").await;
+    let run = start_run(&browser, 5, 50, hostile, "Proceed?", "lookup").await;
     let question = format!("{run} .question");
     browser.until("the question", || browser.displayed(&question)).await;
     assert_eq!(browser.text_content(&format!("{run} .question-text")).await.as_deref(), Some("Proceed?"));
@@ -151,6 +152,9 @@ async fn the_app_logs_in_streams_answers_cancels_escapes_and_logs_out() {
     let text = browser.text_content(&format!("{run} .run-text")).await.unwrap();
     assert_eq!(text, format!("{}You said: approve", expected_text(hostile, 5)));
     assert!(!browser.displayed(&format!("{run} .cancel-run")).await, "cancel offered on a finished run");
+    // Tool events are shown compactly.
+    let log = browser.text_content(&format!("{run} .run-log")).await.unwrap();
+    assert!(log.contains("lookup"), "no tool line: {log}");
 
     // Screenshots: desktop, then a 390 px phone width with no horizontal scrolling.
     let wide = browser.screenshot("conversation.png").await;
@@ -168,7 +172,7 @@ async fn the_app_logs_in_streams_answers_cancels_escapes_and_logs_out() {
     browser.client.set_window_size(1280, 900).await.unwrap();
 
     // A long run, cancelled from the page.
-    let long = start_run(&browser, 10_000, 100, "tick", "").await;
+    let long = start_run(&browser, 10_000, 100, "tick", "", "").await;
     browser
         .until("deltas of the long run", || async {
             browser.text_content(&format!("{long} .run-text")).await.is_some_and(|t| t.contains("tick 2"))
@@ -207,7 +211,18 @@ async fn a_run_streams_across_several_token_expiries_without_gap_or_duplicate() 
     let browser = Browser::start().await;
     log_in(&browser, &site).await;
     let conversation = open_new_conversation(&browser, "Expiring").await;
-    let run = start_run(&browser, 150, 100, "s", "").await;
+    // Record every change of the connection indicator, with its time.
+    browser
+        .client
+        .execute(
+            "window.__states = []; new MutationObserver(() => window.__states.push([performance.now(), \
+             document.getElementById('connection').dataset.state])).observe(document.getElementById('connection'), \
+             {attributes: true, attributeFilter: ['data-state']});",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let run = start_run(&browser, 150, 100, "s", "", "").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     while status(&browser, &run).await.as_deref() != Some("succeeded") {
         assert!(tokio::time::Instant::now() < deadline, "the run did not finish in the browser");
@@ -218,5 +233,28 @@ async fn a_run_streams_across_several_token_expiries_without_gap_or_duplicate() 
     let mints = site.serving.output().matches(&format!("path=/v1/conversations/{conversation}/ws-token")).count();
     assert!(mints >= 3, "only {mints} ws-token mints: the stream never had to reconnect");
     assert_eq!(browser.attribute("#connection", "data-state").await.as_deref(), Some("live"));
+    // Each expiry reconnected at once (refresh, mint, connect), not through the
+    // backoff, whose shortest wait is 500 ms.
+    let states = browser.client.execute("return window.__states;", vec![]).await.unwrap();
+    let states: Vec<(f64, String)> = serde_json::from_value(states).unwrap();
+    let mut gaps = Vec::new();
+    for pair in states.windows(2) {
+        if pair[0].1 != "live" && pair[1].1 == "live" {
+            gaps.push(pair[1].0 - pair[0].0);
+        }
+    }
+    assert!(gaps.len() >= 2, "fewer than two reconnects observed: {states:?}");
+    assert!(gaps.iter().all(|g| *g < 500.0), "a reconnect waited like a backoff: {gaps:?}");
+
+    // The session ends (the user is disabled): the next refresh is refused, the
+    // app says "signed out" and stops — no more ws-tokens are minted.
+    moat::admin::disable_user(&site.admin.pool, site.admin.email).await.unwrap();
+    browser.until("the signed-out notice", || browser.displayed("#signed-out")).await;
+    assert!(browser.text("#signed-out").await.unwrap().to_lowercase().contains("signed out"));
+    assert!(browser.displayed("#login-form").await);
+    let mints = |output: String| output.matches("/ws-token").count();
+    let before = mints(site.serving.output());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(mints(site.serving.output()), before, "the app kept reconnecting after the session ended");
     browser.close().await;
 }

@@ -26,6 +26,9 @@ let accessToken = null;
 let signedIn = false;
 // The refresh in flight, shared by every caller that needs one.
 let refreshing = null;
+// Bumped whenever the session is dropped: a refresh that was in flight then
+// belongs to an older session and must not sign the user back in.
+let generation = 0;
 let sessionEndListener = () => {};
 
 /** Registers the function called once when an established session ends because refresh was refused. */
@@ -49,6 +52,7 @@ function sessionEndedError() {
 function dropSession() {
   accessToken = null;
   signedIn = false;
+  generation += 1;
 }
 
 async function send(method, path, { body, token } = {}) {
@@ -99,10 +103,19 @@ async function parse(response) {
 export function refreshSession() {
   if (!refreshing) {
     refreshing = (async () => {
+      const started = generation;
       try {
         // The handler reads only the cookie: no body, no Content-Type.
         const response = await send('POST', '/v1/auth/refresh');
-        if (response.status >= 400 && response.status < 500) {
+        if (started !== generation) throw sessionEndedError(); // logged out meanwhile
+        if (!response.ok) {
+          const error = await parse(response).catch((e) => e);
+          // 401: no valid session (expired, revoked, logged out elsewhere).
+          // 403 other than a refused origin: the user may no longer sign in.
+          // Anything else (a refused origin, 408, 429, 5xx) is not the
+          // session's end: report it and keep the session.
+          const ended = response.status === 401 || (response.status === 403 && error.code !== 'forbidden_origin');
+          if (!ended) throw error;
           const wasSignedIn = signedIn;
           dropSession();
           if (wasSignedIn) queueMicrotask(() => sessionEndListener());
@@ -112,6 +125,7 @@ export function refreshSession() {
         if (!data || typeof data.access_token !== 'string') {
           throw new ApiError(response.status, 'bad_response', 'The server answered the refresh unexpectedly.');
         }
+        if (started !== generation) throw sessionEndedError();
         accessToken = data.access_token;
         signedIn = true;
         return accessToken;
@@ -155,14 +169,15 @@ export async function login(email, password) {
   return data;
 }
 
-/** Ends the session on the server (best effort) and forgets the access token. */
+/**
+ * Forgets the access token and ends the session on the server. Rejects with
+ * an ApiError when the server could not end it (offline, or refused): the
+ * refresh cookie may then still be valid, and the caller should say so.
+ */
 export async function logout() {
   dropSession();
-  try {
-    await send('POST', '/v1/auth/logout');
-  } catch {
-    // Offline: the in-memory token is gone anyway; the cookie expires on its own.
-  }
+  const response = await send('POST', '/v1/auth/logout');
+  if (!response.ok) await parse(response);
 }
 
 /** `{"id","kind","org","scopes","email"?,"role"?}` */

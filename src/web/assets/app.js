@@ -81,8 +81,17 @@ async function onLogin(event) {
 
 async function onLogout() {
   leavePage();
-  await api.logout();
+  let failure = null;
+  try {
+    await api.logout();
+  } catch (e) {
+    failure = e;
+  }
   showSignedOut(false);
+  if (failure) {
+    // The page forgot the session; the server may not have (the cookie could still restore it).
+    setMessage($('login-error'), `Signed out here, but the server could not end the session: ${errorText(failure)}`);
+  }
   $('email').focus();
 }
 

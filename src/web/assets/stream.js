@@ -5,8 +5,8 @@
 // Reconnection rules:
 // - close 1008 `token_expired`: refresh the access token, mint a new
 //   ws-token and reconnect at once (no backoff);
-// - any other unexpected close or error: exponential backoff 1, 2, 4 … 30 s
-//   with full jitter, reset after a connection that lived a minute;
+// - any other unexpected close or error: exponential backoff 1, 2, 4 … 30 s,
+//   each jittered down by up to half, reset after a connection that lived a minute;
 // - the session ends (refresh refused): stop, state `offline`;
 // - the browser goes offline: state `offline`, reconnect when it is back;
 // - close(): the page was left; nothing reconnects.
@@ -239,7 +239,7 @@ export class ConversationStream {
     this.setState('reconnecting');
     const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.min(this.attempt, 15));
     this.attempt += 1;
-    const delay = Math.random() * cap; // full jitter
+    const delay = cap / 2 + Math.random() * (cap / 2); // "equal jitter": 0.5–1 s, 1–2 s, … 15–30 s
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
       this.connect();
