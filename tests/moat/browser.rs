@@ -45,13 +45,15 @@ async fn site(access_token_ttl: &str) -> Site {
 }
 
 async fn log_in(browser: &Browser, site: &Site) {
-    browser.client.goto(&site.base).await.unwrap();
-    browser.fill("#email", site.admin.email).await;
-    browser.fill("#password", &site.admin.password).await;
+    log_in_at(browser, &site.base, site.admin.email, &site.admin.password).await;
+}
+
+async fn log_in_at(browser: &Browser, base: &str, email: &str, password: &str) {
+    browser.client.goto(base).await.unwrap();
+    browser.fill("#email", email).await;
+    browser.fill("#password", password).await;
     browser.click("#login-submit").await;
-    browser
-        .until("the signed-in header", || async { browser.text("#whoami").await.as_deref() == Some(site.admin.email) })
-        .await;
+    browser.until("the signed-in header", || async { browser.text("#whoami").await.as_deref() == Some(email) }).await;
 }
 
 /// Creates a conversation from the list page and opens it; returns its id.
@@ -257,4 +259,38 @@ async fn a_run_streams_across_several_token_expiries_without_gap_or_duplicate() 
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(mints(site.serving.output()), before, "the app kept reconnecting after the session ended");
     browser.close().await;
+}
+
+/// The README's promise, end to end: `moat dev` from nothing, then in the
+/// browser the printed URL and password, a demo run watched and answered,
+/// and a long one cancelled.
+#[tokio::test]
+async fn a_newcomer_uses_moat_dev_from_the_browser() {
+    let root = tempfile::Builder::new().prefix("moat-dev-").tempdir_in("/tmp").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let dir = root.path().join(".moat").display().to_string();
+    let env = Env::default().set("PATH", &std::env::var("PATH").unwrap_or_default());
+    let dev = harness::process::start(&["dev", "--port", &port, "--dir", &dir], &env, "Ctrl-C stops everything").await;
+    let output = dev.output();
+    let url = output.lines().find_map(|l| l.split("(development mode): ").nth(1)).unwrap().trim().to_owned();
+    let password = output.lines().find_map(|l| l.split("with password: ").nth(1)).unwrap().trim().to_owned();
+    let browser = Browser::start().await;
+    log_in_at(&browser, &url, moat::dev::command::ADMIN_EMAIL, &password).await;
+    open_new_conversation(&browser, "First steps").await;
+    let run = start_run(&browser, 3, 50, "hello", "Shall I go on?", "").await;
+    let answer = format!("{run} .answer-text");
+    browser.until("the question", || browser.displayed(&answer)).await;
+    browser.fill(&answer, "yes please").await;
+    browser.click(&format!("{run} .send-answer")).await;
+    wait_status(&browser, &run, "succeeded").await;
+    assert_eq!(
+        browser.text_content(&format!("{run} .run-text")).await.unwrap(),
+        format!("{}You said: yes please", expected_text("hello", 3))
+    );
+    let long = start_run(&browser, 10_000, 100, "tick", "", "").await;
+    wait_status(&browser, &long, "running").await;
+    browser.click(&format!("{long} .cancel-run")).await;
+    wait_status(&browser, &long, "cancelled").await;
+    browser.close().await;
+    assert!(dev.stop_with(nix::sys::signal::Signal::SIGINT).await.status.success());
 }
