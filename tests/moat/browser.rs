@@ -130,7 +130,19 @@ async fn the_app_logs_in_streams_answers_cancels_escapes_and_logs_out() {
     browser
         .until("a login error", || async { browser.text("#login-error").await.is_some_and(|t| !t.is_empty()) })
         .await;
+    // The list pages 20 at a time.
+    let http = reqwest::Client::new();
+    let token = harness::http::login_at(&http, &site.base, site.admin.email, &site.admin.password).await;
+    for i in 0..21 {
+        let body = json!({"title": format!("Older {i:02}"), "agent": "demo"});
+        harness::http::post_json(&http, &format!("{}/v1/conversations", site.base), Some(&token), body).await;
+    }
     log_in(&browser, &site).await;
+    let items = || async { browser.client.find_all(Locator::Css("ul#conversations li")).await.unwrap().len() };
+    browser.until("the first page", || async { items().await == 20 }).await;
+    browser.click("#load-more").await;
+    browser.until("the second page", || async { items().await == 21 }).await;
+    browser.until("no more pages", || async { !browser.displayed("#load-more").await }).await;
     open_new_conversation(&browser, "Browser chat").await;
 
     // Agent output is untrusted text: markup in a delta is shown, never parsed.
