@@ -23,6 +23,7 @@
 //! | [`runner`] | `moat runner`: claims runs, executes agents under fenced leases, applies commands |
 //! | [`sanitize`] | the credential sanitizer every agent string passes through |
 //! | [`ws`] | the WebSocket edge: five checks before the upgrade, replay + live events, commands |
+//! | [`files`] | each organization's shared files: cleaned names, id-named paths verified before every open, atomic writes, orphan sweep |
 //! | [`web`] | the browser app at `/`: embedded static files under a strict CSP |
 //! | [`users`] | an organization's users (read-only API) |
 //! | [`audit`] | the append-only audit log of security events |
@@ -44,6 +45,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod dev;
+pub mod files;
 pub mod health;
 pub mod http;
 pub mod integrations;
@@ -75,6 +77,7 @@ pub fn statements() -> Vec<(&'static str, &'static str)> {
         integrations::STATEMENTS,
         runs::STATEMENTS,
         ws::STATEMENTS,
+        files::STATEMENTS,
     ]
     .concat()
 }

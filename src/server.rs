@@ -48,6 +48,8 @@ pub struct AppState {
     pub hub: Hub,
     /// Open WebSockets per principal on this instance.
     pub sockets: Sockets,
+    /// Uploaded files' bytes (`MOAT_FILES_DIR`).
+    pub disk: crate::files::disk::Disk,
 }
 
 impl AppState {
@@ -62,6 +64,7 @@ impl AppState {
         let providers = Arc::new(Providers::new(&config.providers, config.provider_timeout)?);
         let broker = Broker::new(config.pool_size);
         let hub = Hub::new(db.clone());
+        let disk = crate::files::disk::Disk::new(config.files.dir.clone());
         Ok(Self {
             config,
             db,
@@ -73,6 +76,7 @@ impl AppState {
             broker,
             hub,
             sockets: Sockets::default(),
+            disk,
         })
     }
 }
@@ -126,6 +130,7 @@ impl App {
         tokio::spawn(crate::maintenance::run(self.state.db.clone(), background.clone()));
         tokio::spawn(crate::runs::recovery::run(self.state.db.clone(), background.clone()));
         tokio::spawn(self.state.hub.clone().run(config.database.clone(), background.clone()));
+        tokio::spawn(sweep_files(self.state.clone(), background.clone()));
         let stop_background = background.clone();
         tokio::spawn(async move {
             shutdown.await;
@@ -152,6 +157,23 @@ impl App {
 }
 
 /// Resolves on SIGTERM or SIGINT.
+/// Sweeps orphaned uploads (crash leftovers) at start and every 10 minutes;
+/// only entries older than an hour, so uploads in progress are never touched.
+async fn sweep_files(state: AppState, stop: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match crate::files::sweep(&state.disk, &state.db, std::time::Duration::from_secs(3600)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "swept orphaned files"),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "file sweep failed; retrying later"),
+        }
+    }
+}
+
 pub async fn shutdown_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

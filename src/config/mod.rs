@@ -7,6 +7,7 @@
 //! `*_FILE`, never from arguments, and no value read here is ever logged.
 
 mod auth;
+pub mod files;
 pub mod keys;
 pub mod providers;
 pub mod runner;
@@ -110,6 +111,8 @@ pub struct Config {
     pub provider_timeout: Duration,
     /// Origins besides MOAT_PUBLIC_URL's that may open WebSocket streams.
     pub allowed_origins: Vec<String>,
+    /// Uploaded files: where, and how large.
+    pub files: files::FilesSettings,
     /// Test seam only (never set from the environment): whether the broker takes
     /// its per-integration advisory lock. Tests turn it off to prove the lock matters.
     #[doc(hidden)]
@@ -159,34 +162,38 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
         LogFormat::Text
     });
     let pool_size = pool_size(vars, &mut problems);
+    let files = files::files(vars, &mut problems);
 
-    match (database, signing_key, encryption_key, transport) {
-        (Some(database), Some(signing_key), Some(encryption_key), Some(t)) if problems.is_empty() => Ok(Config {
-            environment,
-            database,
-            signing_key,
-            previous_signing_keys,
-            encryption_key,
-            previous_encryption_keys,
-            bind: t.bind,
-            tls: t.tls,
-            tls_terminated_upstream: t.upstream,
-            public_url: t.public_url,
-            log_format,
-            pool_size,
-            request_timeout: Duration::from_secs(30),
-            shutdown_grace: Duration::from_secs(20),
-            json_body_limit: 1024 * 1024,
-            access_token_ttl: auth.access_token_ttl,
-            refresh_token_ttl: auth.refresh_token_ttl,
-            refresh_reuse_grace: auth.refresh_reuse_grace,
-            trusted_proxies: auth.trusted_proxies,
-            providers: providers.providers,
-            token_min_validity: auth.token_min_validity,
-            provider_timeout: auth.provider_timeout,
-            refresh_lock: true,
-            allowed_origins: allowed_origins(vars, &mut problems),
-        }),
+    match (database, signing_key, encryption_key, transport, files) {
+        (Some(database), Some(signing_key), Some(encryption_key), Some(t), Some(files)) if problems.is_empty() => {
+            Ok(Config {
+                environment,
+                database,
+                signing_key,
+                previous_signing_keys,
+                encryption_key,
+                previous_encryption_keys,
+                bind: t.bind,
+                tls: t.tls,
+                tls_terminated_upstream: t.upstream,
+                public_url: t.public_url,
+                log_format,
+                pool_size,
+                request_timeout: Duration::from_secs(30),
+                shutdown_grace: Duration::from_secs(20),
+                json_body_limit: 1024 * 1024,
+                access_token_ttl: auth.access_token_ttl,
+                refresh_token_ttl: auth.refresh_token_ttl,
+                refresh_reuse_grace: auth.refresh_reuse_grace,
+                trusted_proxies: auth.trusted_proxies,
+                providers: providers.providers,
+                token_min_validity: auth.token_min_validity,
+                provider_timeout: auth.provider_timeout,
+                refresh_lock: true,
+                allowed_origins: allowed_origins(vars, &mut problems),
+                files,
+            })
+        }
         (database, ..) => Err(Box::new(Rejected { problems, environment, database })),
     }
 }
@@ -301,6 +308,7 @@ mod tests {
             ("MOAT_SIGNING_KEY", keys::generate_signing()),
             ("MOAT_ENCRYPTION_KEY", keys::generate_encryption()),
             ("MOAT_PUBLIC_URL", "https://moat.example.com".to_owned()),
+            ("MOAT_FILES_DIR", std::env::temp_dir().join("moat-unit-test-files").display().to_string()),
         ]
     }
 

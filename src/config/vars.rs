@@ -161,6 +161,18 @@ pub const VARS: &[EnvVar] = &[
     },
     EnvVar { name: "MOAT_LOG_FORMAT", commands: ALL, default: Some("text"), doc: "`text` or `json`." },
     EnvVar {
+        name: "MOAT_FILES_DIR",
+        commands: SERVE_CHECK,
+        default: Some("moat-files"),
+        doc: "Directory for uploaded files (one folder per organization); created with mode 0700 if missing; must be writable and not accessible to other users.",
+    },
+    EnvVar {
+        name: "MOAT_MAX_UPLOAD_BYTES",
+        commands: SERVE_CHECK,
+        default: Some("26214400"),
+        doc: "Largest file upload in bytes (25 MiB by default; at most 10 GiB), enforced while streaming: a larger upload is refused with 413 and leaves nothing on disk.",
+    },
+    EnvVar {
         name: "MOAT_DEV_POSTGRES_BIN",
         commands: &["dev"],
         default: None,

@@ -37,6 +37,13 @@ pub struct Options {
     pub reset_password: bool,
 }
 
+impl Options {
+    /// Uploaded files live with the rest of the development state.
+    fn dir_files(&self) -> String {
+        self.dir.join("files").display().to_string()
+    }
+}
+
 pub async fn main(options: Options, vars: &Vars) -> ExitCode {
     match run(options, vars).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -191,6 +198,7 @@ async fn prepare(
         .with("MOAT_ENCRYPTION_KEY", &secrets.encryption_key)
         .with("MOAT_BIND", format!("127.0.0.1:{}", options.port))
         .with("MOAT_PUBLIC_URL", &origin)
+        .with("MOAT_FILES_DIR", options.dir_files())
         .without("MOAT_ALLOWED_ORIGINS");
     for name in [
         "MOAT_SIGNING_KEY_FILE",

@@ -36,6 +36,7 @@ fn app_routes() -> Routes {
         .merge(crate::integrations::routes())
         .merge(crate::runs::routes())
         .merge(crate::ws::routes())
+        .merge(crate::files::routes())
         .merge(crate::web::routes())
 }
 

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::http::Method;
 use axum::middleware::from_fn_with_state;
@@ -56,14 +57,39 @@ impl Routes {
     method!(patch, PATCH);
     method!(delete, DELETE);
 
-    fn add<H, T>(mut self, method: Method, path: &'static str, access: Access, handler: H) -> Self
+    /// A POST whose handler streams a body larger than the JSON limit and
+    /// enforces its own bound while reading (file uploads).
+    pub fn post_streaming<H, T>(self, path: &'static str, access: Access, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add_with(Method::POST, path, access, handler, |route| route.layer(DefaultBodyLimit::disable()))
+    }
+
+    fn add<H, T>(self, method: Method, path: &'static str, access: Access, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add_with(method, path, access, handler, |route| route)
+    }
+
+    fn add_with<H, T>(
+        mut self,
+        method: Method,
+        path: &'static str,
+        access: Access,
+        handler: H,
+        wrap: impl FnOnce(MethodRouter<AppState>) -> MethodRouter<AppState>,
+    ) -> Self
     where
         H: Handler<T, AppState>,
         T: 'static,
     {
         let filter = axum::routing::MethodFilter::try_from(method.clone());
         #[allow(clippy::expect_used)] // only the constant methods above reach here
-        let route = on(filter.expect("a routable method"), handler);
+        let route = wrap(on(filter.expect("a routable method"), handler));
         self.entries.push(Entry { info: RouteInfo { method, path, access }, route });
         self
     }

@@ -27,6 +27,7 @@ impl Env {
             .set("MOAT_ENCRYPTION_KEY", &moat::config::keys::generate_encryption())
             .set("MOAT_PUBLIC_URL", "https://moat.example.com")
             .set("MOAT_BIND", "127.0.0.1:0")
+            .set("MOAT_FILES_DIR", &files_dir().display().to_string())
     }
 
     pub fn set(mut self, name: &str, value: &str) -> Self {
@@ -77,9 +78,16 @@ pub async fn run(args: &[&str], env: &Env) -> Finished {
     }
 }
 
+/// A fresh, private uploads directory for one test's Moat.
+pub fn files_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join("moat-test-files").join(uuid::Uuid::new_v4().to_string())
+}
+
 fn command(args: &[&str], env: &Env) -> Command {
     let mut command = Command::new(MOAT);
+    // Relative defaults (e.g. MOAT_FILES_DIR) land in /tmp, never in the repository.
     command
+        .current_dir(std::env::temp_dir())
         .args(args)
         .env_clear()
         .envs(&env.0)

@@ -1,0 +1,302 @@
+//! Each organization's shared files: upload (streamed, bounded, atomic),
+//! list, metadata, download (as an attachment), delete, and the sweep of
+//! orphans a crash can leave on disk.
+//!
+//! Two independent locks on traversal: the uploader's name is cleaned and
+//! kept as metadata only ([`name`]), and the bytes live under the file's id
+//! in a path verified before every open ([`disk`]).
+
+pub mod disk;
+pub mod name;
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Multipart, Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::{Access, Caller, Scope};
+use crate::db::tenant;
+use crate::http::pagination::{Cursor, Page, Paged};
+use crate::http::{ApiError, Routes};
+use disk::DiskError;
+
+macro_rules! statements {
+    ($($name:ident => $file:literal),* $(,)?) => {
+        $(const $name: &str = include_str!(concat!("../../sql/files/", $file, ".sql"));)*
+        pub const STATEMENTS: &[(&str, &str)] = &[$((concat!("files/", $file), $name)),*];
+    };
+}
+
+statements! {
+    INSERT_FILE => "insert_file",
+    LIST_FILES => "list_files",
+    GET_FILE => "get_file",
+    DELETE_FILE => "delete_file",
+    KNOWN_IDS => "known_ids",
+}
+
+/// Content types kept as declared; anything else is stored and served as
+/// `application/octet-stream` (with `nosniff` and as an attachment either way).
+const KEPT_TYPES: &[&str] = &[
+    "text/plain",
+    "text/csv",
+    "application/json",
+    "application/pdf",
+    "application/zip",
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+];
+
+pub fn routes() -> Routes {
+    Routes::new()
+        .post_streaming("/v1/files", Access::Scope(Scope::FilesWrite), upload)
+        .get("/v1/files", Access::Scope(Scope::FilesRead), list)
+        .get("/v1/files/{id}", Access::Scope(Scope::FilesRead), get)
+        .get("/v1/files/{id}/content", Access::Scope(Scope::FilesRead), content)
+        .delete("/v1/files/{id}", Access::Scope(Scope::FilesWrite), delete)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("not found")]
+    NotFound,
+    #[error("invalid file name: {0}")]
+    InvalidName(#[from] name::NameError),
+    #[error("invalid upload: {0}")]
+    InvalidUpload(&'static str),
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl From<tokio_postgres::Error> for FileError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Api(e.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for FileError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Api(e.into())
+    }
+}
+
+impl From<tenant::TenantError> for FileError {
+    fn from(e: tenant::TenantError) -> Self {
+        Self::Api(e.into())
+    }
+}
+
+impl IntoResponse for FileError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::NotFound => ApiError::not_found(),
+            Self::InvalidName(e) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_filename", e.to_string()),
+            Self::InvalidUpload(why) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_upload", why),
+            Self::Disk(DiskError::TooLarge(max)) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "file_too_large",
+                format!("files may be at most {max} bytes"),
+            ),
+            Self::Disk(e @ DiskError::Escape(_)) => {
+                // Someone tampered with the storage folder: refuse, say nothing about paths.
+                tracing::error!(error = %e, "file storage refused a path");
+                ApiError::not_found()
+            }
+            Self::Disk(DiskError::Io(e)) => ApiError::internal(&e),
+            Self::Api(e) => e,
+        }
+        .into_response()
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct FileView {
+    id: Uuid,
+    name: String,
+    size: i64,
+    sha256: String,
+    content_type: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+impl From<&tokio_postgres::Row> for FileView {
+    fn from(row: &tokio_postgres::Row) -> Self {
+        Self {
+            id: row.get("id"),
+            name: row.get("name"),
+            size: row.get("size"),
+            sha256: row.get("sha256"),
+            content_type: row.get("content_type"),
+            created_at: row.get("created_at"),
+        }
+    }
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, FileError> {
+    Uuid::parse_str(raw).map_err(|_| FileError::NotFound)
+}
+
+/// `POST /v1/files`, multipart with one field `file`.
+async fn upload(State(state): State<AppState>, caller: Caller, mut form: Multipart) -> Result<Response, FileError> {
+    let bad = |_| FileError::InvalidUpload("a multipart/form-data body with one field named `file`");
+    let mut field = form.next_field().await.map_err(bad)?.ok_or(FileError::InvalidUpload("no `file` field"))?;
+    if field.name() != Some("file") {
+        return Err(FileError::InvalidUpload("the field must be named `file`"));
+    }
+    let name = name::clean(field.file_name().ok_or(FileError::InvalidUpload("the `file` field has no filename"))?)?;
+    let declared = field.content_type().map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let content_type =
+        declared.filter(|t| KEPT_TYPES.contains(&t.as_str())).unwrap_or_else(|| "application/octet-stream".into());
+    let max = state.config.files.max_upload_bytes;
+    let mut upload = state.disk.begin(caller.org, max).await?;
+    while let Some(chunk) = field.chunk().await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            FileError::Disk(DiskError::TooLarge(max))
+        } else {
+            FileError::InvalidUpload("the upload was cut short or malformed")
+        }
+    })? {
+        upload.write(&chunk).await?;
+    }
+    drop(field);
+    if form.next_field().await.map_err(bad)?.is_some() {
+        return Err(FileError::InvalidUpload("only one field, `file`, is accepted"));
+    }
+    let id = Uuid::new_v4();
+    let (size, sha256) = state.disk.commit(caller.org, id, upload).await?;
+    // The file is durably in place; now the row. (A crash in between leaves an
+    // orphan file, which the sweep removes; never a row without its file.)
+    let size = i64::try_from(size).unwrap_or(i64::MAX);
+    let inserted = async {
+        let mut client = state.db.get().await?;
+        let tx = tenant::begin(&mut client, &caller).await?;
+        let statement = tx.prepare_cached(INSERT_FILE).await?;
+        let row = tx
+            .query_one(&statement, &[&id, &caller.org, &name, &size, &sha256, &content_type, &caller.actor()])
+            .await?;
+        tx.commit().await?;
+        Ok::<_, FileError>(FileView::from(&row))
+    }
+    .await;
+    match inserted {
+        Ok(view) => Ok((StatusCode::CREATED, Json(view)).into_response()),
+        Err(e) => {
+            let _ = state.disk.remove(caller.org, id).await;
+            Err(e)
+        }
+    }
+}
+
+async fn list(State(state): State<AppState>, caller: Caller, page: Page) -> Result<Json<Paged<FileView>>, FileError> {
+    let mut client = state.db.get().await?;
+    let tx = tenant::begin(&mut client, &caller).await?;
+    let statement = tx.prepare_cached(LIST_FILES).await?;
+    let (after_at, after_id) = (page.after.map(|c| c.at()), page.after.map(|c| c.id()));
+    let rows = tx.query(&statement, &[&caller.org, &after_at, &after_id, &(page.limit + 1)]).await?;
+    tx.commit().await?;
+    let items = rows.iter().map(FileView::from).collect();
+    Ok(Json(Paged::from_rows(items, &page, |f| Cursor::new(f.created_at, f.id))))
+}
+
+async fn find(state: &AppState, caller: &Caller, id: Uuid) -> Result<FileView, FileError> {
+    let mut client = state.db.get().await?;
+    let tx = tenant::begin(&mut client, caller).await?;
+    let statement = tx.prepare_cached(GET_FILE).await?;
+    let row = tx.query_opt(&statement, &[&id, &caller.org]).await?;
+    tx.commit().await?;
+    row.as_ref().map(FileView::from).ok_or(FileError::NotFound)
+}
+
+async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<FileView>, FileError> {
+    Ok(Json(find(&state, &caller, parse_id(&id)?).await?))
+}
+
+/// `GET /v1/files/{id}/content`: always an attachment, never rendered.
+async fn content(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, FileError> {
+    let view = find(&state, &caller, parse_id(&id)?).await?;
+    let file = state.disk.open(caller.org, view.id).await?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let disposition =
+        HeaderValue::from_str(&name::content_disposition(&view.name)).unwrap_or(HeaderValue::from_static("attachment"));
+    let content_type =
+        HeaderValue::from_str(&view.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CONTENT_LENGTH, HeaderValue::from(view.size)),
+            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// `DELETE /v1/files/{id}`: the row first, then the bytes (an orphan file is swept; a row never dangles).
+async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, FileError> {
+    let id = parse_id(&id)?;
+    let mut client = state.db.get().await?;
+    let tx = tenant::begin(&mut client, &caller).await?;
+    let statement = tx.prepare_cached(DELETE_FILE).await?;
+    let deleted = tx.query_opt(&statement, &[&id, &caller.org]).await?.is_some();
+    tx.commit().await?;
+    if !deleted {
+        return Err(FileError::NotFound);
+    }
+    state.disk.remove(caller.org, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes what a crash can leave on disk, if older than `min_age`:
+/// temporary uploads, files whose row was never written (or already
+/// deleted), and anything else that is not a stored file (e.g. a symlink).
+/// Returns how many entries were removed.
+pub async fn sweep(disk: &disk::Disk, pool: &deadpool_postgres::Pool, min_age: Duration) -> anyhow::Result<usize> {
+    let candidates = {
+        let disk = disk.clone();
+        tokio::task::spawn_blocking(move || disk.candidates(min_age)).await??
+    };
+    let mut by_org: std::collections::BTreeMap<Uuid, Vec<(std::path::PathBuf, Option<Uuid>)>> = Default::default();
+    for (org, path, id) in candidates {
+        by_org.entry(org).or_default().push((path, id));
+    }
+    let mut removed = 0;
+    for (org, entries) in by_org {
+        let ids: Vec<Uuid> = entries.iter().filter_map(|(_, id)| *id).collect();
+        let mut client = pool.get().await?;
+        let tx = client.transaction().await?;
+        tenant::set_org(&tx, org).await?;
+        let known: std::collections::HashSet<Uuid> =
+            tx.query(KNOWN_IDS, &[&org, &ids]).await?.iter().map(|r| r.get("id")).collect();
+        tx.commit().await?;
+        for (path, id) in entries {
+            if id.is_some_and(|id| known.contains(&id)) {
+                continue;
+            }
+            if tokio::fs::remove_file(&path).await.is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
