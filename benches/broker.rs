@@ -50,6 +50,7 @@ async fn app(provider: &FakeProvider, dir: &tempfile::TempDir) -> TestApp {
     let db = TestDb::migrated().await;
     let env = Env::production(&db)
         .set("MOAT_PROVIDERS_FILE", provider.providers_file(dir.path()).to_str().unwrap())
+        .set("MOAT_EGRESS_ALLOW", &provider.egress_allow())
         .set("FAKE_PROVIDER_SECRET", CLIENT_SECRET)
         .set("MOAT_DATABASE_POOL_SIZE", "32");
     let probes = Routes::new().get("/bench/select-one", Access::Authenticated, select_one);

@@ -23,6 +23,7 @@
 //! | [`runner`] | `moat runner`: claims runs, executes agents under fenced leases, applies commands |
 //! | [`sanitize`] | the credential sanitizer every agent string passes through |
 //! | [`ws`] | the WebSocket edge: five checks before the upgrade, replay + live events, commands |
+//! | [`egress`] | the one outbound HTTP policy: `MOAT_EGRESS_ALLOW`, addresses checked at connect time and on redirects |
 //! | [`files`] | each organization's shared files: cleaned names, id-named paths verified before every open, atomic writes, orphan sweep |
 //! | [`web`] | the browser app at `/`: embedded static files under a strict CSP |
 //! | [`users`] | an organization's users (read-only API) |
@@ -45,6 +46,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod dev;
+pub mod egress;
 pub mod files;
 pub mod health;
 pub mod http;

@@ -61,7 +61,7 @@ impl AppState {
         let hasher = Hasher::new().await.context("preparing password hashing")?;
         let sealer = Sealer::new(config.encryption_key.clone(), config.previous_encryption_keys.clone());
         let limiter = Limiter::new(&config.encryption_key);
-        let providers = Arc::new(Providers::new(&config.providers, config.provider_timeout)?);
+        let providers = Arc::new(Providers::new(&config.providers, config.provider_timeout, &config.egress)?);
         let broker = Broker::new(config.pool_size);
         let hub = Hub::new(db.clone());
         let disk = crate::files::disk::Disk::new(config.files.dir.clone());

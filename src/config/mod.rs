@@ -113,6 +113,8 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Uploaded files: where, and how large.
     pub files: files::FilesSettings,
+    /// The outbound HTTP policy (`MOAT_EGRESS_ALLOW`).
+    pub egress: crate::egress::Egress,
     /// Test seam only (never set from the environment): whether the broker takes
     /// its per-integration advisory lock. Tests turn it off to prove the lock matters.
     #[doc(hidden)]
@@ -163,9 +165,12 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
     });
     let pool_size = pool_size(vars, &mut problems);
     let files = files::files(vars, &mut problems);
+    let egress = egress(vars, dev, &providers.providers, &mut problems);
 
-    match (database, signing_key, encryption_key, transport, files) {
-        (Some(database), Some(signing_key), Some(encryption_key), Some(t), Some(files)) if problems.is_empty() => {
+    match (database, signing_key, encryption_key, transport, files, egress) {
+        (Some(database), Some(signing_key), Some(encryption_key), Some(t), Some(files), Some(egress))
+            if problems.is_empty() =>
+        {
             Ok(Config {
                 environment,
                 database,
@@ -192,6 +197,7 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
                 refresh_lock: true,
                 allowed_origins: allowed_origins(vars, &mut problems),
                 files,
+                egress,
             })
         }
         (database, ..) => Err(Box::new(Rejected { problems, environment, database })),
@@ -278,6 +284,41 @@ pub(crate) fn database_url_problem(what: &str) -> Problem {
     )
     .fix("export DATABASE_URL='postgresql://moat_app:PASSWORD@HOST:5432/moat?sslmode=verify-full'")
     .fix("see docs/deployment.md for the two database roles")
+}
+
+/// `MOAT_EGRESS_ALLOW`, and every configured provider's token endpoint must pass it.
+fn egress(
+    vars: &Vars,
+    dev: Option<DevMode>,
+    providers: &BTreeMap<String, Provider>,
+    problems: &mut Vec<Problem>,
+) -> Option<crate::egress::Egress> {
+    let why = "Every outbound request Moat makes must go to a destination the operator allowed.";
+    let egress = match crate::egress::Egress::parse(vars.get("MOAT_EGRESS_ALLOW"), dev) {
+        Ok(egress) => egress,
+        Err(e) => {
+            problems.push(
+                Problem::new("MOAT_EGRESS_ALLOW", e, why)
+                    .fix("export MOAT_EGRESS_ALLOW='oauth2.googleapis.com,*.example.com:443,10.0.0.0/8'"),
+            );
+            return None;
+        }
+    };
+    for (name, provider) in providers {
+        if let Err(refused) = egress.check_url(&provider.token_url) {
+            let host = provider.token_url.host_str().unwrap_or("");
+            let port = provider.token_url.port_or_known_default().unwrap_or(443);
+            problems.push(
+                Problem::new(
+                    "MOAT_EGRESS_ALLOW",
+                    format!("does not allow provider `{name}`'s token endpoint: {refused}"),
+                    why,
+                )
+                .fix(format!("add `{host}:{port}` to MOAT_EGRESS_ALLOW")),
+            );
+        }
+    }
+    Some(egress)
 }
 
 fn pool_size(vars: &Vars, problems: &mut Vec<Problem>) -> usize {

@@ -161,6 +161,12 @@ pub const VARS: &[EnvVar] = &[
     },
     EnvVar { name: "MOAT_LOG_FORMAT", commands: ALL, default: Some("text"), doc: "`text` or `json`." },
     EnvVar {
+        name: "MOAT_EGRESS_ALLOW",
+        commands: SERVE_CHECK,
+        default: None,
+        doc: "Comma-separated destinations Moat's outbound HTTP may reach: `host`, `*.domain` (subdomains), optionally `:port`, or an IP network `10.0.0.0/8[:port]` (which also allows those private addresses). Empty allows nothing. Link-local and cloud-metadata addresses are always refused; every OAuth provider's token endpoint must be allowed (checked at startup).",
+    },
+    EnvVar {
         name: "MOAT_FILES_DIR",
         commands: SERVE_CHECK,
         default: Some("moat-files"),

@@ -241,6 +241,14 @@ async fn refresh(state: &AppState, caller: &Caller, id: Uuid, seen_count: i64) -
             tx.commit().await?;
             Err(IntegrationError::NeedsReauth)
         }
+        Err(ProviderError::Refused(refused)) => {
+            let event = Event::new(Some(caller.org), "egress_refused", caller.actor())
+                .subject(id.to_string())
+                .detail(serde_json::json!({ "provider": provider_name, "destination": refused.destination, "reason": refused.reason }));
+            audit::record(&tx, &event).await?;
+            tx.commit().await?;
+            Err(IntegrationError::EgressRefused)
+        }
         Err(ProviderError::Unavailable(cause)) => {
             tracing::warn!(integration = %id, provider = %provider_name, %cause, "refresh failed; tokens unchanged, cooling down");
             let statement = tx.prepare_cached(store::SET_COOLDOWN).await?;

@@ -213,8 +213,29 @@ async fn complete(
             tracing::warn!(provider = %flow.provider, %cause, "code exchange failed");
             return Err(IntegrationError::ProviderUnavailable { retry_after: 1 });
         }
+        Err(super::provider::ProviderError::Refused(refused)) => {
+            audit_refusal(state, &flow, &refused).await?;
+            return Err(IntegrationError::EgressRefused);
+        }
     };
     store(state, &flow, tokens).await
+}
+
+/// Records an egress refusal in the organization that started the flow.
+async fn audit_refusal(
+    state: &AppState,
+    flow: &Flow,
+    refused: &crate::egress::Refused,
+) -> Result<(), IntegrationError> {
+    let mut client = state.db.get().await?;
+    let tx = client.transaction().await?;
+    tenant::set_org(&tx, flow.org).await?;
+    let event = crate::audit::Event::new(Some(flow.org), "egress_refused", flow.created_by.clone()).detail(
+        serde_json::json!({ "provider": flow.provider, "destination": refused.destination, "reason": refused.reason }),
+    );
+    crate::audit::record(&tx, &event).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Consumes the state (single use, whatever happens next) and checks the browser binding.

@@ -26,6 +26,9 @@ pub enum IntegrationError {
     ProviderUnavailable { retry_after: u64 },
     #[error("an integration for this provider account already exists")]
     Exists,
+    /// The egress policy refused the provider's address.
+    #[error("the egress policy refused the provider's address")]
+    EgressRefused,
     /// A connect callback with a missing, wrong, reused or expired state.
     #[error("invalid or expired state")]
     InvalidState,
@@ -104,6 +107,11 @@ impl IntoResponse for IntegrationError {
                 );
                 return retry_after(e.into_response(), secs);
             }
+            Self::EgressRefused => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "egress_refused",
+                "the provider's address is not allowed by the egress policy (audited)",
+            ),
             Self::Exists => ApiError::new(
                 StatusCode::CONFLICT,
                 "integration_exists",

@@ -3,7 +3,8 @@
 //!
 //! Each provider gets its own HTTP client: TLS 1.2+ with verified
 //! certificates (the system's roots, or only the provider's `ca_file`), no
-//! redirects, a deadline of `MOAT_PROVIDER_TIMEOUT`. Responses are classified
+//! redirects, a deadline of `MOAT_PROVIDER_TIMEOUT`, built by the egress
+//! policy (`MOAT_EGRESS_ALLOW`, addresses checked at connect time). Responses are classified
 //! so the broker can answer honestly: `invalid_grant` means the refresh token
 //! is dead; anything else is the provider being unavailable. Token material
 //! is never logged.
@@ -14,12 +15,14 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::Provider;
+use crate::egress::{Egress, Refused};
 
 /// A configured provider and its HTTP client.
 #[derive(Debug, Clone)]
 pub struct ProviderClient {
     pub provider: Provider,
     http: reqwest::Client,
+    egress: Egress,
 }
 
 /// Every configured provider, by name.
@@ -27,18 +30,20 @@ pub struct ProviderClient {
 pub struct Providers(BTreeMap<String, ProviderClient>);
 
 impl Providers {
-    pub fn new(providers: &BTreeMap<String, Provider>, timeout: Duration) -> anyhow::Result<Self> {
+    pub fn new(providers: &BTreeMap<String, Provider>, timeout: Duration, egress: &Egress) -> anyhow::Result<Self> {
         let mut clients = BTreeMap::new();
         for (name, provider) in providers {
             let tls = crate::tls::client_config(provider.ca_file.as_deref()).map_err(anyhow::Error::msg)?;
-            let http = reqwest::Client::builder()
+            // The egress policy's client: every address checked at connect time.
+            let http = egress
+                .client_builder()
                 .tls_backend_preconfigured(tls)
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(timeout)
                 .connect_timeout(timeout)
                 .user_agent("moat")
                 .build()?;
-            clients.insert(name.clone(), ProviderClient { provider: provider.clone(), http });
+            clients.insert(name.clone(), ProviderClient { provider: provider.clone(), http, egress: egress.clone() });
         }
         Ok(Self(clients))
     }
@@ -70,6 +75,9 @@ pub enum ProviderError {
     /// Timeout, connection failure, 5xx, or an answer Moat cannot use.
     #[error("the provider is unavailable: {0}")]
     Unavailable(String),
+    /// The egress policy refused the destination (or an address it resolved to).
+    #[error(transparent)]
+    Refused(#[from] Refused),
 }
 
 #[derive(Deserialize)]
@@ -105,6 +113,11 @@ impl ProviderClient {
     }
 
     async fn token(&self, form: &[(&str, &str)]) -> Result<Tokens, ProviderError> {
+        self.egress.check_url(&self.provider.token_url)?;
+        let unavailable = |e: reqwest::Error| match crate::egress::refusal(&e) {
+            Some(refused) => ProviderError::Refused(refused),
+            None => ProviderError::Unavailable(describe(&e)),
+        };
         let response = self
             .http
             .post(self.provider.token_url.clone())
@@ -113,7 +126,7 @@ impl ProviderClient {
             .form(form)
             .send()
             .await
-            .map_err(|e| ProviderError::Unavailable(describe(&e)))?;
+            .map_err(unavailable)?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| ProviderError::Unavailable(describe(&e)))?;
         // Some providers answer errors with 200: an `error` field wins over the status.

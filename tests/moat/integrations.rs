@@ -16,6 +16,7 @@ use crate::harness::{self, Env, Options, Role as DbRole, TestApp, TestDb, error_
 fn env_with(db: &TestDb, provider: &FakeProvider, dir: &tempfile::TempDir) -> Env {
     Env::production(db)
         .set("MOAT_PROVIDERS_FILE", provider.providers_file(dir.path()).to_str().unwrap())
+        .set("MOAT_EGRESS_ALLOW", &provider.egress_allow())
         .set("FAKE_PROVIDER_SECRET", CLIENT_SECRET)
 }
 

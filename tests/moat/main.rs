@@ -14,6 +14,7 @@ mod browser;
 mod db_tls;
 mod dev_command;
 mod dev_mode;
+mod egress;
 mod files;
 mod http_baseline;
 mod integrations;

@@ -109,6 +109,11 @@ impl FakeProvider {
         format!("https://127.0.0.1:{}{path}", self.addr.port())
     }
 
+    /// The `MOAT_EGRESS_ALLOW` entry that lets Moat reach this provider (a loopback address: explicit).
+    pub fn egress_allow(&self) -> String {
+        format!("127.0.0.1:{}", self.addr.port())
+    }
+
     /// A providers file naming this provider `fake`, its secret in `FAKE_PROVIDER_SECRET`.
     pub fn providers_file(&self, dir: &std::path::Path) -> PathBuf {
         let path = dir.join("providers.toml");
