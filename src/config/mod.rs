@@ -6,6 +6,7 @@
 //! [`crate::dev::DevMode::bypass`]. Secrets come from the environment or a
 //! `*_FILE`, never from arguments, and no value read here is ever logged.
 
+pub mod agents;
 mod auth;
 pub mod files;
 pub mod keys;
@@ -115,6 +116,8 @@ pub struct Config {
     pub files: files::FilesSettings,
     /// The outbound HTTP policy (`MOAT_EGRESS_ALLOW`).
     pub egress: crate::egress::Egress,
+    /// Agents declared in `MOAT_AGENTS_FILE` (besides the built-in `demo`).
+    pub agent_names: std::collections::BTreeSet<String>,
     /// Test seam only (never set from the environment): whether the broker takes
     /// its per-integration advisory lock. Tests turn it off to prove the lock matters.
     #[doc(hidden)]
@@ -166,6 +169,7 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
     let pool_size = pool_size(vars, &mut problems);
     let files = files::files(vars, &mut problems);
     let egress = egress(vars, dev, &providers.providers, &mut problems);
+    let agent_names = agents::load(vars, false, &mut problems).into_keys().collect();
 
     match (database, signing_key, encryption_key, transport, files, egress) {
         (Some(database), Some(signing_key), Some(encryption_key), Some(t), Some(files), Some(egress))
@@ -198,6 +202,7 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
                 allowed_origins: allowed_origins(vars, &mut problems),
                 files,
                 egress,
+                agent_names,
             })
         }
         (database, ..) => Err(Box::new(Rejected { problems, environment, database })),

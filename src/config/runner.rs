@@ -26,6 +26,8 @@ pub struct RunnerConfig {
     pub max_output_bytes: u64,
     pub max_events: u64,
     pub shutdown_grace: Duration,
+    /// External agents declared in `MOAT_AGENTS_FILE`, by name.
+    pub agents: std::collections::BTreeMap<String, super::agents::ExecAgent>,
 }
 
 fn number(vars: &Vars, name: &str, default: u64, range: (u64, u64), problems: &mut Vec<Problem>) -> u64 {
@@ -105,6 +107,7 @@ pub fn load(vars: &Vars) -> Result<RunnerConfig, Vec<Problem>> {
         max_output_bytes: number(vars, "MOAT_RUN_MAX_OUTPUT_BYTES", 5 * 1024 * 1024, (1, 1 << 30), &mut problems),
         max_events: number(vars, "MOAT_RUN_MAX_EVENTS", 10_000, (4, 10_000_000), &mut problems),
         shutdown_grace: duration(vars, "MOAT_RUNNER_SHUTDOWN_GRACE", "20s", (0, 600), &mut problems),
+        agents: super::agents::load(vars, true, &mut problems),
         database: match database {
             Some(d) => d,
             None => return Err(problems),

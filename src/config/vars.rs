@@ -161,6 +161,12 @@ pub const VARS: &[EnvVar] = &[
     },
     EnvVar { name: "MOAT_LOG_FORMAT", commands: ALL, default: Some("text"), doc: "`text` or `json`." },
     EnvVar {
+        name: "MOAT_AGENTS_FILE",
+        commands: &["serve", "check", "runner"],
+        default: None,
+        doc: "TOML file declaring the external agents runs may use (docs/agents.md): command (absolute path), args, the environment variable names passed through (never MOAT_* or DATABASE_URL), working directory, cancel grace. Without it only the built-in `demo` agent exists.",
+    },
+    EnvVar {
         name: "MOAT_EGRESS_ALLOW",
         commands: SERVE_CHECK,
         default: None,

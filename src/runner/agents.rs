@@ -10,6 +10,7 @@
 //! `tool.started`/`tool.completed` pair), then, if `ask` is set, asks it and
 //! echoes the answer, then succeeds (or fails with `demo_failure`).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -17,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::context::{AgentError, RunContext};
+use crate::config::agents::ExecAgent;
 use crate::runs::events::Kind;
 
 /// An agent: runs to completion, emitting events through the context. It is
@@ -26,15 +28,11 @@ pub trait Agent: Send + Sync {
     fn run<'a>(&'a self, ctx: &'a mut RunContext) -> BoxFuture<'a, Result<(), AgentError>>;
 }
 
-/// Whether `name` is an agent this build can run.
-pub fn exists(name: &str) -> bool {
-    get(name).is_some()
-}
-
-pub fn get(name: &str) -> Option<Box<dyn Agent>> {
+/// The agent named `name`: the built-in `demo`, or one declared in `MOAT_AGENTS_FILE`.
+pub fn get(name: &str, declared: &BTreeMap<String, ExecAgent>) -> Option<Box<dyn Agent>> {
     match name {
         "demo" => Some(Box::new(Demo)),
-        _ => None,
+        _ => declared.get(name).map(|spec| Box::new(super::exec::Exec(spec.clone())) as Box<dyn Agent>),
     }
 }
 

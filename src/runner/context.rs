@@ -106,6 +106,17 @@ impl RunContext {
         &self.input
     }
 
+    pub fn run_id(&self) -> Uuid {
+        self.run.run
+    }
+
+    /// A short-lived access token for one of the run's organization's
+    /// integrations, for the agent. Not available yet in the runner: the
+    /// agent is told so (`tokens_unavailable`) and never sees a refresh token.
+    pub async fn integration_token(&self, _integration_id: &str) -> Result<(String, String), &'static str> {
+        Err("tokens_unavailable")
+    }
+
     /// Emits one event (sanitized), counted against the run's bounds.
     pub async fn emit(&mut self, kind: Kind, mut data: Value) -> Result<(), AgentError> {
         sanitize_value(&mut data);

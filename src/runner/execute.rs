@@ -91,7 +91,7 @@ async fn drive(
     cancel: &CancellationToken,
     fenced: &CancellationToken,
 ) -> Ending {
-    let Some(agent) = agents::get(&claim.agent) else {
+    let Some(agent) = agents::get(&claim.agent, &shared.config.agents) else {
         return Ending::Failed("unknown_agent");
     };
     let (tx, rx) = mpsc::channel(1024);

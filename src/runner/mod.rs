@@ -15,6 +15,7 @@
 
 pub mod agents;
 mod context;
+mod exec;
 mod execute;
 
 use std::collections::HashMap;

@@ -69,7 +69,7 @@ pub(super) async fn create_conversation(
     if title.is_empty() || title.chars().count() > 200 || title.chars().any(char::is_control) {
         return Err(RunError::Invalid("title must be 1 to 200 printable characters"));
     }
-    if !crate::runner::agents::exists(&body.agent) {
+    if body.agent != "demo" && !state.config.agent_names.contains(&body.agent) {
         return Err(RunError::UnknownAgent);
     }
     let mut client = state.db.get().await?;

@@ -7,6 +7,7 @@
 mod harness;
 
 mod admin_cli;
+mod agents;
 mod auth_routes;
 mod auth_sessions;
 mod auth_tokens;
