@@ -145,7 +145,9 @@ impl Egress {
     /// every address at connect time and its redirects are checked (at most 5).
     pub fn client_builder(&self) -> reqwest::ClientBuilder {
         let for_redirects = self.clone();
-        reqwest::Client::builder().dns_resolver(Arc::new(PolicyResolver(self.clone()))).redirect(
+        // No proxy from HTTP(S)_PROXY: through one, the address connected to would be
+        // the proxy's, and the policy could no longer check the destination.
+        reqwest::Client::builder().no_proxy().dns_resolver(Arc::new(PolicyResolver(self.clone()))).redirect(
             reqwest::redirect::Policy::custom(move |attempt| {
                 if attempt.previous().len() >= 5 {
                     return attempt.error("too many redirects");
