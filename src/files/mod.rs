@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{FromRequest as _, Multipart, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -148,9 +148,27 @@ fn parse_id(raw: &str) -> Result<Uuid, FileError> {
     Uuid::parse_str(raw).map_err(|_| FileError::NotFound)
 }
 
+/// Multipart framing allowed on top of the file's bytes (boundaries, part headers).
+const FRAMING_BYTES: u64 = 64 * 1024;
+
 /// `POST /v1/files`, multipart with one field `file`.
-async fn upload(State(state): State<AppState>, caller: Caller, mut form: Multipart) -> Result<Response, FileError> {
-    let bad = |_| FileError::InvalidUpload("a multipart/form-data body with one field named `file`");
+async fn upload(State(state): State<AppState>, caller: Caller, request: Request) -> Result<Response, FileError> {
+    // The whole body is bounded before the multipart parser sees it: without
+    // this, a body with no boundary would be buffered by the parser unbounded.
+    let max = state.config.files.max_upload_bytes;
+    let (parts, body) = request.into_parts();
+    let limit = usize::try_from(max + FRAMING_BYTES).unwrap_or(usize::MAX);
+    let body = Body::new(http_body_util::Limited::new(body, limit));
+    let mut form = Multipart::from_request(Request::from_parts(parts, body), &state)
+        .await
+        .map_err(|_| FileError::InvalidUpload("a multipart/form-data body with one field named `file`"))?;
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            FileError::Disk(DiskError::TooLarge(max))
+        } else {
+            FileError::InvalidUpload("a multipart/form-data body with one field named `file`")
+        }
+    };
     let mut field = form.next_field().await.map_err(bad)?.ok_or(FileError::InvalidUpload("no `file` field"))?;
     if field.name() != Some("file") {
         return Err(FileError::InvalidUpload("the field must be named `file`"));
@@ -159,7 +177,6 @@ async fn upload(State(state): State<AppState>, caller: Caller, mut form: Multipa
     let declared = field.content_type().map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
     let content_type =
         declared.filter(|t| KEPT_TYPES.contains(&t.as_str())).unwrap_or_else(|| "application/octet-stream".into());
-    let max = state.config.files.max_upload_bytes;
     let mut upload = state.disk.begin(caller.org, max).await?;
     while let Some(chunk) = field.chunk().await.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {

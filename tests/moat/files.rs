@@ -142,6 +142,16 @@ async fn an_oversized_upload_is_413_and_leaves_nothing_on_disk() {
     assert_eq!(entries(&org_dir(&app, org)).len(), 1, "{:?}", entries(&org_dir(&app, org)));
     let list: Value = get(&app, &token, "/v1/files").await.json().await.unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    // A body with no boundary at all (the parser would buffer it looking for one): bounded too.
+    let response = upload_raw(&app, &token, vec![b'x'; 5_000_000]).await;
+    assert_eq!(response.status(), 413);
+    // Oversized part headers likewise.
+    let mut body = format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"h\"\r\nX-Pad: ")
+        .into_bytes();
+    body.extend(vec![b'a'; 5_000_000]);
+    let response = upload_raw(&app, &token, body).await;
+    assert!(matches!(response.status().as_u16(), 400 | 413), "{}", response.status());
+    assert_eq!(entries(&org_dir(&app, org)).len(), 1);
 }
 
 #[tokio::test]
