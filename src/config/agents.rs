@@ -10,7 +10,12 @@
 //! working_dir = "/srv/moat/agents"      # optional (default /)
 //! cancel_grace = "5s"                   # optional: SIGTERM → SIGKILL delay
 //! providers = ["calendar"]              # optional: integrations whose tokens it may request
+//! user = "moat-agent"                   # optional: run as this OS user (the runner must be root)
 //! ```
+//!
+//! Without `user` the agent runs as the runner's user and could read what
+//! that user can (the runner marks itself non-dumpable, so its own
+//! `/proc/<pid>/environ` is closed to same-user processes unless they are root).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,6 +25,9 @@ use serde::Deserialize;
 
 use super::vars::Vars;
 use crate::check::Problem;
+
+/// Switches users for agents declared with `user`.
+pub const SETPRIV: &str = "/usr/bin/setpriv";
 
 /// One declared agent, ready to start.
 #[derive(Debug, Clone)]
@@ -32,6 +40,8 @@ pub struct ExecAgent {
     pub working_dir: PathBuf,
     pub cancel_grace: Duration,
     pub providers: Vec<String>,
+    /// `(uid, gid)` to run as, through `setpriv` (supplementary groups cleared).
+    pub run_as: Option<(u32, u32)>,
 }
 
 #[derive(Deserialize)]
@@ -53,6 +63,7 @@ struct Raw {
     cancel_grace: Option<String>,
     #[serde(default)]
     providers: Vec<String>,
+    user: Option<String>,
 }
 
 /// Reads `MOAT_AGENTS_FILE` (none: no external agents). With `check_programs`
@@ -119,6 +130,29 @@ pub fn load(vars: &Vars, check_programs: bool, problems: &mut Vec<Problem>) -> B
                 continue;
             }
         };
+        let run_as = match &raw.user {
+            None => None,
+            Some(_) if !check_programs => None, // serve only needs the names
+            Some(user) => match nix::unistd::User::from_name(user) {
+                Ok(Some(found)) if found.uid.is_root() => {
+                    bad("user may not be root".into());
+                    continue;
+                }
+                Ok(Some(found))
+                    if nix::unistd::Uid::effective().is_root() && std::path::Path::new(SETPRIV).is_file() =>
+                {
+                    Some((found.uid.as_raw(), found.gid.as_raw()))
+                }
+                Ok(Some(_)) => {
+                    bad(format!("user {user}: switching users needs the runner to run as root, and {SETPRIV}"));
+                    continue;
+                }
+                _ => {
+                    bad(format!("user {user} does not exist"));
+                    continue;
+                }
+            },
+        };
         let env = raw.env.iter().filter_map(|n| vars.get(n).map(|v| (n.clone(), v.to_owned()))).collect();
         agents.insert(
             name.clone(),
@@ -130,6 +164,7 @@ pub fn load(vars: &Vars, check_programs: bool, problems: &mut Vec<Problem>) -> B
                 working_dir,
                 cancel_grace,
                 providers: raw.providers,
+                run_as,
             },
         );
     }

@@ -65,7 +65,17 @@ impl Agent for Exec {
     fn run<'a>(&'a self, ctx: &'a mut RunContext) -> BoxFuture<'a, Result<(), AgentError>> {
         Box::pin(async move {
             let spec = &self.0;
-            let mut child = tokio::process::Command::new(&spec.command)
+            // With `user`: setpriv switches to it (supplementary groups cleared) and execs the agent.
+            let mut command = match spec.run_as {
+                Some((uid, gid)) => {
+                    let mut c = tokio::process::Command::new(crate::config::agents::SETPRIV);
+                    c.arg(format!("--reuid={uid}")).arg(format!("--regid={gid}")).arg("--clear-groups").arg("--");
+                    c.arg(&spec.command);
+                    c
+                }
+                None => tokio::process::Command::new(&spec.command),
+            };
+            let mut child = command
                 .args(&spec.args)
                 .env_clear()
                 .envs(spec.env.iter().map(|(k, v)| (k, v)))

@@ -72,6 +72,23 @@ fn agents_file(dir: &Path) -> PathBuf {
             script.display()
         ));
     }
+    // One agent runs as another OS user: it must not be able to read the runner's secrets.
+    let jailed = dir.join("jailed.py");
+    std::fs::write(
+        &jailed,
+        "import os, sys, json\nsys.stdin.readline()\n\
+         try:\n    seen = open('/proc/%d/environ' % os.getppid(), 'rb').read().decode('latin-1')\nexcept OSError as e:\n    seen = 'denied: %s' % e.strerror\n\
+         print(json.dumps({'type': 'delta', 'text': 'uid=%d %s' % (os.getuid(), seen)}), flush=True)\n\
+         print(json.dumps({'type': 'done'}), flush=True)",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&jailed, std::fs::Permissions::from_mode(0o644)).unwrap();
+    toml.push_str(&format!(
+        "[agents.jailed]\ncommand = \"{PYTHON}\"\nargs = [\"{}\"]\nuser = \"nobody\"\n",
+        jailed.display()
+    ));
     let path = dir.join("agents.toml");
     std::fs::write(&path, toml).unwrap();
     path
@@ -244,6 +261,21 @@ async fn secrets_an_agent_prints_are_redacted_and_its_environment_is_clean() {
     assert!(names.contains(&"PIDFILE".to_owned()));
 }
 
+/// An agent declared with `user` runs as that user and cannot read the
+/// runner's environment (DATABASE_URL) through /proc.
+#[tokio::test]
+async fn an_agent_running_as_another_user_cannot_read_the_runners_secrets() {
+    let w = world().await;
+    let (conv, run) = w.start("jailed", json!({})).await;
+    w.finished(&run, "succeeded", None).await;
+    let events = w.events(&conv).await;
+    let seen =
+        events.iter().find(|e| e["kind"] == "message.delta").unwrap()["data"]["text"].as_str().unwrap().to_owned();
+    assert!(!seen.starts_with("uid=0 "), "the agent ran as root: {seen}");
+    assert!(seen.contains("denied"), "the agent read the runner's environment: {seen}");
+    assert!(!seen.contains("DATABASE_URL"), "{seen}");
+}
+
 #[tokio::test]
 async fn only_declared_agents_exist_and_secret_variables_cannot_be_passed() {
     let w = world().await;
@@ -269,6 +301,8 @@ async fn only_declared_agents_exist_and_secret_variables_cannot_be_passed() {
         ("[agents.x]\ncommand = \"/nonexistent/agent\"\n".to_owned(), "does not exist"),
         (format!("[agents.demo]\ncommand = \"{PYTHON}\"\n"), "`demo` is built in"),
         (format!("[agents.x]\ncommand = \"{PYTHON}\"\nshell = true\n"), "unknown field"),
+        (format!("[agents.x]\ncommand = \"{PYTHON}\"\nuser = \"root\"\n"), "user may not be root"),
+        (format!("[agents.x]\ncommand = \"{PYTHON}\"\nuser = \"no-such-user-here\"\n"), "does not exist"),
     ] {
         std::fs::write(&bad, toml).unwrap();
         let env = Env::default()
