@@ -238,22 +238,39 @@ fn split_port(item: &str) -> Option<(&str, Option<u16>)> {
     }
 }
 
-/// IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
+/// IPv6 forms that carry an IPv4 address are judged as that IPv4 address:
+/// IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), NAT64
+/// (`64:ff9b::/96`, `64:ff9b:1::/48`) and 6to4 (`2002:AABB:CCDD::/48`).
 fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
+    let IpAddr::V6(v6) = ip else { return ip };
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return IpAddr::V4(v4);
     }
+    let s = v6.segments();
+    let embedded_low = || Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    if s[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified() {
+        return IpAddr::V4(embedded_low()); // IPv4-compatible (deprecated)
+    }
+    if s[0] == 0x64 && s[1] == 0xff9b && (s[2..6] == [0; 4] || s[2] == 1) {
+        return IpAddr::V4(embedded_low()); // NAT64 (well-known and local-use prefixes)
+    }
+    if s[0] == 0x2002 {
+        return IpAddr::V4(Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8)); // 6to4
+    }
+    ip
 }
 
 /// Addresses no configuration may reach.
 fn never(ip: IpAddr) -> Option<&'static str> {
-    const METADATA_V4: [Ipv4Addr; 2] = [Ipv4Addr::new(169, 254, 169, 254), Ipv4Addr::new(100, 100, 100, 200)];
-    const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254);
+    // AWS/GCP/Azure IMDS (link-local anyway), Alibaba, Azure WireServer; AWS and GCP IPv6 IMDS.
+    const METADATA_V4: [Ipv4Addr; 3] =
+        [Ipv4Addr::new(169, 254, 169, 254), Ipv4Addr::new(100, 100, 100, 200), Ipv4Addr::new(168, 63, 129, 16)];
+    const METADATA_V6: [Ipv6Addr; 2] =
+        [Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254), Ipv6Addr::new(0xfd20, 0x00ce, 0, 0, 0, 0, 0, 0x0254)];
     match ip {
         IpAddr::V4(v4) if METADATA_V4.contains(&v4) => Some("cloud metadata address"),
         IpAddr::V4(v4) if v4.is_link_local() => Some("link-local address"),
-        IpAddr::V6(v6) if v6 == METADATA_V6 => Some("cloud metadata address"),
+        IpAddr::V6(v6) if METADATA_V6.contains(&v6) => Some("cloud metadata address"),
         IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => Some("link-local address"),
         _ => None,
     }
@@ -292,6 +309,8 @@ fn restricted(ip: IpAddr) -> Option<&'static str> {
                 Some("multicast address")
             } else if first == 0x2001 && v6.segments()[1] == 0x0db8 {
                 Some("documentation address")
+            } else if first == 0x2001 && v6.segments()[1] == 0 {
+                Some("Teredo address (an IPv4 destination in disguise)")
             } else {
                 None
             }
@@ -326,9 +345,18 @@ mod tests {
     #[test]
     fn metadata_link_local_and_private_addresses_are_refused() -> Result {
         let p = Egress::parse(Some("*.example.com, 10.1.0.0/16"), None)?;
-        for raw in
-            ["169.254.169.254", "169.254.1.1", "100.100.100.200", "fe80::1", "fd00:ec2::254", "::ffff:169.254.169.254"]
-        {
+        for raw in [
+            "169.254.169.254",
+            "169.254.1.1",
+            "100.100.100.200",
+            "168.63.129.16",
+            "fe80::1",
+            "fd00:ec2::254",
+            "fd20:ce::254",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
+        ] {
             assert!(p.check_ip("x.example.com", ip(raw)?, None).is_err(), "{raw}");
         }
         for raw in [
@@ -342,6 +370,11 @@ mod tests {
             "fc00::1",
             "::ffff:127.0.0.1",
             "224.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::a00:1",
+            "64:ff9b:1::a00:1",
+            "2002:a00:1::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             assert!(p.check_ip("x.example.com", ip(raw)?, None).is_err(), "{raw}");
         }

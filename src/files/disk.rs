@@ -102,9 +102,11 @@ impl Disk {
     /// Opens a stored file for reading, refusing anything but a plain file.
     pub async fn open(&self, org: Uuid, id: Uuid) -> Result<tokio::fs::File, DiskError> {
         let path = self.path(org, &id.to_string())?;
+        // O_NONBLOCK: a FIFO planted in the folder must not hang the open (it is
+        // then refused as not a regular file).
         let file = tokio::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
             .open(&path)
             .await
             .map_err(|e| {

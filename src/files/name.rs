@@ -11,7 +11,7 @@ pub const MAX_NAME_BYTES: usize = 255;
 /// Why a name was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
-    #[error("the name contains a NUL or control character")]
+    #[error("the name contains a NUL, control or invisible formatting character")]
     Control,
     #[error("the name is empty, `.` or `..` once its directories are removed")]
     Empty,
@@ -27,7 +27,7 @@ pub enum NameError {
 /// is empty, `.` or `..`, are refused.
 pub fn clean(raw: &str) -> Result<String, NameError> {
     let decoded = percent_decode_str(raw).decode_utf8().map_err(|_| NameError::NotUtf8)?;
-    if decoded.chars().any(char::is_control) {
+    if decoded.chars().any(|c| c.is_control() || invisible(c)) {
         return Err(NameError::Control);
     }
     let base = decoded.rsplit(['/', '\\']).next().unwrap_or("").trim();
@@ -38,6 +38,13 @@ pub fn clean(raw: &str) -> Result<String, NameError> {
         return Err(NameError::TooLong);
     }
     Ok(base.to_owned())
+}
+
+/// Invisible formatting characters (bidirectional overrides, zero-width
+/// characters, …) that could make `invoice_fdp.exe` display as `invoice_exe.pdf`.
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }
 
 /// A `Content-Disposition: attachment` value for `name`: an ASCII fallback
@@ -70,7 +77,16 @@ mod tests {
         for raw in ["", ".", "..", "../", "a/..", "a/.", "x/", "  ", "..\\", "%2e%2e", "%2E%2E%5C"] {
             assert_eq!(clean(raw), Err(NameError::Empty), "{raw:?}");
         }
-        for raw in ["a\0b", "a%00b", "line\nbreak", "tab%09", "esc\u{1b}", "del\u{7f}"] {
+        for raw in [
+            "a\0b",
+            "a%00b",
+            "line\nbreak",
+            "tab%09",
+            "esc\u{1b}",
+            "del\u{7f}",
+            "invoice\u{202e}fdp.exe",
+            "a%E2%80%8Bb",
+        ] {
             assert_eq!(clean(raw), Err(NameError::Control), "{raw:?}");
         }
         assert_eq!(clean("%ff%fe"), Err(NameError::NotUtf8));

@@ -168,12 +168,26 @@ async fn feed(mut stdin: tokio::process::ChildStdin, mut outbox: mpsc::Receiver<
     }
 }
 
-/// Logs what the agent wrote to stderr: capped, sanitized, a line at a time.
+/// Logs what the agent wrote to stderr: the first 64 KiB, sanitized, a line
+/// at a time; the rest is read and discarded (never closing the pipe on the
+/// agent, which would kill it with SIGPIPE).
 async fn log_stderr(agent: String, stderr: tokio::process::ChildStderr) {
-    let mut lines = BufReader::new(stderr.take(MAX_STDERR_BYTES)).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let line = crate::sanitize::sanitize(&line).chars().take(1000).collect::<String>();
-        tracing::info!(%agent, stderr = %line, "agent stderr");
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::new();
+    let mut logged = 0u64;
+    loop {
+        line.clear();
+        match (&mut reader).take(MAX_LINE_BYTES as u64).read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if logged < MAX_STDERR_BYTES {
+                    logged += n as u64;
+                    let text = String::from_utf8_lossy(&line);
+                    let text = crate::sanitize::sanitize(text.trim_end()).chars().take(1000).collect::<String>();
+                    tracing::info!(%agent, stderr = %text, "agent stderr");
+                }
+            }
+        }
     }
 }
 
@@ -200,15 +214,18 @@ impl Drop for Guard {
         let to_agent = self.to_agent.take();
         let (grace, finished) = (self.grace, self.finished);
         let group = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
+        if !finished && let Some(to_agent) = &to_agent {
+            let _ = to_agent.try_send(json!({ "type": "cancel" }));
+        }
+        drop(to_agent); // closes stdin once the cancel line is written
+        // SIGTERM now, synchronously: even if the runtime is shutting down and the
+        // task below never runs, the group has been told (and the leader is
+        // SIGKILLed on drop).
+        if !finished && let Some(group) = group {
+            let _ = killpg(group, Signal::SIGTERM);
+        }
         tokio::spawn(async move {
-            if !finished && let Some(to_agent) = &to_agent {
-                let _ = to_agent.try_send(json!({ "type": "cancel" }));
-            }
-            drop(to_agent); // closes stdin once the cancel line is written
             if let Some(group) = group {
-                if !finished {
-                    let _ = killpg(group, Signal::SIGTERM);
-                }
                 let waited =
                     tokio::time::timeout(if finished { Duration::from_secs(2) } else { grace }, child.wait()).await;
                 if waited.is_err() {
