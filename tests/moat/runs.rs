@@ -169,7 +169,7 @@ async fn cancel_through_the_api_reaches_a_runner_in_another_process() {
         .get(0);
     assert_eq!(commands, 1);
     runner.signal(Signal::SIGCONT);
-    wait_for(&w, &run, Duration::from_secs(3), |v| v["status"] == "cancelled").await;
+    wait_for(&w, &run, Duration::from_secs(10), |v| v["status"] == "cancelled").await;
     let all = events(&w, &conv).await;
     assert_gapless(&all);
     assert_eq!(*kinds(&all).last().unwrap(), "run.cancelled");
