@@ -108,6 +108,34 @@ impl Drop for Flight {
     }
 }
 
+/// Everything the broker needs, wherever it runs (`moat serve`, or the runner serving agents).
+#[derive(Clone)]
+pub struct Deps {
+    pub db: deadpool_postgres::Pool,
+    pub sealer: Arc<Sealer>,
+    pub providers: Arc<super::provider::Providers>,
+    pub broker: Broker,
+    /// Tokens handed out are valid at least this long.
+    pub min_validity: Duration,
+    pub provider_timeout: Duration,
+    /// Test seam: whether the refresh takes the per-integration advisory lock.
+    pub refresh_lock: bool,
+}
+
+impl Deps {
+    pub fn from_state(state: &AppState) -> Self {
+        Self {
+            db: state.db.clone(),
+            sealer: state.sealer.clone(),
+            providers: state.providers.clone(),
+            broker: state.broker.clone(),
+            min_validity: state.config.token_min_validity,
+            provider_timeout: state.config.provider_timeout,
+            refresh_lock: state.config.refresh_lock,
+        }
+    }
+}
+
 /// What the broker hands out. `Debug` shows no token.
 pub struct Issued {
     pub access_token: String,
@@ -136,8 +164,8 @@ struct Stale {
 }
 
 /// Step 1: serve a valid token in one statement, or say what the refresh needs to know.
-async fn fast(state: &AppState, caller: &Caller, id: Uuid) -> Result<Result<Issued, Stale>, IntegrationError> {
-    let client = state.db.get().await?;
+async fn fast(deps: &Deps, caller: &Caller, id: Uuid) -> Result<Result<Issued, Stale>, IntegrationError> {
+    let client = deps.db.get().await?;
     let statement = client.prepare_cached(store::READ_FAST).await?;
     let row = client.query_one(&statement, &[&caller.org, &caller.kind.as_str(), &caller.id, &id]).await?;
     if !row.get::<_, bool>("caller_active") {
@@ -152,9 +180,9 @@ async fn fast(state: &AppState, caller: &Caller, id: Uuid) -> Result<Result<Issu
     let valid_secs: f64 = row.get::<_, Option<f64>>("valid_secs").unwrap_or(0.0);
     let since_refresh: Option<f64> = row.get("since_refresh");
     let recent = valid_secs > 0.0 && since_refresh.is_some_and(|s| s < RECENT_REFRESH_SECS);
-    if valid_secs >= state.config.token_min_validity.as_secs_f64() || recent {
+    if valid_secs >= deps.min_validity.as_secs_f64() || recent {
         let sealed: Vec<u8> = row.get::<_, Option<Vec<u8>>>("sealed_access").unwrap_or_default();
-        return Ok(Ok(issued(open_text(&state.sealer, &sealed, &aad(id, "access_token"))?, valid_secs)));
+        return Ok(Ok(issued(open_text(&deps.sealer, &sealed, &aad(id, "access_token"))?, valid_secs)));
     }
     let cooldown = row.get::<_, Option<f64>>("cooldown_secs").unwrap_or(0.0);
     if cooldown > 0.0 {
@@ -166,21 +194,26 @@ async fn fast(state: &AppState, caller: &Caller, id: Uuid) -> Result<Result<Issu
 
 /// An access token for integration `id`, valid at least the minimum validity.
 pub async fn access_token(state: &AppState, caller: &Caller, id: Uuid) -> Result<Issued, IntegrationError> {
-    if let Ok(issued) = fast(state, caller, id).await? {
+    access_token_with(&Deps::from_state(state), caller, id).await
+}
+
+/// [`access_token`] with its dependencies spelt out (the runner serves agents through it).
+pub async fn access_token_with(deps: &Deps, caller: &Caller, id: Uuid) -> Result<Issued, IntegrationError> {
+    if let Ok(issued) = fast(deps, caller, id).await? {
         return Ok(issued);
     }
     // Queue behind this instance's other callers for the integration (no connection held)…
-    let flight = state.broker.enter(id).await;
+    let flight = deps.broker.enter(id).await;
     // … then look again: one of them may have refreshed it meanwhile.
-    let stale = match fast(state, caller, id).await? {
+    let stale = match fast(deps, caller, id).await? {
         Ok(issued) => return Ok(issued),
         Err(stale) => stale,
     };
-    let permit = state.broker.permits.clone().acquire_owned().await.map_err(anyhow::Error::from)?;
+    let permit = deps.broker.permits.clone().acquire_owned().await.map_err(anyhow::Error::from)?;
     // Detached: the refresh finishes (or rolls back) even if this request is dropped.
-    let (state, caller) = (state.clone(), caller.clone());
+    let (deps, caller) = (deps.clone(), caller.clone());
     let refresh = tokio::spawn(async move {
-        let result = refresh(&state, &caller, id, stale.refresh_count).await;
+        let result = refresh(&deps, &caller, id, stale.refresh_count).await;
         drop((permit, flight));
         result
     });
@@ -188,12 +221,12 @@ pub async fn access_token(state: &AppState, caller: &Caller, id: Uuid) -> Result
 }
 
 /// Steps 2 and 3: under the integration's lock, re-read, then refresh if still needed.
-async fn refresh(state: &AppState, caller: &Caller, id: Uuid, seen_count: i64) -> Result<Issued, IntegrationError> {
-    let min = state.config.token_min_validity.as_secs_f64();
-    let mut client = state.db.get().await?;
+async fn refresh(deps: &Deps, caller: &Caller, id: Uuid, seen_count: i64) -> Result<Issued, IntegrationError> {
+    let min = deps.min_validity.as_secs_f64();
+    let mut client = deps.db.get().await?;
     let tx = tenant::begin(&mut client, caller).await?;
-    if state.config.refresh_lock {
-        lock(&tx, id, state.config.provider_timeout).await?;
+    if deps.refresh_lock {
+        lock(&tx, id, deps.provider_timeout).await?;
     }
     let statement = tx.prepare_cached(store::READ_FOR_REFRESH).await?;
     let row = tx.query_opt(&statement, &[&id, &caller.org]).await?.ok_or(IntegrationError::NotFound)?;
@@ -206,7 +239,7 @@ async fn refresh(state: &AppState, caller: &Caller, id: Uuid, seen_count: i64) -
     if valid_secs >= min || (valid_secs > 0.0 && (refreshed_meanwhile || recent)) {
         // Another caller refreshed while this one waited for the lock.
         let sealed: Vec<u8> = row.get("access_token");
-        return Ok(issued(open_text(&state.sealer, &sealed, &aad(id, "access_token"))?, valid_secs));
+        return Ok(issued(open_text(&deps.sealer, &sealed, &aad(id, "access_token"))?, valid_secs));
     }
     let cooldown: i64 = row.get("cooldown_secs");
     if cooldown > 0 {
@@ -219,19 +252,19 @@ async fn refresh(state: &AppState, caller: &Caller, id: Uuid, seen_count: i64) -
         tx.commit().await?;
         return Err(IntegrationError::NeedsReauth);
     };
-    let refresh_token = open_text(&state.sealer, &sealed_refresh, &aad(id, "refresh_token"))?;
-    let Some(provider) = state.providers.get(&provider_name) else {
+    let refresh_token = open_text(&deps.sealer, &sealed_refresh, &aad(id, "refresh_token"))?;
+    let Some(provider) = deps.providers.get(&provider_name) else {
         tracing::error!(integration = %id, provider = %provider_name, "the integration's provider is no longer configured");
         return Err(IntegrationError::ProviderUnavailable { retry_after: COOLDOWN.as_secs() });
     };
     match provider.refresh(&refresh_token).await {
         Ok(tokens) => {
-            let access = state.sealer.seal(tokens.access_token.as_bytes(), &aad(id, "access_token"))?;
+            let access = deps.sealer.seal(tokens.access_token.as_bytes(), &aad(id, "access_token"))?;
             // Keep the old refresh token only if the provider did not rotate it (re-sealed with the current key).
             let next_refresh = tokens.refresh_token.as_deref().unwrap_or(&refresh_token);
-            let refresh = state.sealer.seal(next_refresh.as_bytes(), &aad(id, "refresh_token"))?;
+            let refresh = deps.sealer.seal(next_refresh.as_bytes(), &aad(id, "refresh_token"))?;
             let statement = tx.prepare_cached(store::STORE_REFRESHED).await?;
-            let key_id = state.sealer.key_id();
+            let key_id = deps.sealer.key_id();
             tx.execute(&statement, &[&id, &caller.org, &access, &Some(refresh), &key_id, &tokens.expires_in]).await?;
             tx.commit().await?;
             Ok(issued(tokens.access_token, tokens.expires_in))
