@@ -292,7 +292,7 @@ pub(crate) fn database_url_problem(what: &str) -> Problem {
 }
 
 /// `MOAT_EGRESS_ALLOW`, and every configured provider's token endpoint must pass it.
-fn egress(
+pub(crate) fn egress(
     vars: &Vars,
     dev: Option<DevMode>,
     providers: &BTreeMap<String, Provider>,

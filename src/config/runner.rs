@@ -28,6 +28,49 @@ pub struct RunnerConfig {
     pub shutdown_grace: Duration,
     /// External agents declared in `MOAT_AGENTS_FILE`, by name.
     pub agents: std::collections::BTreeMap<String, super::agents::ExecAgent>,
+    /// What serving integration tokens to agents needs; present when an agent declares `providers`.
+    pub agent_tokens: Option<AgentTokens>,
+}
+
+/// The broker's configuration, for agents' token requests.
+#[derive(Debug, Clone)]
+pub struct AgentTokens {
+    pub encryption_key: super::keys::EncryptionKey,
+    pub previous_encryption_keys: Vec<super::keys::EncryptionKey>,
+    pub providers: std::collections::BTreeMap<String, super::Provider>,
+    pub egress: crate::egress::Egress,
+    pub min_validity: Duration,
+    pub provider_timeout: Duration,
+}
+
+fn agent_tokens(
+    vars: &Vars,
+    dev: Option<crate::dev::DevMode>,
+    agents: &std::collections::BTreeMap<String, super::agents::ExecAgent>,
+    problems: &mut Vec<Problem>,
+) -> Option<AgentTokens> {
+    if agents.values().all(|a| a.providers.is_empty()) {
+        return None;
+    }
+    let keys = super::encryption_keys(vars).map_err(|p| problems.extend(p)).ok();
+    let providers = super::providers::load(vars, dev, problems).providers;
+    for (agent, name) in agents.values().flat_map(|a| a.providers.iter().map(move |p| (&a.name, p))) {
+        if !providers.contains_key(name) {
+            problems.push(
+                Problem::new(
+                    "MOAT_AGENTS_FILE",
+                    format!("agent `{agent}` lists provider `{name}`, which MOAT_PROVIDERS_FILE does not configure"),
+                    "An agent can only be given tokens of configured providers.",
+                )
+                .fix("configure the provider, or remove it from the agent's `providers`"),
+            );
+        }
+    }
+    let egress = super::egress(vars, dev, &providers, problems)?;
+    let min_validity = super::auth::duration(vars, "MOAT_TOKEN_MIN_VALIDITY", "60s", (0, 3600), problems);
+    let provider_timeout = super::auth::duration(vars, "MOAT_PROVIDER_TIMEOUT", "10s", (1, 20), problems);
+    let (encryption_key, previous_encryption_keys) = keys?;
+    Some(AgentTokens { encryption_key, previous_encryption_keys, providers, egress, min_validity, provider_timeout })
 }
 
 fn number(vars: &Vars, name: &str, default: u64, range: (u64, u64), problems: &mut Vec<Problem>) -> u64 {
@@ -107,6 +150,7 @@ pub fn load(vars: &Vars) -> Result<RunnerConfig, Vec<Problem>> {
         max_output_bytes: number(vars, "MOAT_RUN_MAX_OUTPUT_BYTES", 5 * 1024 * 1024, (1, 1 << 30), &mut problems),
         max_events: number(vars, "MOAT_RUN_MAX_EVENTS", 10_000, (4, 10_000_000), &mut problems),
         shutdown_grace: duration(vars, "MOAT_RUNNER_SHUTDOWN_GRACE", "20s", (0, 600), &mut problems),
+        agent_tokens: None,
         agents: super::agents::load(vars, true, &mut problems),
         database: match database {
             Some(d) => d,
@@ -117,5 +161,7 @@ pub fn load(vars: &Vars) -> Result<RunnerConfig, Vec<Problem>> {
             None => return Err(problems),
         },
     };
+    let mut config = config;
+    config.agent_tokens = agent_tokens(vars, environment.dev_mode(), &config.agents, &mut problems);
     if problems.is_empty() { Ok(config) } else { Err(problems) }
 }

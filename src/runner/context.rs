@@ -88,6 +88,7 @@ pub struct RunContext {
     limits: Limits,
     events: u64,
     output_bytes: u64,
+    tokens: Option<crate::integrations::broker::Deps>,
 }
 
 impl RunContext {
@@ -99,7 +100,12 @@ impl RunContext {
         answers: mpsc::UnboundedReceiver<Answer>,
         limits: Limits,
     ) -> Self {
-        Self { run, input, pool, writer, answers, limits, events: 0, output_bytes: 0 }
+        Self { run, input, pool, writer, answers, limits, events: 0, output_bytes: 0, tokens: None }
+    }
+
+    pub(super) fn with_tokens(mut self, tokens: Option<crate::integrations::broker::Deps>) -> Self {
+        self.tokens = tokens;
+        self
     }
 
     pub fn input(&self) -> &Value {
@@ -110,11 +116,82 @@ impl RunContext {
         self.run.run
     }
 
-    /// A short-lived access token for one of the run's organization's
-    /// integrations, for the agent. Not available yet in the runner: the
-    /// agent is told so (`tokens_unavailable`) and never sees a refresh token.
-    pub async fn integration_token(&self, _integration_id: &str) -> Result<(String, String), &'static str> {
-        Err("tokens_unavailable")
+    /// A short-lived access token for an integration of the run's
+    /// organization, through the broker (refreshed exactly once under any
+    /// concurrency; the agent never sees a refresh token). Allowed only for a
+    /// provider in `allowed` (the agent's declaration), on behalf of the run's
+    /// creator while still enabled and granted `integrations:use`. Returns the
+    /// token and its expiry (RFC 3339), or an error code for the agent.
+    pub async fn integration_token(
+        &self,
+        integration: &str,
+        allowed: &[String],
+    ) -> Result<(String, String), &'static str> {
+        let deps = self.tokens.as_ref().ok_or("tokens_unavailable")?;
+        let id = Uuid::parse_str(integration).map_err(|_| "not_found")?;
+        let caller = self.creator(id, allowed).await?;
+        match crate::integrations::broker::access_token_with(deps, &caller, id).await {
+            Ok(issued) => {
+                let expires =
+                    issued.expires_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+                Ok((issued.access_token, expires))
+            }
+            Err(e) => Err(token_error_code(&e)),
+        }
+    }
+
+    /// The run's creator as a caller for the broker, if allowed to use `integration` here.
+    async fn creator(&self, integration: Uuid, allowed: &[String]) -> Result<crate::auth::Caller, &'static str> {
+        use crate::auth::{PrincipalKind, Role, Scope, Scopes};
+        let row = async {
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            scope(&tx, self.run.org).await?;
+            let row =
+                tx.query_opt(crate::runs::store::TOKEN_GRANT, &[&self.run.run, &self.run.org, &integration]).await?;
+            tx.commit().await?;
+            Ok::<_, anyhow::Error>(row)
+        }
+        .await
+        .map_err(|e| {
+            tracing::warn!(run = %self.run.run, error = %format!("{e:#}"), "token grant lookup failed");
+            "token_error"
+        })?
+        .ok_or("not_found")?;
+        let provider: Option<String> = row.get("provider");
+        let provider = provider.ok_or("not_found")?;
+        if !allowed.contains(&provider) {
+            return Err("provider_not_allowed");
+        }
+        let created_by: String = row.get("created_by");
+        let (kind, id) = created_by.split_once(':').ok_or("creator_inactive")?;
+        let id = Uuid::parse_str(id).map_err(|_| "creator_inactive")?;
+        let (kind, scopes) = match kind {
+            "user" => {
+                let role: Option<String> = row.get("user_role");
+                let role = role.as_deref().and_then(|r| {
+                    if r == "admin" {
+                        Some(Role::Admin)
+                    } else if r == "member" {
+                        Some(Role::Member)
+                    } else {
+                        None
+                    }
+                });
+                (PrincipalKind::User, role.ok_or("creator_inactive")?.scopes())
+            }
+            "client" => {
+                let scopes: Option<Vec<String>> = row.get("client_scopes");
+                let scopes = scopes.ok_or("creator_inactive")?.join(" ");
+                (PrincipalKind::Client, Scopes::parse(&scopes).map_err(|_| "creator_inactive")?)
+            }
+            _ => return Err("creator_inactive"),
+        };
+        if !scopes.contains(Scope::IntegrationsUse) {
+            return Err("forbidden");
+        }
+        let expires_at = time::OffsetDateTime::now_utc().unix_timestamp() + 60;
+        Ok(crate::auth::Caller { id, kind, org: self.run.org, scopes, expires_at })
     }
 
     /// Emits one event (sanitized), counted against the run's bounds.
@@ -291,4 +368,17 @@ async fn append_batch(pool: &Pool, run: RunRef, batch: &[NewEvent], bytes: i64) 
         }
     }
     false
+}
+
+/// The code an agent gets when the broker cannot serve a token.
+fn token_error_code(e: &crate::integrations::IntegrationError) -> &'static str {
+    use crate::integrations::IntegrationError as E;
+    match e {
+        E::NotFound => "not_found",
+        E::CallerInactive => "creator_inactive",
+        E::NeedsReauth => "needs_reauth",
+        E::ProviderUnavailable { .. } | E::RefreshBusy | E::Unavailable => "provider_unavailable",
+        E::EgressRefused => "egress_refused",
+        _ => "token_error",
+    }
 }

@@ -97,14 +97,19 @@ impl Agent for Exec {
             let mut guard =
                 Guard { child: Some(child), to_agent: Some(to_agent), grace: spec.cancel_grace, finished: false };
             guard.send(json!({ "type": "start", "input": ctx.input() })).await;
-            let result = converse(ctx, &mut guard, stdout).await;
+            let result = converse(ctx, &mut guard, stdout, &spec.providers).await;
             guard.finished = result.is_ok();
             result
         })
     }
 }
 
-async fn converse(ctx: &mut RunContext, guard: &mut Guard, stdout: ChildStdout) -> Result<(), AgentError> {
+async fn converse(
+    ctx: &mut RunContext,
+    guard: &mut Guard,
+    stdout: ChildStdout,
+    allowed: &[String],
+) -> Result<(), AgentError> {
     let mut reader = BufReader::new(stdout.take(MAX_STDOUT_BYTES));
     let mut line = Vec::new();
     loop {
@@ -139,7 +144,7 @@ async fn converse(ctx: &mut RunContext, guard: &mut Guard, stdout: ChildStdout) 
                 guard.send(json!({ "type": "input", "value": answer })).await;
             }
             FromAgent::Token { integration_id } => {
-                let reply = match ctx.integration_token(&integration_id).await {
+                let reply = match ctx.integration_token(&integration_id, allowed).await {
                     Ok((access_token, expires_at)) => {
                         json!({ "type": "token", "access_token": access_token, "expires_at": expires_at })
                     }

@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     wake: Notify,
     /// Cancelled when the shutdown grace is over: remaining runs go back to the queue.
     hand_back: CancellationToken,
+    /// The broker, for agents' token requests (when an agent declares `providers`).
+    tokens: Option<crate::integrations::broker::Deps>,
 }
 
 impl Shared {
@@ -77,6 +79,18 @@ pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> an
     // lease renewals of healthy runs.
     let heartbeat_pool = config.database.pool(4).map_err(anyhow::Error::msg)?;
     let id = format!("runner-{}", Uuid::new_v4());
+    let tokens = match &config.agent_tokens {
+        None => None,
+        Some(t) => Some(crate::integrations::broker::Deps {
+            db: pool.clone(),
+            sealer: Arc::new(crate::crypto::Sealer::new(t.encryption_key.clone(), t.previous_encryption_keys.clone())),
+            providers: Arc::new(crate::integrations::Providers::new(&t.providers, t.provider_timeout, &t.egress)?),
+            broker: crate::integrations::broker::Broker::new(config.concurrency.min(32) + 8),
+            min_validity: t.min_validity,
+            provider_timeout: t.provider_timeout,
+            refresh_lock: true,
+        }),
+    };
     let shared = Arc::new(Shared {
         pool: pool.clone(),
         heartbeat_pool,
@@ -85,6 +99,7 @@ pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> an
         active: Arc::default(),
         wake: Notify::new(),
         hand_back: CancellationToken::new(),
+        tokens,
     });
     let stop = CancellationToken::new();
     tokio::spawn(recovery::run(pool.clone(), stop.clone()));

@@ -37,6 +37,7 @@ statements! { "runner":
     APPLY_CANCELS => "apply_cancels",
     EXPIRE_INPUTS => "expire_inputs",
     BEGIN_RUNNER => "begin",
+    TOKEN_GRANT => "token_grant",
 }
 
 /// Every statement, so one test can `prepare` them all against a migrated database.
@@ -56,6 +57,7 @@ pub const STATEMENTS: &[(&str, &str)] = &[
     ("runs/answer_input", ANSWER_INPUT),
     ("runs/input_status", INPUT_STATUS),
     ("runner/claim_runs", CLAIM_RUNS),
+    ("runner/token_grant", TOKEN_GRANT),
     ("runner/heartbeat", HEARTBEAT),
     ("runner/finish_run", FINISH_RUN),
     ("runner/requeue_run", REQUEUE_RUN),

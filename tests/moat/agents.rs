@@ -313,3 +313,85 @@ async fn only_declared_agents_exist_and_secret_variables_cannot_be_passed() {
         assert!(out.stderr.contains(expected), "{expected}: {}", out.stderr);
     }
 }
+
+/// Agents get integration tokens through the broker: three agents asking at
+/// once for an expired integration cause exactly one provider refresh, and an
+/// agent whose declaration does not list the provider gets none.
+#[tokio::test]
+async fn agents_get_broker_tokens_refreshed_once_and_only_for_declared_providers() {
+    use crate::harness::provider::{CLIENT_SECRET, FakeProvider};
+    let provider = FakeProvider::start().await;
+    provider.set_latency(Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let echo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agents/echo.py");
+    let agents = dir.path().join("agents.toml");
+    std::fs::write(
+        &agents,
+        format!(
+            "[agents.tokened]\ncommand = \"{PYTHON}\"\nargs = [\"{e}\"]\nproviders = [\"fake\"]\n\
+             [agents.echo]\ncommand = \"{PYTHON}\"\nargs = [\"{e}\"]\n",
+            e = echo.display()
+        ),
+    )
+    .unwrap();
+    let providers = provider.providers_file(dir.path());
+    let db = TestDb::migrated().await;
+    let env = Env::production(&db)
+        .set("MOAT_AGENTS_FILE", agents.to_str().unwrap())
+        .set("MOAT_PROVIDERS_FILE", providers.to_str().unwrap())
+        .set("FAKE_PROVIDER_SECRET", CLIENT_SECRET)
+        .set("MOAT_EGRESS_ALLOW", &provider.egress_allow());
+    let serving = harness::serve(&env).await;
+    let runner_env = Env::default()
+        .set("DATABASE_URL", &db.url(DbRole::Runner))
+        .set("MOAT_AGENTS_FILE", agents.to_str().unwrap())
+        .set("MOAT_PROVIDERS_FILE", providers.to_str().unwrap())
+        .set("FAKE_PROVIDER_SECRET", CLIENT_SECRET)
+        .set("MOAT_EGRESS_ALLOW", &provider.egress_allow())
+        .set("MOAT_ENCRYPTION_KEY", env.get("MOAT_ENCRYPTION_KEY").unwrap());
+    let runner = harness::runner(&runner_env).await;
+    let admin = harness::http::admin_in(&db).await;
+    let http = reqwest::Client::new();
+    let base = serving.url("");
+    let token = login_at(&http, &base, admin.email, &admin.password).await;
+    let import = json!({"provider": "fake", "account": "cal", "access_token": "stale",
+        "refresh_token": provider.issue_refresh_token(), "expires_in": 0});
+    let integration = post_json(&http, &format!("{base}/v1/integrations"), Some(&token), import).await;
+    let integration = integration["id"].as_str().unwrap().to_owned();
+    let w = World {
+        base: base.clone(),
+        token: token.clone(),
+        http: http.clone(),
+        pidfile: dir.path().join("unused"),
+        _serving: serving,
+        runner,
+        _dir: dir,
+        _db: db,
+    };
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        runs.push(w.start("tokened", json!({"text": "t", "integration_id": integration})).await);
+    }
+    for (conv, run) in &runs {
+        w.finished(run, "succeeded", None).await;
+        let text: String = w
+            .events(conv)
+            .await
+            .iter()
+            .filter(|e| e["kind"] == "message.delta")
+            .map(|e| e["data"]["text"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(text, "t  [a token]");
+    }
+    assert_eq!(provider.refreshes(), 1, "three agents, one refresh");
+    let (conv, run) = w.start("echo", json!({"text": "t", "integration_id": integration})).await;
+    w.finished(&run, "succeeded", None).await;
+    let text: String = w
+        .events(&conv)
+        .await
+        .iter()
+        .filter(|e| e["kind"] == "message.delta")
+        .map(|e| e["data"]["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(text, "t  [no token (provider_not_allowed)]");
+}
