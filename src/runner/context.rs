@@ -89,6 +89,7 @@ pub struct RunContext {
     events: u64,
     output_bytes: u64,
     tokens: Option<crate::integrations::broker::Deps>,
+    groups: super::exec::ProcessGroups,
 }
 
 impl RunContext {
@@ -100,7 +101,28 @@ impl RunContext {
         answers: mpsc::UnboundedReceiver<Answer>,
         limits: Limits,
     ) -> Self {
-        Self { run, input, pool, writer, answers, limits, events: 0, output_bytes: 0, tokens: None }
+        Self {
+            run,
+            input,
+            pool,
+            writer,
+            answers,
+            limits,
+            events: 0,
+            output_bytes: 0,
+            tokens: None,
+            groups: super::exec::ProcessGroups::default(),
+        }
+    }
+
+    pub(super) fn with_process_groups(mut self, groups: super::exec::ProcessGroups) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    /// Where external agents register their process groups.
+    pub(super) fn process_groups(&self) -> super::exec::ProcessGroups {
+        self.groups.clone()
     }
 
     pub(super) fn with_tokens(mut self, tokens: Option<crate::integrations::broker::Deps>) -> Self {

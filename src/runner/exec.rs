@@ -10,7 +10,9 @@
 //! ended: `cancel` on stdin, stdin closed, SIGTERM, then SIGKILL after the
 //! grace period, so children it forked do not outlive it.
 
+use std::collections::HashSet;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -35,6 +37,35 @@ pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 const MAX_STDERR_BYTES: u64 = 64 * 1024;
 
 pub struct Exec(pub ExecAgent);
+
+/// Process groups of this runner's live agents, so a runner that exits
+/// (after its shutdown grace) kills whatever is left of them — including
+/// group members that ignore SIGTERM. Per-instance state (docs/caches.md).
+#[derive(Clone, Default)]
+pub struct ProcessGroups {
+    live: Arc<Mutex<HashSet<i32>>>,
+}
+
+impl ProcessGroups {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<i32>> {
+        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn add(&self, group: Pid) {
+        self.lock().insert(group.as_raw());
+    }
+
+    fn remove(&self, group: Pid) {
+        self.lock().remove(&group.as_raw());
+    }
+
+    /// SIGKILL to every group still registered (the runner is exiting).
+    pub fn kill_all(&self) {
+        for group in self.lock().drain() {
+            let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+        }
+    }
+}
 
 /// What an agent may say (anything else is a protocol error).
 #[derive(Deserialize)]
@@ -94,8 +125,17 @@ impl Agent for Exec {
             tokio::spawn(feed(stdin, outbox));
             tokio::spawn(log_stderr(spec.name.clone(), stderr));
             // From here on, however this future ends (even dropped on cancel), the group is ended.
-            let mut guard =
-                Guard { child: Some(child), to_agent: Some(to_agent), grace: spec.cancel_grace, finished: false };
+            let groups = ctx.process_groups();
+            if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
+                groups.add(Pid::from_raw(pid));
+            }
+            let mut guard = Guard {
+                child: Some(child),
+                to_agent: Some(to_agent),
+                grace: spec.cancel_grace,
+                finished: false,
+                groups,
+            };
             guard.send(json!({ "type": "start", "input": ctx.input() })).await;
             let result = converse(ctx, &mut guard, stdout, &spec.providers).await;
             guard.finished = result.is_ok();
@@ -203,6 +243,7 @@ struct Guard {
     grace: Duration,
     /// The agent said `done`: no `cancel`, just make sure nothing it forked lingers.
     finished: bool,
+    groups: ProcessGroups,
 }
 
 impl Guard {
@@ -217,7 +258,7 @@ impl Drop for Guard {
     fn drop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
         let to_agent = self.to_agent.take();
-        let (grace, finished) = (self.grace, self.finished);
+        let (grace, finished, groups) = (self.grace, self.finished, self.groups.clone());
         let group = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
         if !finished && let Some(to_agent) = &to_agent {
             let _ = to_agent.try_send(json!({ "type": "cancel" }));
@@ -238,6 +279,7 @@ impl Drop for Guard {
                 }
                 // The leader may be gone while children it forked are not: end the whole group.
                 let _ = killpg(group, Signal::SIGKILL);
+                groups.remove(group);
             }
             let _ = child.wait().await;
         });

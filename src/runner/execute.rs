@@ -98,7 +98,8 @@ async fn drive(
     let write = tokio::spawn(writer(shared.pool.clone(), claim.run, rx, fenced.clone()));
     let limits = Limits { max_events: shared.config.max_events, max_output_bytes: shared.config.max_output_bytes };
     let mut ctx = RunContext::new(claim.run, claim.input.clone(), shared.pool.clone(), tx, answers, limits)
-        .with_tokens(shared.tokens.clone());
+        .with_tokens(shared.tokens.clone())
+        .with_process_groups(shared.groups.clone());
     // A panicking agent fails its run; it does not take the runner or the slot with it.
     let guarded = std::panic::AssertUnwindSafe(agent.run(&mut ctx));
     let outcome = tokio::select! {

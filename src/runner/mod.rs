@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     hand_back: CancellationToken,
     /// The broker, for agents' token requests (when an agent declares `providers`).
     tokens: Option<crate::integrations::broker::Deps>,
+    /// External agents' process groups still alive (killed when the runner exits).
+    groups: exec::ProcessGroups,
 }
 
 impl Shared {
@@ -100,6 +102,7 @@ pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> an
         wake: Notify::new(),
         hand_back: CancellationToken::new(),
         tokens,
+        groups: exec::ProcessGroups::default(),
     });
     let stop = CancellationToken::new();
     tokio::spawn(recovery::run(pool.clone(), stop.clone()));
@@ -133,6 +136,8 @@ pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> an
         }
     }
     stop.cancel();
+    // Agents' cleanup may still be inside its grace period: nothing outlives the runner.
+    shared.groups.kill_all();
     tracing::info!("runner stopped");
     Ok(())
 }

@@ -89,6 +89,20 @@ fn agents_file(dir: &Path) -> PathBuf {
         "[agents.jailed]\ncommand = \"{PYTHON}\"\nargs = [\"{}\"]\nuser = \"nobody\"\n",
         jailed.display()
     ));
+    // A family that ignores SIGTERM, with a long grace: only the runner's exit can end it.
+    let family = dir.join("family.py");
+    std::fs::write(
+        &family,
+        "import os, signal, subprocess, sys, time, json\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nsys.stdin.readline()\n\
+         child = subprocess.Popen([sys.executable, '-c', 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(3600)'])\n\
+         open(os.environ['PIDFILE'], 'w').write(str(child.pid))\n\
+         print(json.dumps({'type': 'delta', 'text': 'started'}), flush=True)\ntime.sleep(3600)",
+    )
+    .unwrap();
+    toml.push_str(&format!(
+        "[agents.family]\ncommand = \"{PYTHON}\"\nargs = [\"{}\"]\nenv = [\"PIDFILE\"]\ncancel_grace = \"60s\"\n",
+        family.display()
+    ));
     let path = dir.join("agents.toml");
     std::fs::write(&path, toml).unwrap();
     path
@@ -105,6 +119,7 @@ async fn world() -> World {
         .set("DATABASE_URL", &db.url(DbRole::Runner))
         .set("MOAT_AGENTS_FILE", file.to_str().unwrap())
         .set("MOAT_RUN_MAX_DURATION", "4s")
+        .set("MOAT_RUNNER_SHUTDOWN_GRACE", "1s")
         .set("PIDFILE", pidfile.to_str().unwrap())
         .set("LANG", "C.UTF-8")
         .set("SECRET_NOT_PASSED", "do-not-leak");
@@ -226,6 +241,25 @@ async fn cancel_ends_an_agent_that_ignores_sigterm() {
     w.finished(&run, "cancelled", None).await;
     gone(pid).await; // SIGTERM ignored: SIGKILL after the 1 s grace
     assert!(w.runner.output().contains("agent ignored SIGTERM"), "{}", w.runner.output());
+}
+
+/// A runner that shuts down while an agent's family ignores SIGTERM (and its
+/// cancel grace is long) still leaves no process behind.
+#[tokio::test]
+async fn nothing_an_agent_started_outlives_its_runner() {
+    let w = world().await;
+    let (conv, _run) = w.start("family", json!({})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !w.events(&conv).await.iter().any(|e| e["kind"] == "message.delta") {
+        assert!(tokio::time::Instant::now() < deadline, "the agent never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let child = w.pid();
+    assert!(alive(child));
+    let World { runner, .. } = w;
+    let finished = runner.terminate().await;
+    assert!(finished.status.success(), "{}", finished.stderr);
+    gone(child).await;
 }
 
 #[tokio::test]

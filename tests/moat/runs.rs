@@ -150,7 +150,9 @@ async fn a_demo_run_streams_ordered_gapless_events_and_succeeds() {
 #[tokio::test]
 async fn cancel_through_the_api_reaches_a_runner_in_another_process() {
     let w = world().await;
-    let (runner, conv, run) = long_run(&w, &w.env, 20).await;
+    // A lease long enough that the SIGSTOP below can never let recovery take the run
+    // (under a loaded suite the paused window can exceed the module's 2 s lease).
+    let (runner, conv, run) = long_run(&w, &w.env.clone().set("MOAT_RUN_LEASE", "30s"), 20).await;
     // Idempotent: with the runner paused, two cancels are both accepted and make one command.
     runner.signal(Signal::SIGSTOP);
     for _ in 0..2 {
