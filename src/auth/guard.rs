@@ -79,6 +79,8 @@ pub async fn enforce(State(guard): State<Guard>, mut request: Request, next: Nex
         return insufficient_scope(required);
     }
     let caller = Caller { id: claims.sub, kind: claims.kind, org: claims.org, scopes, expires_at: claims.exp };
+    // Every later log line of this request names the organization (the request span's field).
+    tracing::Span::current().record("org_id", tracing::field::display(caller.org));
     request.extensions_mut().insert(caller);
     next.run(request).await
 }

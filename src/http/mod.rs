@@ -12,6 +12,7 @@ pub mod cookies;
 pub mod error;
 mod headers;
 pub mod pagination;
+pub mod request_id;
 mod routes;
 
 use axum::Router;
@@ -63,5 +64,6 @@ pub fn router(state: AppState, extra: Routes) -> Router {
     routes
         .layer(middleware::map_response(headers::security_headers))
         .layer(middleware::from_fn(access_log::access_log))
+        .layer(middleware::from_fn_with_state(state.clone(), request_id::request_id))
         .with_state(state)
 }

@@ -23,6 +23,7 @@ mod launch_readiness;
 mod limits;
 mod oauth;
 mod readiness;
+mod request_ids;
 mod runs;
 mod sanitize;
 mod schema;

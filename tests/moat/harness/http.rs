@@ -56,3 +56,12 @@ pub async fn wait_run_status(http: &reqwest::Client, base: &str, token: &str, ru
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// An error body with its per-request `request_id` removed (asserted present),
+/// so bodies of different requests can be compared.
+pub fn without_request_id(body: &str) -> Value {
+    let mut value: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+    let removed = value["error"].as_object_mut().and_then(|e| e.remove("request_id"));
+    assert!(removed.is_some_and(|id| id.is_string()), "no request_id in {body}");
+    value
+}

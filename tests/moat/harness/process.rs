@@ -117,7 +117,8 @@ pub async fn serve(env: &Env) -> Serving {
             let out = stdout.lock().expect("lock");
             out.lines()
                 .find_map(|line| line.split("moat listening on ").nth(1))
-                .and_then(|rest| rest.split_whitespace().next())
+                // The address ends at the first character no address has (text or JSON logs).
+                .and_then(|rest| rest.split(|c: char| !(c.is_ascii_hexdigit() || ".:[]".contains(c))).next())
                 .and_then(|a| a.parse().ok())
         };
         if let Some(addr) = addr {
