@@ -30,6 +30,7 @@
 //! | [`audit`] | the append-only audit log of security events |
 //! | [`limits`] | abuse limits kept in PostgreSQL, shared by every instance |
 //! | [`crypto`] | AES-256-GCM-SIV sealing of secrets at rest |
+//! | [`metrics`] | Prometheus metrics at `/metrics` (route templates, pool, WebSockets, runs, broker, DEV_BYPASS) |
 //! | [`maintenance`] | periodic purge of expired rows, safe with many instances |
 //! | [`server`] | [`AppState`], binding the listener, graceful shutdown |
 //! | [`telemetry`] | logging (text or JSON) |
@@ -53,6 +54,7 @@ pub mod http;
 pub mod integrations;
 pub mod limits;
 pub mod maintenance;
+pub mod metrics;
 pub mod runner;
 pub mod runs;
 pub mod sanitize;
@@ -80,6 +82,7 @@ pub fn statements() -> Vec<(&'static str, &'static str)> {
         runs::STATEMENTS,
         ws::STATEMENTS,
         files::STATEMENTS,
+        metrics::STATEMENTS,
     ]
     .concat()
 }

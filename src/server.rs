@@ -50,6 +50,8 @@ pub struct AppState {
     pub sockets: Sockets,
     /// Uploaded files' bytes (`MOAT_FILES_DIR`).
     pub disk: crate::files::disk::Disk,
+    /// Prometheus metrics of this instance.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -65,6 +67,8 @@ impl AppState {
         let broker = Broker::new(config.pool_size);
         let hub = Hub::new(db.clone());
         let disk = crate::files::disk::Disk::new(config.files.dir.clone());
+        let environment = if config.environment.dev_mode().is_some() { "development" } else { "production" };
+        let metrics = Arc::new(crate::metrics::Metrics::new(environment));
         Ok(Self {
             config,
             db,
@@ -77,6 +81,7 @@ impl AppState {
             hub,
             sockets: Sockets::default(),
             disk,
+            metrics,
         })
     }
 }

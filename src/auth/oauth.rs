@@ -147,6 +147,7 @@ async fn issue(
         .await
         .map_err(internal)?;
     if let Verdict::Limited { retry_after } = verdict {
+        state.metrics.rate_limited();
         let limited = OAuthError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many attempts; retry later");
         return Err(OAuthError { retry_after: Some(retry_after), ..limited });
     }

@@ -71,6 +71,7 @@ pub(super) async fn login(
     if let Verdict::Limited { retry_after } =
         state.limiter.hit(&state.db, &[(LOGIN_PER_EMAIL, subject), (LOGIN_PER_IP, &ip_key)]).await?
     {
+        state.metrics.rate_limited();
         return Err(AuthError::RateLimited(retry_after));
     }
 

@@ -14,6 +14,15 @@
 pub mod cluster;
 pub mod command;
 
+/// How many `DEV_BYPASS` lines this process has logged (exported as a metric:
+/// a production process reads 0 — it cannot construct a [`DevMode`]). A
+/// counter of log lines, not state any request depends on.
+static BYPASSES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn bypass_count() -> u64 {
+    BYPASSES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Proof that this process runs in development mode. Not constructible outside `config`.
 #[derive(Debug, Clone, Copy)]
 pub struct DevMode {
@@ -28,6 +37,7 @@ impl DevMode {
 
     /// Logs one relaxed security check: `DEV_BYPASS <component>: <message>` at WARN.
     pub fn bypass(self, component: &str, message: impl std::fmt::Display) {
+        BYPASSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(target: "moat::dev_bypass", "DEV_BYPASS {component}: {message}");
     }
 }

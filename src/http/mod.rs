@@ -38,6 +38,7 @@ fn app_routes() -> Routes {
         .merge(crate::runs::routes())
         .merge(crate::ws::routes())
         .merge(crate::files::routes())
+        .merge(crate::metrics::routes())
         .merge(crate::web::routes())
 }
 
@@ -53,6 +54,7 @@ pub fn router(state: AppState, extra: Routes) -> Router {
         .merge(extra)
         .into_router(&state.tokens)
         .fallback(|| async { ApiError::not_found() })
+        .layer(middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(DefaultBodyLimit::max(config.json_body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
         .layer(CatchPanicLayer::custom(error::panic_response))

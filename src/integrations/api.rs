@@ -192,6 +192,16 @@ pub(super) async fn access_token(
     Path(id): Path<String>,
 ) -> Result<Json<BrokerResponse>, IntegrationError> {
     let id = parse_id(&id)?;
-    let issued = broker::access_token(&state, &caller, id).await?;
+    let result = broker::access_token(&state, &caller, id).await;
+    state.metrics.broker_outcome(match &result {
+        Ok(issued) if issued.refreshed => "refreshed",
+        Ok(_) => "cached",
+        Err(IntegrationError::RefreshBusy) => "refresh_busy",
+        Err(IntegrationError::NeedsReauth) => "needs_reauth",
+        Err(IntegrationError::ProviderUnavailable { .. }) => "provider_unavailable",
+        Err(IntegrationError::EgressRefused) => "egress_refused",
+        Err(_) => "error",
+    });
+    let issued = result?;
     Ok(Json(BrokerResponse { access_token: issued.access_token, expires_at: issued.expires_at }))
 }

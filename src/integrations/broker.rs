@@ -140,6 +140,8 @@ impl Deps {
 pub struct Issued {
     pub access_token: String,
     pub expires_at: OffsetDateTime,
+    /// Whether this call refreshed the token at the provider (else it was served as stored).
+    pub refreshed: bool,
 }
 
 impl std::fmt::Debug for Issued {
@@ -155,7 +157,7 @@ fn open_text(sealer: &Sealer, sealed: &[u8], aad: &[u8]) -> Result<String, Integ
 
 fn issued(token: String, valid_secs: f64) -> Issued {
     let valid = time::Duration::seconds_f64(valid_secs.clamp(0.0, 1e10));
-    Issued { access_token: token, expires_at: OffsetDateTime::now_utc() + valid }
+    Issued { access_token: token, expires_at: OffsetDateTime::now_utc() + valid, refreshed: false }
 }
 
 /// The fast path's view of an integration that needs a refresh.
@@ -267,7 +269,7 @@ async fn refresh(deps: &Deps, caller: &Caller, id: Uuid, seen_count: i64) -> Res
             let key_id = deps.sealer.key_id();
             tx.execute(&statement, &[&id, &caller.org, &access, &Some(refresh), &key_id, &tokens.expires_in]).await?;
             tx.commit().await?;
-            Ok(issued(tokens.access_token, tokens.expires_in))
+            Ok(Issued { refreshed: true, ..issued(tokens.access_token, tokens.expires_in) })
         }
         Err(ProviderError::InvalidGrant) => {
             needs_reauth(&tx, caller, id, &provider_name, "invalid_grant").await?;

@@ -209,7 +209,14 @@ async fn stream(
                 .write_buffer_size(0)
                 .max_write_buffer_size(socket::MAX_WRITE_BUFFER);
             let upgrade = if subprotocol { upgrade.protocols(["moat.v1"]) } else { upgrade };
-            upgrade.on_upgrade(move |ws| socket::serve(state, ws, caller, claims, after, slot)).into_response()
+            upgrade
+                .on_upgrade(move |ws| async move {
+                    let metrics = state.metrics.clone();
+                    metrics.websocket_opened();
+                    socket::serve(state, ws, caller, claims, after, slot).await;
+                    metrics.websocket_closed();
+                })
+                .into_response()
         }
         Err(response) => response,
     }

@@ -21,6 +21,7 @@ mod http_baseline;
 mod integrations;
 mod launch_readiness;
 mod limits;
+mod metrics;
 mod oauth;
 mod readiness;
 mod request_ids;
