@@ -4,6 +4,9 @@
 -- organization at a time (row-level security), so the count is a SECURITY
 -- DEFINER function returning aggregates only — no row, no id, no org.
 
+-- The owner (only SECURITY DEFINER functions run as it at runtime) may now
+-- read every run; its UPDATE policies still bound what a claim can change,
+-- and this function returns counts only.
 CREATE POLICY runs_metrics_read ON runs FOR SELECT TO CURRENT_USER USING (true);
 
 CREATE FUNCTION moat_run_counts() RETURNS TABLE (status text, error text, count bigint)
