@@ -25,6 +25,7 @@ mod metrics;
 mod oauth;
 mod readiness;
 mod request_ids;
+mod roles_script;
 mod runs;
 mod sanitize;
 mod schema;
