@@ -67,17 +67,7 @@ async fn an_allowed_name_resolving_to_a_forbidden_address_is_refused_at_connect_
     let (_, _, token) = app.signed_in(Role::Admin).await;
     let import = json!({"provider": "fake", "account": "cal", "access_token": "stale",
         "refresh_token": provider.issue_refresh_token(), "expires_in": 0});
-    let created: Value = app
-        .http
-        .post(app.url("/v1/integrations"))
-        .bearer_auth(&token)
-        .json(&import)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = crate::harness::http::post_json(&app.http, &app.url("/v1/integrations"), Some(&token), import).await;
     let id = created["id"].as_str().unwrap();
     let response = app
         .http

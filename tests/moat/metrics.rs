@@ -16,17 +16,8 @@ async fn metrics_are_scoped_labelled_by_route_template_and_show_no_dev_bypass_in
     // Traffic with ids in the path: the label must be the template.
     let id = uuid::Uuid::new_v4();
     assert_eq!(app.get_as(&admin, &format!("/v1/runs/{id}")).await.status(), 404);
-    let conv: serde_json::Value = app
-        .http
-        .post(app.url("/v1/conversations"))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({"title": "m", "agent": "demo"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = serde_json::json!({"title": "m", "agent": "demo"});
+    let conv = crate::harness::http::post_json(&app.http, &app.url("/v1/conversations"), Some(&admin), body).await;
     let conv = conv["id"].as_str().unwrap();
     let run = app
         .http
