@@ -271,6 +271,11 @@ mod tests {
         assert!(matches!(upload.write(b"hello").await, Err(DiskError::TooLarge(4))));
         drop(upload);
         assert_eq!(std::fs::read_dir(disk.org_dir(org)?)?.count(), 1, "only the planted symlink remains");
+        // A FIFO planted under a file's id neither hangs the open nor is served.
+        let fifo = Uuid::new_v4();
+        nix::unistd::mkfifo(&disk.path(org, &fifo.to_string())?, nix::sys::stat::Mode::S_IRWXU)?;
+        let opened = tokio::time::timeout(std::time::Duration::from_secs(5), disk.open(org, fifo)).await?;
+        assert!(matches!(opened, Err(DiskError::Escape(_))));
         // An organization folder that is a symlink is refused.
         let other = Uuid::new_v4();
         std::os::unix::fs::symlink("/tmp", root.path().join(other.to_string()))?;

@@ -50,6 +50,18 @@ pub enum AgentError {
     Internal(#[from] anyhow::Error),
 }
 
+impl From<tokio_postgres::Error> for AgentError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for AgentError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
 /// The run an agent executes, as the runner holds it.
 #[derive(Debug, Clone, Copy)]
 pub struct RunRef {
@@ -250,28 +262,20 @@ impl RunContext {
         let question = sanitize(question).into_owned();
         let input_id = Uuid::new_v4();
         let run = self.run;
-        let mut client = self.pool.get().await.map_err(anyhow::Error::from)?;
-        let tx = client.transaction().await.map_err(anyhow::Error::from)?;
-        scope(&tx, run.org).await.map_err(anyhow::Error::from)?;
-        let statement = tx.prepare_cached(store::SET_STATUS).await.map_err(anyhow::Error::from)?;
-        if tx
-            .execute(&statement, &[&run.run, &run.org, &run.epoch, &"waiting_input"])
-            .await
-            .map_err(anyhow::Error::from)?
-            == 0
-        {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        scope(&tx, run.org).await?;
+        let statement = tx.prepare_cached(store::SET_STATUS).await?;
+        if tx.execute(&statement, &[&run.run, &run.org, &run.epoch, &"waiting_input"]).await? == 0 {
             return Err(AgentError::Fenced);
         }
-        let statement = tx.prepare_cached(store::REQUEST_INPUT).await.map_err(anyhow::Error::from)?;
-        tx.execute(&statement, &[&input_id, &run.run, &run.conversation, &run.org, &question])
-            .await
-            .map_err(anyhow::Error::from)?;
+        let statement = tx.prepare_cached(store::REQUEST_INPUT).await?;
+        tx.execute(&statement, &[&input_id, &run.run, &run.conversation, &run.org, &question]).await?;
         let event = NewEvent::new(Kind::InputRequested, json!({ "input_id": input_id, "question": question }));
         events::append(&tx, run.conversation, Some(run.run), Some(run.epoch), &[event], 0)
-            .await
-            .map_err(anyhow::Error::from)?
+            .await?
             .ok_or(AgentError::Fenced)?;
-        tx.commit().await.map_err(anyhow::Error::from)?;
+        tx.commit().await?;
         drop(client);
 
         loop {
@@ -281,28 +285,22 @@ impl RunContext {
             }
             let mut value = answer.value.clone();
             sanitize_value(&mut value);
-            let mut client = self.pool.get().await.map_err(anyhow::Error::from)?;
-            let tx = client.transaction().await.map_err(anyhow::Error::from)?;
-            scope(&tx, run.org).await.map_err(anyhow::Error::from)?;
-            let statement = tx.prepare_cached(store::APPLY_COMMAND).await.map_err(anyhow::Error::from)?;
-            if tx.execute(&statement, &[&answer.command_id, &run.org]).await.map_err(anyhow::Error::from)? == 0 {
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            scope(&tx, run.org).await?;
+            let statement = tx.prepare_cached(store::APPLY_COMMAND).await?;
+            if tx.execute(&statement, &[&answer.command_id, &run.org]).await? == 0 {
                 continue; // a second delivery of an answer already applied
             }
-            let statement = tx.prepare_cached(store::SET_STATUS).await.map_err(anyhow::Error::from)?;
-            if tx
-                .execute(&statement, &[&run.run, &run.org, &run.epoch, &"running"])
-                .await
-                .map_err(anyhow::Error::from)?
-                == 0
-            {
+            let statement = tx.prepare_cached(store::SET_STATUS).await?;
+            if tx.execute(&statement, &[&run.run, &run.org, &run.epoch, &"running"]).await? == 0 {
                 return Err(AgentError::Fenced);
             }
             let event = NewEvent::new(Kind::InputAnswered, json!({ "input_id": input_id, "value": value }));
             events::append(&tx, run.conversation, Some(run.run), Some(run.epoch), &[event], 0)
-                .await
-                .map_err(anyhow::Error::from)?
+                .await?
                 .ok_or(AgentError::Fenced)?;
-            tx.commit().await.map_err(anyhow::Error::from)?;
+            tx.commit().await?;
             return Ok(value);
         }
     }

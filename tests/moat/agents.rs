@@ -167,6 +167,12 @@ impl World {
         assert_eq!(self.run(run).await["error_code"].as_str(), error);
     }
 
+    /// The run's assembled text: its `message.delta`s in order.
+    async fn text(&self, conv: &str) -> String {
+        let events = self.events(conv).await;
+        events.iter().filter(|e| e["kind"] == "message.delta").map(|e| e["data"]["text"].as_str().unwrap()).collect()
+    }
+
     fn pid(&self) -> i32 {
         std::fs::read_to_string(&self.pidfile).unwrap().trim().parse().unwrap()
     }
@@ -203,9 +209,7 @@ async fn the_echo_agent_streams_asks_and_is_refused_a_token_it_cannot_have() {
     assert_eq!(answered["status"], "answered", "{answered}");
     w.finished(&run, "succeeded", None).await;
     let events = w.events(&conv).await;
-    let text: String =
-        events.iter().filter(|e| e["kind"] == "message.delta").map(|e| e["data"]["text"].as_str().unwrap()).collect();
-    assert_eq!(text, "one two three You said: yes [no token (tokens_unavailable)]");
+    assert_eq!(w.text(&conv).await, "one two three You said: yes [no token (tokens_unavailable)]");
     assert!(events.iter().any(|e| e["kind"] == "tool.completed" && e["data"]["data"]["words"] == 3), "{events:?}");
 }
 
@@ -408,24 +412,10 @@ async fn agents_get_broker_tokens_refreshed_once_and_only_for_declared_providers
     }
     for (conv, run) in &runs {
         w.finished(run, "succeeded", None).await;
-        let text: String = w
-            .events(conv)
-            .await
-            .iter()
-            .filter(|e| e["kind"] == "message.delta")
-            .map(|e| e["data"]["text"].as_str().unwrap().to_owned())
-            .collect();
-        assert_eq!(text, "t  [a token]");
+        assert_eq!(w.text(conv).await, "t  [a token]");
     }
     assert_eq!(provider.refreshes(), 1, "three agents, one refresh");
     let (conv, run) = w.start("echo", json!({"text": "t", "integration_id": integration})).await;
     w.finished(&run, "succeeded", None).await;
-    let text: String = w
-        .events(&conv)
-        .await
-        .iter()
-        .filter(|e| e["kind"] == "message.delta")
-        .map(|e| e["data"]["text"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(text, "t  [no token (provider_not_allowed)]");
+    assert_eq!(w.text(&conv).await, "t  [no token (provider_not_allowed)]");
 }
