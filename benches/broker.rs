@@ -32,8 +32,8 @@ const WARMUP: usize = 300;
 /// The baseline: authenticated (same guard as the broker), then one `SELECT 1`.
 async fn select_one(State(state): State<AppState>, _caller: moat::auth::Caller) -> &'static str {
     let client = state.db.get().await.unwrap();
-    let statement = client.prepare_cached("SELECT 1").await.unwrap();
-    client.query_one(&statement, &[]).await.unwrap();
+    // The same protocol as the broker's fast path: one unnamed statement, one round trip.
+    client.query_typed_one("SELECT 1", &[]).await.unwrap();
     "1"
 }
 

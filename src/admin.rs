@@ -6,12 +6,13 @@
 //! audit event with actor `cli`. Passwords and secrets are hashed with
 //! argon2id before they reach SQL and are shown to the operator once.
 
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::audit::{self, Event};
 use crate::auth::password::{self, random_secret};
 use crate::auth::{Role, Scopes, normalize_email};
+use crate::db::Pool;
 use crate::db::tenant::{self, Lookup};
 
 macro_rules! statements {

@@ -8,13 +8,13 @@ use std::io::{IsTerminal as _, Read as _};
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use crate::admin::{self, AdminError};
 use crate::auth::Role;
 use crate::config::Vars;
-use crate::db::{self, DatabaseSettings};
+use crate::db;
+use crate::db::Pool;
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -131,10 +131,15 @@ fn read_password(email: &str) -> Result<String, AdminError> {
 
 /// A small pool on `DATABASE_URL`, after checking the schema is the binary's.
 async fn connect(vars: &Vars) -> Result<Pool, String> {
-    let raw = vars.get("DATABASE_URL").ok_or("DATABASE_URL is not set")?;
-    let settings = DatabaseSettings::parse(raw).map_err(|e| format!("DATABASE_URL is invalid: {e}"))?;
+    let mut problems = Vec::new();
+    let Some(settings) = crate::config::database::database(vars, &mut problems) else {
+        return Err(problems.iter().map(|p| format!("{}: {}", p.subject, p.what)).collect::<Vec<_>>().join("; "));
+    };
     let client = settings.connect().await.map_err(|e| format!("cannot connect to {}: {e}", settings.describe()))?;
+    // In a transaction, so that a transaction pooler keeps one server connection for it.
+    client.batch_execute("BEGIN READ ONLY").await.map_err(|e| db::describe_error(&e))?;
     let status = db::migrate::status(&client).await.map_err(|e| db::describe_error(&e))?;
+    client.batch_execute("COMMIT").await.map_err(|e| db::describe_error(&e))?;
     if !status.is_current() {
         return Err(
             "the database schema is not this binary's; run: DATABASE_URL='<owner role URL>' moat migrate".into()

@@ -35,8 +35,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn ping(state: &AppState) -> anyhow::Result<()> {
     let client = state.db.get().await?;
-    let statement = client.prepare_cached(store::PING).await?;
-    client.query_one(&statement, &[]).await?;
+    client.batch_execute(store::PING).await?;
     Ok(())
 }
 

@@ -14,11 +14,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use sha2::Sha256;
+use tokio_postgres::types::{ToSql, Type};
 
 use crate::config::EncryptionKey;
+use crate::db::Pool;
 
 pub const HIT: &str = include_str!("../sql/limits/hit.sql");
 pub const SUCCEED: &str = include_str!("../sql/limits/succeed.sql");
@@ -129,8 +130,15 @@ impl Limiter {
         let maxes = column(|l| l.lockout_max.as_secs_f64());
         let after: Vec<i32> = attempts.iter().map(|(l, _)| l.lockout_after).collect();
         let client = pool.get().await?;
-        let statement = client.prepare_cached(HIT).await?;
-        let rows = client.query(&statement, &[&buckets, &windows, &retention, &after, &bases, &maxes]).await?;
+        let params: [(&(dyn ToSql + Sync), Type); 6] = [
+            (&buckets, Type::TEXT_ARRAY),
+            (&windows, Type::FLOAT8_ARRAY),
+            (&retention, Type::FLOAT8_ARRAY),
+            (&after, Type::INT4_ARRAY),
+            (&bases, Type::FLOAT8_ARRAY),
+            (&maxes, Type::FLOAT8_ARRAY),
+        ];
+        let rows = client.query_typed(HIT, &params).await?;
         let mut retry_after = 0i64;
         for row in rows {
             let bucket: String = row.get("bucket");
@@ -155,8 +163,7 @@ impl Limiter {
     /// Clears the unsuccessful-attempt count and any lockout after a success.
     pub async fn succeed(&self, pool: &Pool, limit: Limit, key: &str) -> Result<(), LimitError> {
         let client = pool.get().await?;
-        let statement = client.prepare_cached(SUCCEED).await?;
-        client.execute(&statement, &[&self.bucket(&limit, key)]).await?;
+        client.query_typed(SUCCEED, &[(&self.bucket(&limit, key), Type::TEXT)]).await?;
         Ok(())
     }
 }

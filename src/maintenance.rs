@@ -9,8 +9,10 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
+use tokio_postgres::types::Type;
 use tokio_util::sync::CancellationToken;
+
+use crate::db::Pool;
 
 pub const PURGE_EXPIRED: &str = include_str!("../sql/maintenance/purge_expired.sql");
 pub const STATEMENTS: &[(&str, &str)] = &[("maintenance/purge_expired", PURGE_EXPIRED)];
@@ -23,8 +25,7 @@ const BATCH: i32 = 5000;
 /// One purge round; returns how many rows it removed or cleared (0 if another instance held the lock).
 pub async fn purge_once(pool: &Pool) -> anyhow::Result<i64> {
     let client = pool.get().await?;
-    let statement = client.prepare_cached(PURGE_EXPIRED).await?;
-    let row = client.query_one(&statement, &[&BATCH]).await?;
+    let row = client.query_typed_one(PURGE_EXPIRED, &[(&BATCH, Type::INT4)]).await?;
     Ok(row.get("purged"))
 }
 

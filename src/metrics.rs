@@ -171,7 +171,7 @@ async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError> {
     metrics.pool_waiting.set(i64::try_from(pool.waiting).unwrap_or(i64::MAX));
     metrics.dev_bypass.set(crate::dev::bypass_count());
     let client = state.db.get().await?;
-    for row in client.query(RUN_COUNTS, &[]).await? {
+    for row in client.query_typed(RUN_COUNTS, &[]).await? {
         let labels = StatusLabels { status: row.get("status"), error: row.get("error") };
         metrics.runs.get_or_create(&labels).set(row.get::<_, i64>("count"));
     }

@@ -12,7 +12,6 @@ use anyhow::Context as _;
 use axum::Router;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
-use deadpool_postgres::Pool;
 
 use tokio_util::sync::CancellationToken;
 
@@ -20,6 +19,7 @@ use crate::auth::TokenKeys;
 use crate::auth::password::Hasher;
 use crate::config::Config;
 use crate::crypto::Sealer;
+use crate::db::Pool;
 use crate::http::Routes;
 use crate::integrations::Providers;
 use crate::integrations::broker::Broker;
@@ -103,10 +103,10 @@ impl App {
         let config = Arc::new(config);
         let state = AppState::new(config.clone()).await?;
         if config.environment.dev_mode().is_some() {
-            let client = state.db.get().await.context("cannot reach the database")?;
-            crate::db::checks::mark_dev_taint(&**client)
-                .await
-                .context("cannot mark the database as development-tainted")?;
+            let mut client = state.db.get().await.context("cannot reach the database")?;
+            let tx = client.transaction().await.context("cannot reach the database")?;
+            crate::db::checks::mark_dev_taint(&*tx).await.context("cannot mark the database as development-tainted")?;
+            tx.commit().await.context("cannot mark the database as development-tainted")?;
             tracing::info!("database marked as used by development mode; production will refuse it");
         }
         let listener =
@@ -134,7 +134,7 @@ impl App {
         let background = CancellationToken::new();
         tokio::spawn(crate::maintenance::run(self.state.db.clone(), background.clone()));
         tokio::spawn(crate::runs::recovery::run(self.state.db.clone(), background.clone()));
-        tokio::spawn(self.state.hub.clone().run(config.database.clone(), background.clone()));
+        tokio::spawn(self.state.hub.clone().run(config.listen.clone(), background.clone()));
         tokio::spawn(sweep_files(self.state.clone(), background.clone()));
         let stop_background = background.clone();
         tokio::spawn(async move {

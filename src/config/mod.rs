@@ -8,6 +8,7 @@
 
 pub mod agents;
 mod auth;
+pub mod database;
 pub mod files;
 pub mod keys;
 pub mod providers;
@@ -75,6 +76,8 @@ impl LogFormat {
 pub struct Config {
     pub environment: Environment,
     pub database: DatabaseSettings,
+    /// The WebSocket hub's LISTEN connection (or poll only).
+    pub listen: database::Listen,
     pub signing_key: SigningKey,
     /// Keys that still verify tokens during a rotation (never used to sign).
     pub previous_signing_keys: Vec<SigningKey>,
@@ -140,15 +143,8 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
     let providers = providers::load(vars, dev, &mut problems);
     unknown_vars(vars, &providers.secret_vars, &mut problems);
 
-    let database = match vars.get("DATABASE_URL") {
-        None => {
-            problems.push(database_url_problem("is not set"));
-            None
-        }
-        Some(raw) => DatabaseSettings::parse(raw)
-            .map_err(|e| problems.push(database_url_problem(&format!("is invalid: {e}"))))
-            .ok(),
-    };
+    let database = database::database(vars, &mut problems);
+    let listen = database::listen(vars, database.as_ref(), &mut problems);
     let signing_key = secrets::signing_key(vars, dev, &mut problems);
     let previous_signing_keys = secrets::previous_signing_keys(vars, dev, &mut problems);
     let encryption_key = secrets::encryption_key(vars, signing_key.as_ref(), dev, &mut problems);
@@ -171,13 +167,14 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
     let egress = egress(vars, dev, &providers.providers, &mut problems);
     let agent_names = agents::load(vars, false, &mut problems).into_keys().collect();
 
-    match (database, signing_key, encryption_key, transport, files, egress) {
-        (Some(database), Some(signing_key), Some(encryption_key), Some(t), Some(files), Some(egress))
+    match (database, listen, signing_key, encryption_key, transport, files, egress) {
+        (Some(database), Some(listen), Some(signing_key), Some(encryption_key), Some(t), Some(files), Some(egress))
             if problems.is_empty() =>
         {
             Ok(Config {
                 environment,
                 database,
+                listen,
                 signing_key,
                 previous_signing_keys,
                 encryption_key,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::auth::duration;
 use super::vars::Vars;
-use super::{Environment, database_url_problem, environment, unknown_vars};
+use super::{Environment, environment, unknown_vars};
 use crate::check::Problem;
 use crate::db::DatabaseSettings;
 
@@ -13,10 +13,8 @@ use crate::db::DatabaseSettings;
 pub struct RunnerConfig {
     pub environment: Environment,
     pub database: DatabaseSettings,
-    /// Where the LISTEN connection goes (never through a transaction pooler).
-    pub listen_database: DatabaseSettings,
-    /// `false` (`MOAT_LISTEN=off`): poll only.
-    pub listen: bool,
+    /// Where the LISTEN connection goes, or poll only.
+    pub listen: super::database::Listen,
     pub concurrency: usize,
     pub lease: Duration,
     pub heartbeat: Duration,
@@ -91,41 +89,12 @@ fn number(vars: &Vars, name: &str, default: u64, range: (u64, u64), problems: &m
     }
 }
 
-fn settings(vars: &Vars, name: &str, problems: &mut Vec<Problem>) -> Option<DatabaseSettings> {
-    let raw = vars.get(name)?;
-    DatabaseSettings::parse(raw)
-        .map_err(|e| problems.push(database_url_problem(&format!("({name}) is invalid: {e}"))))
-        .ok()
-}
-
 pub fn load(vars: &Vars) -> Result<RunnerConfig, Vec<Problem>> {
     let mut problems = Vec::new();
     let environment = environment(vars, &mut problems);
     unknown_vars(vars, &[], &mut problems);
-    let database = match settings(vars, "DATABASE_URL", &mut problems) {
-        Some(d) => Some(d),
-        None if vars.get("DATABASE_URL").is_none() => {
-            problems.push(database_url_problem("is not set"));
-            None
-        }
-        None => None,
-    };
-    let listen_database = settings(vars, "MOAT_LISTEN_DATABASE_URL", &mut problems).or_else(|| database.clone());
-    let listen = match vars.get("MOAT_LISTEN") {
-        None | Some("on") => true,
-        Some("off") => false,
-        Some(_) => {
-            problems.push(
-                Problem::new(
-                    "MOAT_LISTEN",
-                    "must be `on` or `off`",
-                    "It decides whether the runner waits for NOTIFY wake-ups or only polls.",
-                )
-                .fix("export MOAT_LISTEN=on"),
-            );
-            true
-        }
-    };
+    let database = super::database::database(vars, &mut problems);
+    let listen = super::database::listen(vars, database.as_ref(), &mut problems);
     let concurrency = number(vars, "MOAT_RUNNER_CONCURRENCY", 16, (1, 10_000), &mut problems);
     let lease = duration(vars, "MOAT_RUN_LEASE", "30s", (1, 3600), &mut problems);
     let heartbeat = duration(vars, "MOAT_RUN_HEARTBEAT", "10s", (0, 1200), &mut problems);
@@ -141,7 +110,6 @@ pub fn load(vars: &Vars) -> Result<RunnerConfig, Vec<Problem>> {
     }
     let config = RunnerConfig {
         environment,
-        listen,
         concurrency: usize::try_from(concurrency).unwrap_or(16),
         lease,
         heartbeat,
@@ -156,8 +124,8 @@ pub fn load(vars: &Vars) -> Result<RunnerConfig, Vec<Problem>> {
             Some(d) => d,
             None => return Err(problems),
         },
-        listen_database: match listen_database {
-            Some(d) => d,
+        listen: match listen {
+            Some(listen) => listen,
             None => return Err(problems),
         },
     };

@@ -18,6 +18,8 @@ pub struct EnvVar {
 const SERVE_CHECK: &[&str] = &["serve", "check"];
 const ALL: &[&str] = &["serve", "check", "migrate", "admin", "runner"];
 const RUNNER: &[&str] = &["runner"];
+const SERVE_CHECK_RUNNER: &[&str] = &["serve", "check", "runner"];
+const SERVE_CHECK_RUNNER_ADMIN: &[&str] = &["serve", "check", "runner", "admin"];
 
 pub const VARS: &[EnvVar] = &[
     EnvVar {
@@ -197,16 +199,22 @@ pub const VARS: &[EnvVar] = &[
         doc: "Log filter in tracing's EnvFilter syntax, e.g. `info` or `moat=debug,info`.",
     },
     EnvVar {
+        name: "MOAT_DATABASE_POOLER",
+        commands: SERVE_CHECK_RUNNER_ADMIN,
+        default: Some("none"),
+        doc: "`transaction` when DATABASE_URL goes through a transaction-mode pooler that does not keep prepared statements (PgBouncer before 1.21): no statement outlives its transaction. `none`: direct, session mode, or a pooler with prepared-statement support.",
+    },
+    EnvVar {
         name: "MOAT_LISTEN_DATABASE_URL",
-        commands: RUNNER,
+        commands: SERVE_CHECK_RUNNER,
         default: Some("DATABASE_URL"),
-        doc: "Connection string for the runner's dedicated LISTEN connection, for deployments whose DATABASE_URL goes through a transaction pooler (LISTEN needs a direct connection).",
+        doc: "Connection string for the dedicated LISTEN connection (the WebSocket hub's in `serve`, the runner's wake-ups), for deployments whose DATABASE_URL goes through a transaction pooler (LISTEN needs a direct connection).",
     },
     EnvVar {
         name: "MOAT_LISTEN",
-        commands: RUNNER,
+        commands: SERVE_CHECK_RUNNER,
         default: Some("on"),
-        doc: "`on`: wake on NOTIFY (plus a slow poll); `off`: poll only (e.g. no direct database connection is available).",
+        doc: "`on`: wake on NOTIFY; `off`: poll only, for deployments with no direct database connection (the runner polls every MOAT_RUNNER_POLL, the WebSocket hub every 250 ms).",
     },
     EnvVar {
         name: "MOAT_RUNNER_CONCURRENCY",

@@ -18,7 +18,14 @@ pub async fn verify(settings: &DatabaseSettings, environment: Environment) -> Ve
         Ok(client) => client,
         Err(e) => return vec![unreachable(settings, &e.to_string())],
     };
-    match checks(&client, environment).await {
+    // One read-only transaction: behind a transaction-mode pooler every
+    // statement of the checks then runs on the same server connection.
+    let result = match client.batch_execute("BEGIN READ ONLY").await {
+        Ok(()) => checks(&client, environment).await,
+        Err(e) => Err(e),
+    };
+    let _ = client.batch_execute("COMMIT").await;
+    match result {
         Ok(problems) => problems,
         Err(e) => vec![
             Problem::new(

@@ -7,6 +7,7 @@
 pub mod checks;
 pub mod listen;
 pub mod migrate;
+pub mod pool;
 pub mod store;
 pub mod tenant;
 
@@ -14,7 +15,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
+
+pub use pool::{Client, Pool, Pooler};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -28,6 +31,8 @@ pub struct DatabaseSettings {
     pg: tokio_postgres::Config,
     /// libpq's `sslrootcert`: trust only these roots instead of the system's.
     ca_file: Option<PathBuf>,
+    /// `MOAT_DATABASE_POOLER`: what sits between Moat and the server.
+    pooler: Pooler,
 }
 
 impl DatabaseSettings {
@@ -48,7 +53,18 @@ impl DatabaseSettings {
         if pg.get_hosts().is_empty() {
             return Err("no host given".into());
         }
-        Ok(Self { pg, ca_file })
+        Ok(Self { pg, ca_file, pooler: Pooler::None })
+    }
+
+    /// The same settings, reached through `pooler`.
+    #[must_use]
+    pub fn with_pooler(mut self, pooler: Pooler) -> Self {
+        self.pooler = pooler;
+        self
+    }
+
+    pub fn pooler(&self) -> Pooler {
+        self.pooler
     }
 
     /// `user@host:port/dbname`, for messages.
@@ -104,13 +120,14 @@ impl DatabaseSettings {
             self.connector()?,
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
-        Pool::builder(manager)
+        deadpool_postgres::Pool::builder(manager)
             .max_size(max_size)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(POOL_WAIT))
             .create_timeout(Some(CONNECT_TIMEOUT))
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
+            .map(|pool| Pool::new(pool, self.pooler))
             .map_err(|e| format!("cannot build the database pool ({e})"))
     }
 }

@@ -7,7 +7,9 @@
 //! Before authentication there is no organization; [`Lookup`] scopes a
 //! transaction to the rows matching one presented key instead.
 
-use deadpool_postgres::{Object, Transaction};
+use deadpool_postgres::Transaction;
+
+use super::Client;
 use uuid::Uuid;
 
 use super::store;
@@ -36,7 +38,7 @@ pub enum Lookup<'a> {
 }
 
 /// Starts a transaction as `caller`: its organization, after checking it is still enabled.
-pub async fn begin<'a>(client: &'a mut Object, caller: &Caller) -> Result<Transaction<'a>, TenantError> {
+pub async fn begin<'a>(client: &'a mut Client, caller: &Caller) -> Result<Transaction<'a>, TenantError> {
     let tx = client.transaction().await?;
     let statement = tx.prepare_cached(store::BEGIN_TENANT).await?;
     let row = tx.query_one(&statement, &[&caller.org, &caller.kind.as_str(), &caller.id]).await?;

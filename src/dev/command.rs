@@ -257,7 +257,7 @@ async fn bootstrap(superuser_url: &str, password: &str) -> anyhow::Result<()> {
 
 /// Creates the demo organization and admin on first use; returns a password
 /// to print when one was made now.
-async fn demo_admin(pool: &deadpool_postgres::Pool, reset_password: bool) -> anyhow::Result<Option<String>> {
+async fn demo_admin(pool: &crate::db::Pool, reset_password: bool) -> anyhow::Result<Option<String>> {
     if !crate::admin::user_exists(pool, ADMIN_EMAIL).await? {
         let org = crate::admin::create_org(pool, "Demo").await?;
         let password = crate::admin::generate_password();

@@ -288,7 +288,7 @@ async fn delete(
 /// temporary uploads, files whose row was never written (or already
 /// deleted), and anything else that is not a stored file (e.g. a symlink).
 /// Returns how many entries were removed.
-pub async fn sweep(disk: &disk::Disk, pool: &deadpool_postgres::Pool, min_age: Duration) -> anyhow::Result<usize> {
+pub async fn sweep(disk: &disk::Disk, pool: &crate::db::Pool, min_age: Duration) -> anyhow::Result<usize> {
     let candidates = {
         let disk = disk.clone();
         tokio::task::spawn_blocking(move || disk.candidates(min_age)).await??

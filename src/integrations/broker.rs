@@ -28,6 +28,7 @@ use deadpool_postgres::Transaction;
 use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 use tokio::sync::{OwnedMutexGuard, Semaphore};
+use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 use super::error::IntegrationError;
@@ -111,7 +112,7 @@ impl Drop for Flight {
 /// Everything the broker needs, wherever it runs (`moat serve`, or the runner serving agents).
 #[derive(Clone)]
 pub struct Deps {
-    pub db: deadpool_postgres::Pool,
+    pub db: crate::db::Pool,
     pub sealer: Arc<Sealer>,
     pub providers: Arc<super::provider::Providers>,
     pub broker: Broker,
@@ -168,8 +169,10 @@ struct Stale {
 /// Step 1: serve a valid token in one statement, or say what the refresh needs to know.
 async fn fast(deps: &Deps, caller: &Caller, id: Uuid) -> Result<Result<Issued, Stale>, IntegrationError> {
     let client = deps.db.get().await?;
-    let statement = client.prepare_cached(store::READ_FAST).await?;
-    let row = client.query_one(&statement, &[&caller.org, &caller.kind.as_str(), &caller.id, &id]).await?;
+    let kind = caller.kind.as_str();
+    let params: [(&(dyn ToSql + Sync), Type); 4] =
+        [(&caller.org, Type::UUID), (&kind, Type::TEXT), (&caller.id, Type::UUID), (&id, Type::UUID)];
+    let row = client.query_typed_one(store::READ_FAST, &params).await?;
     if !row.get::<_, bool>("caller_active") {
         return Err(IntegrationError::CallerInactive);
     }

@@ -12,12 +12,12 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use super::broker::{aad, lock_key};
 use super::store;
 use crate::crypto::Sealer;
+use crate::db::Pool;
 use crate::db::tenant;
 
 /// One organization's progress, reported after each batch.
@@ -33,7 +33,7 @@ pub async fn rotate(pool: &Pool, sealer: &Sealer, batch: i64, mut report: impl F
     let current = sealer.key_id();
     let orgs: Vec<Uuid> = {
         let client = pool.get().await?;
-        client.query(store::ORG_IDS, &[]).await?.iter().map(|r| r.get("id")).collect()
+        client.query_typed(store::ORG_IDS, &[]).await?.iter().map(|r| r.get("id")).collect()
     };
     let mut total = 0;
     for org in orgs {

@@ -8,12 +8,12 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::db::Pool;
 use crate::runs::events::{self, Kind, NewEvent};
 use crate::runs::store;
 use crate::sanitize::{sanitize, sanitize_value};

@@ -24,15 +24,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use deadpool_postgres::Pool;
 use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
+use tokio_postgres::types::Type;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use context::{AgentError, Answer, RunContext};
 
 use crate::config::runner::RunnerConfig;
+use crate::db::Pool;
 use crate::db::listen::{self, Notification};
 use crate::runs::events::{CHANNEL_COMMANDS, CHANNEL_RUNS};
 use crate::runs::{recovery, store};
@@ -107,10 +108,10 @@ pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> an
     let stop = CancellationToken::new();
     tokio::spawn(recovery::run(pool.clone(), stop.clone()));
     tokio::spawn(poll(shared.clone(), stop.clone()));
-    if shared.config.listen {
+    if shared.config.listen.enabled {
         tokio::spawn(listen_loop(shared.clone(), stop.clone()));
     }
-    tracing::info!(runner = %shared.id, concurrency = shared.config.concurrency, listen = shared.config.listen, "runner started");
+    tracing::info!(runner = %shared.id, concurrency = shared.config.concurrency, listen = shared.config.listen.enabled, "runner started");
 
     tokio::pin!(shutdown);
     loop {
@@ -239,8 +240,7 @@ async fn sweep(shared: &Shared) -> anyhow::Result<()> {
     }
     let rows = {
         let client = shared.pool.get().await?;
-        let statement = client.prepare_cached(store::PENDING_COMMANDS).await?;
-        client.query(&statement, &[&shared.id]).await?
+        client.query_typed(store::PENDING_COMMANDS, &[(&shared.id, Type::TEXT)]).await?
     };
     for row in rows {
         dispatch(shared, row.get("run_id"), row.get("command_id")).await;
@@ -268,7 +268,7 @@ async fn listen_loop(shared: Arc<Shared>, stop: CancellationToken) {
     let mut backoff = Duration::from_millis(200);
     loop {
         let (tx, mut rx) = mpsc::unbounded_channel::<Notification>();
-        match listen::listen(&shared.config.listen_database, &[CHANNEL_RUNS, CHANNEL_COMMANDS], tx).await {
+        match listen::listen(&shared.config.listen.database, &[CHANNEL_RUNS, CHANNEL_COMMANDS], tx).await {
             Ok(listener) => {
                 backoff = Duration::from_millis(200);
                 tracing::info!("LISTEN connection up");

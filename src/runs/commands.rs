@@ -3,7 +3,6 @@
 //! row in `run_commands` and a NOTIFY carrying only ids; the edge never
 //! reaches a runner.
 
-use deadpool_postgres::Pool;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -11,6 +10,7 @@ use super::error::RunError;
 use super::events::{self, CHANNEL_COMMANDS, Kind, NewEvent};
 use super::store;
 use crate::auth::Caller;
+use crate::db::Pool;
 use crate::db::tenant;
 
 /// What a cancel did.

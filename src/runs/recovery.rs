@@ -8,13 +8,13 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::events::{self, Kind, NewEvent};
 use super::store;
+use crate::db::Pool;
 use crate::db::tenant;
 
 /// How often each instance looks for stale runs.

@@ -14,15 +14,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use deadpool_postgres::Pool;
 use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::config::database::Listen;
+use crate::db::Pool;
 use crate::db::listen::{self, Notification};
-use crate::db::{DatabaseSettings, tenant};
+use crate::db::tenant;
 use crate::runs::events::CHANNEL_EVENTS;
 
 /// Events a subscriber may fall behind by before it must catch up from the table.
@@ -32,6 +33,8 @@ const BUFFER: usize = 256;
 const READ_LIMIT: i64 = BUFFER as i64;
 /// Conversations read by one query (bounds one read to READ_GROUP × READ_LIMIT rows).
 const READ_GROUP: usize = 64;
+/// How often poll-only mode (`MOAT_LISTEN=off`) reads every live conversation.
+const POLL_ONLY: Duration = Duration::from_millis(250);
 pub const READ_EVENTS: &str = include_str!("../../sql/ws/read_events.sql");
 pub const READ_NEW_EVENTS: &str = include_str!("../../sql/ws/read_new_events.sql");
 pub const MAX_SEQ: &str = include_str!("../../sql/ws/max_seq.sql");
@@ -99,6 +102,24 @@ impl Hub {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Poll-only mode: every live conversation is read every [`POLL_ONLY`].
+    async fn poll(self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(POLL_ONLY);
+        let mut prune = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = prune.tick() => self.prune(),
+                _ = tick.tick() => {
+                    let conversations: Vec<Uuid> = self.state().topics.keys().copied().collect();
+                    for conversation in conversations {
+                        self.wake(conversation);
+                    }
+                }
+            }
+        }
     }
 
     /// Subscribes to live events of `conversation`; returns the receiver and the
@@ -220,8 +241,13 @@ impl Hub {
         }
     }
 
-    /// Keeps the LISTEN connection up and dispatches wake-ups, until `stop`.
-    pub async fn run(self, settings: DatabaseSettings, stop: CancellationToken) {
+    /// Keeps the LISTEN connection up and dispatches wake-ups (or, with
+    /// `MOAT_LISTEN=off`, polls every live conversation), until `stop`.
+    pub async fn run(self, listen: Listen, stop: CancellationToken) {
+        if !listen.enabled {
+            return self.poll(stop).await;
+        }
+        let settings = listen.database;
         let mut backoff = Duration::from_millis(200);
         loop {
             let (tx, mut rx) = mpsc::unbounded_channel::<Notification>();

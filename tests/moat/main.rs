@@ -23,6 +23,7 @@ mod launch_readiness;
 mod limits;
 mod metrics;
 mod oauth;
+mod pooler;
 mod readiness;
 mod request_ids;
 mod roles_script;

@@ -29,7 +29,7 @@ async fn unfiltered(State(state): State<AppState>, caller: Caller) -> Json<Value
 async fn leftover(State(state): State<AppState>) -> Json<Value> {
     let client = state.db.get().await.unwrap();
     let row = client
-        .query_one(
+        .query_typed_one(
             "SELECT current_setting('moat.org_id', true) AS org, (SELECT count(*) FROM users) AS users, pg_backend_pid() AS pid",
             &[],
         )

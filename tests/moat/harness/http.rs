@@ -8,7 +8,7 @@ use super::pg::{Role as DbRole, TestDb};
 
 /// An organization with one admin user, made straight in the database.
 pub struct Admin {
-    pub pool: deadpool_postgres::Pool,
+    pub pool: moat::db::Pool,
     pub org: Uuid,
     pub email: &'static str,
     pub password: String,

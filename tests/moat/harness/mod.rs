@@ -4,6 +4,7 @@ pub mod app;
 pub mod browser;
 pub mod http;
 pub mod pg;
+pub mod pgbouncer;
 pub mod process;
 pub mod provider;
 pub mod relay;

@@ -356,6 +356,11 @@ impl TestDb {
         self.url(Role::App).replace("user=moat_app", &format!("user={role}"))
     }
 
+    /// The server's host (socket directory or name), port, and the test roles' password if any.
+    pub fn server(&self) -> (String, u16, Option<String>) {
+        (self.cluster.host.clone(), self.cluster.port, self.cluster.role_password.clone())
+    }
+
     /// The cluster's TLS endpoint, when this run started the cluster itself.
     pub fn tls(&self) -> Option<&DbTls> {
         self.cluster.tls.as_ref()
@@ -400,11 +405,11 @@ fn unique() -> String {
         .to_lowercase()
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
 
-fn postgres_command(program: &Path, as_postgres: bool) -> Command {
+pub(crate) fn postgres_command(program: &Path, as_postgres: bool) -> Command {
     if as_postgres {
         let mut command = Command::new("setpriv");
         command.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"]).arg(program);

@@ -1,0 +1,92 @@
+//! The database settings `serve` and `runner` share: `DATABASE_URL`, what sits
+//! in front of it (`MOAT_DATABASE_POOLER`), and where LISTEN goes
+//! (`MOAT_LISTEN_DATABASE_URL`, `MOAT_LISTEN`).
+
+use super::vars::Vars;
+use super::{Problem, database_url_problem};
+use crate::db::{DatabaseSettings, Pooler};
+
+/// Where the LISTEN connection goes, if anywhere.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// The connection string for LISTEN (never through a transaction pooler).
+    pub database: DatabaseSettings,
+    /// `false` (`MOAT_LISTEN=off`): poll only.
+    pub enabled: bool,
+}
+
+/// `DATABASE_URL`, parsed and marked with `MOAT_DATABASE_POOLER`.
+pub fn database(vars: &Vars, problems: &mut Vec<Problem>) -> Option<DatabaseSettings> {
+    let pooler = pooler(vars, problems);
+    let Some(raw) = vars.get("DATABASE_URL") else {
+        problems.push(database_url_problem("is not set"));
+        return None;
+    };
+    DatabaseSettings::parse(raw)
+        .map(|settings| settings.with_pooler(pooler))
+        .map_err(|e| problems.push(database_url_problem(&format!("is invalid: {e}"))))
+        .ok()
+}
+
+/// `MOAT_LISTEN` and `MOAT_LISTEN_DATABASE_URL`. LISTEN through a transaction
+/// pooler would attach to whichever server connection the pooler picked and
+/// miss every notification after it, so that combination is refused.
+pub fn listen(vars: &Vars, database: Option<&DatabaseSettings>, problems: &mut Vec<Problem>) -> Option<Listen> {
+    let enabled = match vars.get("MOAT_LISTEN") {
+        None | Some("on") => true,
+        Some("off") => false,
+        Some(_) => {
+            problems.push(
+                Problem::new(
+                    "MOAT_LISTEN",
+                    "must be `on` or `off`",
+                    "It decides whether Moat waits for NOTIFY wake-ups or only polls.",
+                )
+                .fix("export MOAT_LISTEN=on"),
+            );
+            true
+        }
+    };
+    let direct = match vars.get("MOAT_LISTEN_DATABASE_URL") {
+        Some(raw) => match DatabaseSettings::parse(raw) {
+            Ok(settings) => Some(settings),
+            Err(e) => {
+                problems.push(database_url_problem(&format!("(MOAT_LISTEN_DATABASE_URL) is invalid: {e}")));
+                return None;
+            }
+        },
+        None => None,
+    };
+    let database = database?;
+    if enabled && direct.is_none() && database.pooler() == Pooler::Transaction {
+        problems.push(
+            Problem::new(
+                "MOAT_LISTEN_DATABASE_URL",
+                "is not set, but DATABASE_URL goes through a transaction pooler (MOAT_DATABASE_POOLER=transaction)",
+                "LISTEN needs one long-lived server connection; through a transaction pooler wake-ups would be lost.",
+            )
+            .fix("export MOAT_LISTEN_DATABASE_URL='postgresql://moat_app:PASSWORD@DB-HOST:5432/moat?sslmode=verify-full'   # direct, not through the pooler")
+            .fix("export MOAT_LISTEN=off   # or poll only"),
+        );
+    }
+    Some(Listen { database: direct.unwrap_or_else(|| database.clone()), enabled })
+}
+
+fn pooler(vars: &Vars, problems: &mut Vec<Problem>) -> Pooler {
+    match vars.get("MOAT_DATABASE_POOLER") {
+        None | Some("none") => Pooler::None,
+        Some("transaction") => Pooler::Transaction,
+        Some(_) => {
+            problems.push(
+                Problem::new(
+                    "MOAT_DATABASE_POOLER",
+                    "must be `none` or `transaction`",
+                    "Behind a transaction-mode pooler without prepared-statement support, Moat must not keep prepared statements between transactions.",
+                )
+                .fix("export MOAT_DATABASE_POOLER=transaction   # PgBouncer pool_mode=transaction before 1.21")
+                .fix("export MOAT_DATABASE_POOLER=none   # direct, session mode, or PgBouncer >= 1.21 with max_prepared_statements"),
+            );
+            Pooler::None
+        }
+    }
+}

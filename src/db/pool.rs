@@ -1,0 +1,116 @@
+//! The connection pool every handler and background task uses.
+//!
+//! A thin wrapper over deadpool-postgres that knows one thing deadpool does
+//! not: whether `DATABASE_URL` goes through a transaction-mode pooler
+//! (`MOAT_DATABASE_POOLER=transaction`, e.g. Debian 12's PgBouncer 1.18).
+//! Such a pooler hands each transaction whichever server connection is free,
+//! so a prepared statement must not outlive the transaction that prepared it:
+//!
+//! - [`Client::transaction`] is the only way to run prepared statements: the
+//!   wrapper does not expose the raw client, so a query outside a transaction
+//!   does not compile (a statement prepared outside one would be prepared on
+//!   one server connection and executed on another).
+//! - In pooler mode each transaction starts by forgetting the client's cached
+//!   statements and running `DEALLOCATE ALL`, which also clears statements
+//!   another process left on that server connection (tokio-postgres names
+//!   them `s0`, `s1`, … in every process, so leftovers would collide).
+//! - The few statements that run outside a transaction (readiness, rate-limit
+//!   counters, the cached broker read) use [`Client::query_typed`]: PostgreSQL's
+//!   unnamed statement, parsed and executed in one round trip, safe everywhere.
+//!
+//! Without a pooler, statements stay cached per connection as before.
+
+use deadpool_postgres::{Object, PoolError, Status, Transaction};
+use tokio_postgres::Row;
+use tokio_postgres::types::{ToSql, Type};
+
+/// What sits between Moat and PostgreSQL on `DATABASE_URL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pooler {
+    /// A direct connection, or a pooler that keeps prepared statements
+    /// (session mode, or PgBouncer ≥ 1.21 with `max_prepared_statements`).
+    #[default]
+    None,
+    /// A transaction-mode pooler without prepared-statement support.
+    Transaction,
+}
+
+impl Pooler {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Transaction => "transaction",
+        }
+    }
+}
+
+/// The shared pool.
+#[derive(Clone)]
+pub struct Pool {
+    inner: deadpool_postgres::Pool,
+    pooler: Pooler,
+}
+
+impl Pool {
+    pub(crate) fn new(inner: deadpool_postgres::Pool, pooler: Pooler) -> Self {
+        Self { inner, pooler }
+    }
+
+    /// A connection, waiting at most the pool's wait timeout.
+    pub async fn get(&self) -> Result<Client, PoolError> {
+        Ok(Client { inner: self.inner.get().await?, pooler: self.pooler })
+    }
+
+    pub fn status(&self) -> Status {
+        self.inner.status()
+    }
+
+    pub fn pooler(&self) -> Pooler {
+        self.pooler
+    }
+}
+
+/// One pooled connection.
+pub struct Client {
+    inner: Object,
+    pooler: Pooler,
+}
+
+impl Client {
+    /// Begins a transaction (in pooler mode with no statement left from before).
+    pub async fn transaction(&mut self) -> Result<Transaction<'_>, tokio_postgres::Error> {
+        if self.pooler == Pooler::Transaction {
+            // Dropping the cached statements sends their Close messages now,
+            // outside the transaction; closing a name that does not exist is no error.
+            self.inner.statement_cache.clear();
+        }
+        let tx = self.inner.transaction().await?;
+        if self.pooler == Pooler::Transaction {
+            tx.batch_execute("DEALLOCATE ALL").await?;
+        }
+        Ok(tx)
+    }
+
+    /// One statement outside a transaction, as PostgreSQL's unnamed statement.
+    pub async fn query_typed(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        self.inner.query_typed(sql, params).await
+    }
+
+    /// Like [`Client::query_typed`], for exactly one row.
+    pub async fn query_typed_one(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Row, tokio_postgres::Error> {
+        self.inner.query_typed_one(sql, params).await
+    }
+
+    /// Statements without parameters, through the simple query protocol (no prepared statement).
+    pub async fn batch_execute(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        self.inner.batch_execute(sql).await
+    }
+}

@@ -1,0 +1,235 @@
+//! Managed PostgreSQL behind Debian's PgBouncer (1.18) in transaction mode:
+//! two `serve` and one `runner` process whose `DATABASE_URL` goes through it
+//! run the broker's exactly-once refresh and a WebSocket cancel — once with
+//! LISTEN on a direct connection, once poll-only (`MOAT_LISTEN=off`). Without
+//! `MOAT_DATABASE_POOLER=transaction` the same PgBouncer breaks requests.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::harness::http::{admin_in, get_json, login_at, post_json, wait_run_status};
+use crate::harness::pgbouncer::PgBouncer;
+use crate::harness::process::Serving;
+use crate::harness::provider::{CLIENT_SECRET, FakeProvider};
+use crate::harness::{self, Env, Role as DbRole, TestDb};
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// How `serve` and `runner` reach LISTEN in a scenario.
+#[derive(Clone, Copy)]
+enum Listen {
+    /// `MOAT_LISTEN_DATABASE_URL` on a direct connection.
+    Direct,
+    /// `MOAT_LISTEN=off`.
+    Off,
+}
+
+fn envs(
+    db: &TestDb,
+    bouncer: &PgBouncer,
+    provider: &FakeProvider,
+    dir: &tempfile::TempDir,
+    listen: Listen,
+) -> (Env, Env) {
+    let serve = Env::production(db)
+        .set("DATABASE_URL", &bouncer.url(DbRole::App))
+        .set("MOAT_DATABASE_POOLER", "transaction")
+        .set("MOAT_PROVIDERS_FILE", provider.providers_file(dir.path()).to_str().unwrap())
+        .set("MOAT_EGRESS_ALLOW", &provider.egress_allow())
+        .set("FAKE_PROVIDER_SECRET", CLIENT_SECRET);
+    let runner = Env::default()
+        .set("DATABASE_URL", &bouncer.url(DbRole::Runner))
+        .set("MOAT_DATABASE_POOLER", "transaction")
+        .set("MOAT_RUN_LEASE", "30s")
+        .set("MOAT_RUN_HEARTBEAT", "5s")
+        .set("MOAT_RUNNER_POLL", "1s");
+    match listen {
+        Listen::Direct => (
+            serve.set("MOAT_LISTEN_DATABASE_URL", &db.url(DbRole::App)),
+            runner.set("MOAT_LISTEN_DATABASE_URL", &db.url(DbRole::Runner)),
+        ),
+        Listen::Off => (serve.set("MOAT_LISTEN", "off"), runner.set("MOAT_LISTEN", "off")),
+    }
+}
+
+async fn scenario(listen: Listen) {
+    let db = TestDb::migrated().await;
+    // Two server connections per user for up to 2 × 16 pooled clients: consecutive
+    // transactions of one client land on different server connections.
+    let bouncer = PgBouncer::start(&db, 2).await;
+    let provider = FakeProvider::start().await;
+    provider.set_latency(Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let (serve_env, runner_env) = envs(&db, &bouncer, &provider, &dir, listen);
+    let (a, b) = (harness::serve(&serve_env).await, harness::serve(&serve_env).await);
+    let runner = harness::runner(&runner_env).await;
+    let http = reqwest::Client::new();
+    let admin = admin_in(&db).await;
+    let token = login_at(&http, &a.url(""), admin.email, &admin.password).await;
+
+    // The broker: 50 callers on two processes, one expired integration → one refresh.
+    let seed = provider.issue_refresh_token();
+    let import =
+        json!({"provider": "fake", "account": "cal", "access_token": "stale", "refresh_token": seed, "expires_in": 0});
+    let id =
+        post_json(&http, &a.url("/v1/integrations"), Some(&token), import).await["id"].as_str().unwrap().to_owned();
+    let bases = [a.url(""), b.url("")];
+    let calls = (0..50).map(|i| {
+        let request = http.post(format!("{}/v1/integrations/{id}/access-token", bases[i % 2])).bearer_auth(&token);
+        async move { request.send().await.unwrap() }
+    });
+    let mut tokens = Vec::new();
+    for response in futures_util::future::join_all(calls).await {
+        assert_eq!(response.status(), 200, "{:?}", response.text().await);
+        tokens.push(response.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned());
+    }
+    tokens.dedup();
+    assert_eq!(provider.refreshes(), 1, "exactly one refresh through the pooler");
+    assert_eq!(tokens.len(), 1, "every caller gets the one new token");
+
+    // A run watched on `b` and cancelled over a WebSocket on `a`.
+    let conv = post_json(&http, &a.url("/v1/conversations"), Some(&token), json!({"title": "t", "agent": "demo"}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut actor = open(&http, &a, &token, &conv).await;
+    let mut watcher = open(&http, &b, &token, &conv).await;
+    let run = post_json(
+        &http,
+        &a.url(&format!("/v1/conversations/{conv}/runs")),
+        Some(&token),
+        json!({"input": {"steps": 10000, "delay_ms": 20}}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    events_until(&mut watcher, "message.delta").await;
+    actor.send(Message::Text(json!({"type": "cancel", "run_id": run, "id": 1}).to_string().into())).await.unwrap();
+    let actor_events = events_until(&mut actor, "run.cancelled").await;
+    assert!(actor_events.iter().any(|m| m["type"] == "ack" && m["id"] == 1), "{actor_events:?}");
+    events_until(&mut watcher, "run.cancelled").await;
+    wait_run_status(&http, &a.url(""), &token, &run, "cancelled").await;
+    let events = get_json(&http, &b.url(&format!("/v1/conversations/{conv}/events?limit=200")), &token).await;
+    let seqs: Vec<i64> = events["items"].as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "gapless events through the pooler");
+
+    // The pooler really carried both kinds of traffic, and nothing failed on the way.
+    let log = bouncer.log();
+    for user in ["user=moat_app", "user=moat_runner_app"] {
+        assert!(log.contains(user), "no {user} login in PgBouncer's log:\n{log}");
+    }
+    for process in [a, b, runner] {
+        let output = process.terminate().await.all_output();
+        for bad in ["prepared statement", "ERROR", "WARN"] {
+            assert!(!output.contains(bad), "{bad} in a process log:\n{output}");
+        }
+    }
+}
+
+/// Opens a stream on `serving` and waits for `ready`.
+async fn open(http: &reqwest::Client, serving: &Serving, token: &str, conv: &str) -> Socket {
+    let minted =
+        post_json(http, &serving.url(&format!("/v1/conversations/{conv}/ws-token")), Some(token), json!({})).await;
+    let ws_token = minted["token"].as_str().unwrap();
+    let url = format!("ws://{}/v1/conversations/{conv}/stream?token={ws_token}", serving.addr);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "ready");
+    socket
+}
+
+async fn next_json(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next()).await.expect("a message");
+        match message.expect("open").unwrap() {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected message {other:?}"),
+        }
+    }
+}
+
+/// Every message up to and including the event of `kind`.
+async fn events_until(socket: &mut Socket, kind: &str) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        let message = next_json(socket).await;
+        let done = message["type"] == "event" && message["kind"] == kind;
+        seen.push(message);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test]
+async fn through_pgbouncer_in_transaction_mode_with_listen_direct() {
+    scenario(Listen::Direct).await;
+}
+
+#[tokio::test]
+async fn through_pgbouncer_in_transaction_mode_poll_only() {
+    scenario(Listen::Off).await;
+}
+
+/// The control: the same PgBouncer without `MOAT_DATABASE_POOLER=transaction`
+/// breaks requests (cached statements meet other server connections) — the
+/// setting is what makes the scenarios above pass.
+#[tokio::test]
+async fn without_the_pooler_setting_requests_fail() {
+    let db = TestDb::migrated().await;
+    let bouncer = PgBouncer::start(&db, 2).await;
+    let env = Env::production(&db)
+        .set("DATABASE_URL", &bouncer.url(DbRole::App))
+        .set("MOAT_LISTEN_DATABASE_URL", &db.url(DbRole::App));
+    let serving = harness::serve(&env).await;
+    let http = reqwest::Client::new();
+    let admin = admin_in(&db).await;
+    let mut failures = 0;
+    let token = login_at(&http, &serving.url(""), admin.email, &admin.password).await;
+    for _ in 0..10 {
+        let reads = (0..50).map(|_| {
+            let request = http.get(serving.url("/v1/conversations")).bearer_auth(&token);
+            async move { request.send().await.unwrap().status() }
+        });
+        failures += futures_util::future::join_all(reads).await.iter().filter(|s| s.is_server_error()).count();
+        if failures > 0 {
+            break;
+        }
+    }
+    assert!(failures > 0, "every request succeeded: the pooler setting would be pointless");
+    let output = serving.terminate().await.all_output();
+    assert!(output.contains("prepared statement"), "{output}");
+}
+
+/// LISTEN through a transaction pooler would silently lose wake-ups: refused at startup.
+#[tokio::test]
+async fn listen_through_a_transaction_pooler_is_refused() {
+    let db = TestDb::migrated().await;
+    let env = Env::production(&db).set("MOAT_DATABASE_POOLER", "transaction");
+    let out = harness::run(&["check"], &env).await;
+    assert_eq!(out.status.code(), Some(1), "{}", out.all_output());
+    assert!(out.stderr.contains("MOAT_LISTEN_DATABASE_URL"), "{}", out.stderr);
+    assert!(out.stderr.contains("export MOAT_LISTEN=off"), "{}", out.stderr);
+    let runner = Env::default().set("DATABASE_URL", &db.url(DbRole::Runner)).set("MOAT_DATABASE_POOLER", "transaction");
+    let out = harness::run(&["runner"], &runner).await;
+    assert_eq!(out.status.code(), Some(1), "{}", out.all_output());
+    assert!(out.stderr.contains("MOAT_LISTEN_DATABASE_URL"), "{}", out.stderr);
+    let out = harness::run(&["check"], &Env::production(&db).set("MOAT_DATABASE_POOLER", "session")).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stderr.contains("must be `none` or `transaction`"), "{}", out.stderr);
+    // Both escapes are accepted.
+    for env in [
+        Env::production(&db).set("MOAT_DATABASE_POOLER", "transaction").set("MOAT_LISTEN", "off"),
+        Env::production(&db)
+            .set("MOAT_DATABASE_POOLER", "transaction")
+            .set("MOAT_LISTEN_DATABASE_URL", &db.url(DbRole::App)),
+    ] {
+        let out = harness::run(&["check"], &env).await;
+        assert_eq!(out.status.code(), Some(0), "{}", out.all_output());
+    }
+}
