@@ -14,15 +14,15 @@
 //!   statements and running `DEALLOCATE ALL`, which also clears statements
 //!   another process left on that server connection (tokio-postgres names
 //!   them `s0`, `s1`, … in every process, so leftovers would collide).
-//! - The few statements that run outside a transaction (readiness, rate-limit
-//!   counters, the cached broker read) use [`Client::query_typed`]: PostgreSQL's
-//!   unnamed statement, parsed and executed in one round trip, safe everywhere.
+//! - The few statements that run outside a transaction (rate-limit counters,
+//!   the cached broker read, …) use [`Client::query_typed`]: in pooler mode
+//!   PostgreSQL's unnamed statement, parsed and executed in one round trip.
 //!
 //! Without a pooler, statements stay cached per connection as before.
 
 use deadpool_postgres::{Object, PoolError, Status, Transaction};
-use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Row, Statement};
 
 /// What sits between Moat and PostgreSQL on `DATABASE_URL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -91,13 +91,18 @@ impl Client {
         Ok(tx)
     }
 
-    /// One statement outside a transaction, as PostgreSQL's unnamed statement.
+    /// One statement outside a transaction, its parameter types given: a cached
+    /// prepared statement (prepared with exactly these types) without a pooler,
+    /// PostgreSQL's unnamed statement (one round trip, nothing left behind) with one.
     pub async fn query_typed(
         &self,
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
-        self.inner.query_typed(sql, params).await
+        match self.pooler {
+            Pooler::None => self.inner.query(&self.prepare_typed(sql, params).await?, &values(params)).await,
+            Pooler::Transaction => self.inner.query_typed(sql, params).await,
+        }
     }
 
     /// Like [`Client::query_typed`], for exactly one row.
@@ -106,11 +111,27 @@ impl Client {
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Row, tokio_postgres::Error> {
-        self.inner.query_typed_one(sql, params).await
+        match self.pooler {
+            Pooler::None => self.inner.query_one(&self.prepare_typed(sql, params).await?, &values(params)).await,
+            Pooler::Transaction => self.inner.query_typed_one(sql, params).await,
+        }
+    }
+
+    async fn prepare_typed(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Statement, tokio_postgres::Error> {
+        let types: Vec<Type> = params.iter().map(|(_, ty)| ty.clone()).collect();
+        self.inner.prepare_typed_cached(sql, &types).await
     }
 
     /// Statements without parameters, through the simple query protocol (no prepared statement).
     pub async fn batch_execute(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
         self.inner.batch_execute(sql).await
     }
+}
+
+fn values<'a>(params: &[(&'a (dyn ToSql + Sync), Type)]) -> Vec<&'a (dyn ToSql + Sync)> {
+    params.iter().map(|(value, _)| *value).collect()
 }
