@@ -1,5 +1,7 @@
-//! Prometheus metrics (`GET /metrics`, scope `metrics:read`), through
-//! `prometheus-client` with an explicit registry in [`crate::AppState`].
+//! Prometheus metrics (`GET /metrics`, scope `metrics:read`; or, for `serve`
+//! and `runner` alike, unauthenticated on a loopback-only `MOAT_METRICS_BIND`),
+//! through `prometheus-client` with an explicit registry per process
+//! ([`crate::AppState`], the runner's shared state).
 //!
 //! Labels are bounded: HTTP requests are labelled by **route template**
 //! (`/v1/runs/{id}`, never a raw path — ids are not labels), method and
@@ -7,7 +9,9 @@
 //! PostgreSQL at scrape time. Every metric is documented in
 //! docs/operations.md.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -22,6 +26,7 @@ use prometheus_client::registry::Registry;
 
 use crate::AppState;
 use crate::auth::{Access, Scope};
+use crate::db::Pool;
 use crate::http::{ApiError, Routes};
 
 const RUN_COUNTS: &str = include_str!("../sql/metrics/run_counts.sql");
@@ -47,6 +52,16 @@ struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
     environment: String,
@@ -57,9 +72,26 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
-/// This instance's metrics.
+/// Which process the registry describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Process {
+    Serve,
+    Runner,
+}
+
+/// This process's metrics. Every field exists in both processes; only the
+/// ones that describe the process are registered (and so exported).
 pub struct Metrics {
     registry: Registry,
+    process: Process,
+    provider_latency: Family<ProviderLabels, Histogram, fn() -> Histogram>,
+    runner_claims: Counter,
+    runner_claim_duration: Histogram,
+    runner_queue_wait: Histogram,
+    runner_active: Gauge,
+    runner_commands: Family<KindLabels, Counter>,
+    runner_command_latency: Family<KindLabels, Histogram, fn() -> Histogram>,
+    queue_depth: Gauge,
     http_requests: Family<HttpLabels, Counter>,
     http_latency: Family<HttpLabels, Histogram, fn() -> Histogram>,
     broker_calls: Family<OutcomeLabels, Counter>,
@@ -80,54 +112,141 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     pub fn new(environment: &str) -> Self {
-        let mut registry = Registry::with_prefix("moat");
-        let http_requests = Family::<HttpLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests by route template, method and status", http_requests.clone());
-        let http_latency = Family::<HttpLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
-        registry.register("http_request_duration_seconds", "HTTP request latency", http_latency.clone());
-        let broker_calls = Family::<OutcomeLabels, Counter>::default();
-        registry.register("broker_calls", "Credential broker calls by outcome", broker_calls.clone());
-        let rate_limited = Counter::default();
-        registry.register("rate_limited", "Requests refused by an abuse limit", rate_limited.clone());
-        let websockets_open = Gauge::default();
-        registry.register("websockets_open", "Open WebSocket streams on this instance", websockets_open.clone());
-        let pool_connections = Gauge::default();
-        registry.register("db_pool_connections", "Database connections held by the pool", pool_connections.clone());
-        let pool_available = Gauge::default();
-        registry.register("db_pool_available", "Idle database connections in the pool", pool_available.clone());
-        let pool_waiting = Gauge::default();
-        registry.register("db_pool_waiting", "Requests waiting for a database connection", pool_waiting.clone());
-        let runs = Family::<StatusLabels, Gauge>::default();
-        registry.register(
-            "runs",
-            "Runs by status and error code (all organizations, read at scrape time)",
-            runs.clone(),
+        Self::for_process(Process::Serve, environment)
+    }
+
+    pub fn for_process(process: Process, environment: &str) -> Self {
+        let metrics = Self {
+            registry: Registry::with_prefix("moat"),
+            process,
+            http_requests: Family::default(),
+            http_latency: Family::new_with_constructor(latency_histogram),
+            broker_calls: Family::default(),
+            rate_limited: Counter::default(),
+            websockets_open: Gauge::default(),
+            pool_connections: Gauge::default(),
+            pool_available: Gauge::default(),
+            pool_waiting: Gauge::default(),
+            runs: Family::default(),
+            dev_bypass: Gauge::default(),
+            provider_latency: Family::new_with_constructor(latency_histogram),
+            runner_claims: Counter::default(),
+            runner_claim_duration: latency_histogram(),
+            runner_queue_wait: latency_histogram(),
+            runner_active: Gauge::default(),
+            runner_commands: Family::default(),
+            runner_command_latency: Family::new_with_constructor(latency_histogram),
+            queue_depth: Gauge::default(),
+        };
+        metrics.register(environment)
+    }
+
+    fn register(mut self, environment: &str) -> Self {
+        let r = &mut self.registry;
+        if self.process == Process::Serve {
+            r.register(
+                "http_requests",
+                "HTTP requests by route template, method and status",
+                self.http_requests.clone(),
+            );
+            r.register("http_request_duration_seconds", "HTTP request latency", self.http_latency.clone());
+            r.register("broker_calls", "Credential broker calls by outcome", self.broker_calls.clone());
+            r.register("rate_limited", "Requests refused by an abuse limit", self.rate_limited.clone());
+            r.register("websockets_open", "Open WebSocket streams on this instance", self.websockets_open.clone());
+            r.register(
+                "runs",
+                "Runs by status and error code (all organizations, read at scrape time)",
+                self.runs.clone(),
+            );
+        } else {
+            r.register("runner_claims", "Runs this runner claimed", self.runner_claims.clone());
+            r.register(
+                "runner_claim_duration_seconds",
+                "One claim transaction (moat_claim_runs), start to commit",
+                self.runner_claim_duration.clone(),
+            );
+            r.register(
+                "runner_queue_wait_seconds",
+                "From a run's creation to its first claim",
+                self.runner_queue_wait.clone(),
+            );
+            r.register("runner_active_runs", "Runs this runner is executing", self.runner_active.clone());
+            r.register("runner_commands_applied", "Commands applied to runs, by kind", self.runner_commands.clone());
+            r.register(
+                "runner_command_latency_seconds",
+                "From a command's commit to its application by the runner, by kind",
+                self.runner_command_latency.clone(),
+            );
+        }
+        r.register("queue_depth", "Queued runs, all organizations (read at scrape time)", self.queue_depth.clone());
+        r.register(
+            "provider_request_duration_seconds",
+            "OAuth provider token-endpoint calls made by this process",
+            self.provider_latency.clone(),
         );
-        let dev_bypass = Gauge::<u64, AtomicU64>::default();
-        registry.register(
+        r.register("db_pool_connections", "Database connections held by the pool", self.pool_connections.clone());
+        r.register("db_pool_available", "Idle database connections in the pool", self.pool_available.clone());
+        r.register("db_pool_waiting", "Callers waiting for a database connection", self.pool_waiting.clone());
+        r.register(
             "dev_bypass_events",
             "DEV_BYPASS lines this process logged (a production process reads 0)",
-            dev_bypass.clone(),
+            self.dev_bypass.clone(),
         );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into(), environment: environment.into() })
             .set(1);
-        registry.register("build_info", "The running build", build);
-        registry.register("up", "Always 1 while the process serves", ConstCounter::new(1u64));
-        Self {
-            registry,
-            http_requests,
-            http_latency,
-            broker_calls,
-            rate_limited,
-            websockets_open,
-            pool_connections,
-            pool_available,
-            pool_waiting,
-            runs,
-            dev_bypass,
+        r.register("build_info", "The running build", build);
+        r.register("up", "Always 1 while the process serves", ConstCounter::new(1u64));
+        self
+    }
+
+    /// The exposition text, with the scrape-time gauges read from `pool` and PostgreSQL.
+    pub async fn render(&self, pool: &Pool) -> Result<String, RenderError> {
+        let status = pool.status();
+        self.pool_connections.set(i64::try_from(status.size).unwrap_or(i64::MAX));
+        self.pool_available.set(i64::try_from(status.available).unwrap_or(i64::MAX));
+        self.pool_waiting.set(i64::try_from(status.waiting).unwrap_or(i64::MAX));
+        self.dev_bypass.set(crate::dev::bypass_count());
+        let client = pool.get().await?;
+        let mut queued = 0;
+        for row in client.query_typed(RUN_COUNTS, &[]).await? {
+            let labels = StatusLabels { status: row.get("status"), error: row.get("error") };
+            let count = row.get::<_, i64>("count");
+            if labels.status == "queued" {
+                queued += count;
+            }
+            self.runs.get_or_create(&labels).set(count);
         }
+        self.queue_depth.set(queued);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).map_err(|_| RenderError::Encode)?;
+        Ok(text)
+    }
+
+    pub fn provider_latency(&self, provider: &str, elapsed: Duration) {
+        self.provider_latency
+            .get_or_create(&ProviderLabels { provider: provider.into() })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn run_claimed(&self, claim_duration: Duration) {
+        self.runner_claims.inc();
+        self.runner_claim_duration.observe(claim_duration.as_secs_f64());
+    }
+
+    pub fn queue_wait(&self, waited_secs: f64) {
+        self.runner_queue_wait.observe(waited_secs.max(0.0));
+    }
+
+    pub fn active_runs(&self, active: usize) {
+        self.runner_active.set(i64::try_from(active).unwrap_or(i64::MAX));
+    }
+
+    pub fn command_applied(&self, kind: &str, latency_secs: f64) {
+        let labels = KindLabels { kind: kind.into() };
+        self.runner_commands.get_or_create(&labels).inc();
+        self.runner_command_latency.get_or_create(&labels).observe(latency_secs.max(0.0));
     }
 
     pub fn broker_outcome(&self, outcome: &str) {
@@ -164,20 +283,63 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
 }
 
 async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let metrics = &state.metrics;
-    let pool = state.db.status();
-    metrics.pool_connections.set(i64::try_from(pool.size).unwrap_or(i64::MAX));
-    metrics.pool_available.set(i64::try_from(pool.available).unwrap_or(i64::MAX));
-    metrics.pool_waiting.set(i64::try_from(pool.waiting).unwrap_or(i64::MAX));
-    metrics.dev_bypass.set(crate::dev::bypass_count());
-    let client = state.db.get().await?;
-    for row in client.query_typed(RUN_COUNTS, &[]).await? {
-        let labels = StatusLabels { status: row.get("status"), error: row.get("error") };
-        metrics.runs.get_or_create(&labels).set(row.get::<_, i64>("count"));
-    }
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &metrics.registry)
-        .map_err(|e| ApiError::internal(&std::io::Error::other(e.to_string())))?;
+    let text = state.metrics.render(&state.db).await.map_err(|e| ApiError::internal(&e))?;
+    Ok(exposition(text))
+}
+
+fn exposition(text: String) -> Response {
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], text).into_response())
+    (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], text).into_response()
+}
+
+/// Why a scrape failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("no database connection for the scrape-time gauges: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("the scrape-time gauges could not be read: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("the metrics could not be encoded")]
+    Encode,
+}
+
+/// Binds `MOAT_METRICS_BIND` (config has checked it is a loopback address);
+/// failing to bind fails startup.
+pub async fn bind_loopback(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on MOAT_METRICS_BIND {addr}: {e}")))?;
+    tracing::info!(address = %listener.local_addr()?, "metrics listening (loopback, unauthenticated)");
+    Ok(listener)
+}
+
+/// Serves `GET /metrics` without authentication on the loopback `listener`
+/// (for a scraper on the same host or pod), until `stop`.
+pub fn serve_loopback(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    pool: Pool,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (metrics, pool) = (metrics.clone(), pool.clone());
+            async move {
+                match metrics.render(&pool).await {
+                    Ok(text) => exposition(text),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "metrics scrape failed");
+                        (StatusCode::SERVICE_UNAVAILABLE, "metrics unavailable\n").into_response()
+                    }
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the metrics listener failed");
+        }
+    });
 }

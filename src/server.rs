@@ -136,6 +136,15 @@ impl App {
         tokio::spawn(crate::runs::recovery::run(self.state.db.clone(), background.clone()));
         tokio::spawn(self.state.hub.clone().run(config.listen.clone(), background.clone()));
         tokio::spawn(sweep_files(self.state.clone(), background.clone()));
+        if let Some(addr) = config.metrics_bind {
+            let listener = crate::metrics::bind_loopback(addr).await?;
+            crate::metrics::serve_loopback(
+                listener,
+                self.state.metrics.clone(),
+                self.state.db.clone(),
+                background.clone(),
+            );
+        }
         let stop_background = background.clone();
         tokio::spawn(async move {
             shutdown.await;

@@ -78,6 +78,8 @@ pub struct Config {
     pub database: DatabaseSettings,
     /// The WebSocket hub's LISTEN connection (or poll only).
     pub listen: database::Listen,
+    /// `MOAT_METRICS_BIND`: a loopback address serving unauthenticated `/metrics`.
+    pub metrics_bind: Option<SocketAddr>,
     pub signing_key: SigningKey,
     /// Keys that still verify tokens during a rotation (never used to sign).
     pub previous_signing_keys: Vec<SigningKey>,
@@ -167,6 +169,9 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
     let egress = egress(vars, dev, &providers.providers, &mut problems);
     let agent_names = agents::load(vars, false, &mut problems).into_keys().collect();
 
+    // Read before the match below: a problem found inside its arm would be too late to refuse.
+    let metrics_bind = metrics_bind(vars, &mut problems);
+    let allowed_origins = allowed_origins(vars, &mut problems);
     match (database, listen, signing_key, encryption_key, transport, files, egress) {
         (Some(database), Some(listen), Some(signing_key), Some(encryption_key), Some(t), Some(files), Some(egress))
             if problems.is_empty() =>
@@ -175,6 +180,7 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
                 environment,
                 database,
                 listen,
+                metrics_bind,
                 signing_key,
                 previous_signing_keys,
                 encryption_key,
@@ -196,7 +202,7 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
                 token_min_validity: auth.token_min_validity,
                 provider_timeout: auth.provider_timeout,
                 refresh_lock: true,
-                allowed_origins: allowed_origins(vars, &mut problems),
+                allowed_origins,
                 files,
                 egress,
                 agent_names,
@@ -274,6 +280,25 @@ pub(crate) fn unknown_vars(vars: &Vars, provider_secrets: &[String], problems: &
     for name in vars.not_unicode() {
         if name.starts_with("MOAT_") || name == "DATABASE_URL" {
             problems.push(Problem::new(name.as_str(), "is not valid UTF-8", "Moat cannot read it reliably."));
+        }
+    }
+}
+
+/// `MOAT_METRICS_BIND`: loopback only, since whatever can reach it reads the metrics unauthenticated.
+pub(crate) fn metrics_bind(vars: &Vars, problems: &mut Vec<Problem>) -> Option<SocketAddr> {
+    let raw = vars.get("MOAT_METRICS_BIND")?;
+    match raw.parse::<SocketAddr>() {
+        Ok(addr) if addr.ip().is_loopback() => Some(addr),
+        _ => {
+            problems.push(
+                Problem::new(
+                    "MOAT_METRICS_BIND",
+                    format!("is {raw:?}, which is not a loopback address and port"),
+                    "The metrics listener has no authentication; only processes on this host may reach it (remote scrapers use GET /metrics with a metrics:read token).",
+                )
+                .fix("export MOAT_METRICS_BIND=127.0.0.1:9464"),
+            );
+            None
         }
     }
 }

@@ -15,6 +15,8 @@ pub struct RunnerConfig {
     pub database: DatabaseSettings,
     /// Where the LISTEN connection goes, or poll only.
     pub listen: super::database::Listen,
+    /// `MOAT_METRICS_BIND`: a loopback address serving unauthenticated `/metrics`.
+    pub metrics_bind: Option<std::net::SocketAddr>,
     pub concurrency: usize,
     pub lease: Duration,
     pub heartbeat: Duration,
@@ -110,6 +112,7 @@ pub fn load(vars: &Vars) -> Result<RunnerConfig, Vec<Problem>> {
     }
     let config = RunnerConfig {
         environment,
+        metrics_bind: super::metrics_bind(vars, &mut problems),
         concurrency: usize::try_from(concurrency).unwrap_or(16),
         lease,
         heartbeat,

@@ -199,6 +199,12 @@ pub const VARS: &[EnvVar] = &[
         doc: "Log filter in tracing's EnvFilter syntax, e.g. `info` or `moat=debug,info`.",
     },
     EnvVar {
+        name: "MOAT_METRICS_BIND",
+        commands: SERVE_CHECK_RUNNER,
+        default: None,
+        doc: "A loopback address (e.g. `127.0.0.1:9464`) serving Prometheus `GET /metrics` without authentication, for a scraper on the same host; anything else is refused. Without it `serve` still answers `GET /metrics` to a `metrics:read` token and `runner` exports nothing.",
+    },
+    EnvVar {
         name: "MOAT_DATABASE_POOLER",
         commands: SERVE_CHECK_RUNNER_ADMIN,
         default: Some("none"),

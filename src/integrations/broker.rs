@@ -121,6 +121,8 @@ pub struct Deps {
     pub provider_timeout: Duration,
     /// Test seam: whether the refresh takes the per-integration advisory lock.
     pub refresh_lock: bool,
+    /// Where provider latency is recorded.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Deps {
@@ -133,6 +135,7 @@ impl Deps {
             min_validity: state.config.token_min_validity,
             provider_timeout: state.config.provider_timeout,
             refresh_lock: state.config.refresh_lock,
+            metrics: state.metrics.clone(),
         }
     }
 }
@@ -262,7 +265,10 @@ async fn refresh(deps: &Deps, caller: &Caller, id: Uuid, seen_count: i64) -> Res
         tracing::error!(integration = %id, provider = %provider_name, "the integration's provider is no longer configured");
         return Err(IntegrationError::ProviderUnavailable { retry_after: COOLDOWN.as_secs() });
     };
-    match provider.refresh(&refresh_token).await {
+    let asked = std::time::Instant::now();
+    let answer = provider.refresh(&refresh_token).await;
+    deps.metrics.provider_latency(&provider_name, asked.elapsed());
+    match answer {
         Ok(tokens) => {
             let access = deps.sealer.seal(tokens.access_token.as_bytes(), &aad(id, "access_token"))?;
             // Keep the old refresh token only if the provider did not rotate it (re-sealed with the current key).

@@ -102,6 +102,7 @@ pub struct RunContext {
     output_bytes: u64,
     tokens: Option<crate::integrations::broker::Deps>,
     groups: super::exec::ProcessGroups,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl RunContext {
@@ -124,7 +125,13 @@ impl RunContext {
             output_bytes: 0,
             tokens: None,
             groups: super::exec::ProcessGroups::default(),
+            metrics: None,
         }
+    }
+
+    pub(super) fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     pub(super) fn with_process_groups(mut self, groups: super::exec::ProcessGroups) -> Self {
@@ -289,9 +296,9 @@ impl RunContext {
             let tx = client.transaction().await?;
             scope(&tx, run.org).await?;
             let statement = tx.prepare_cached(store::APPLY_COMMAND).await?;
-            if tx.execute(&statement, &[&answer.command_id, &run.org]).await? == 0 {
+            let Some(applied) = tx.query_opt(&statement, &[&answer.command_id, &run.org]).await? else {
                 continue; // a second delivery of an answer already applied
-            }
+            };
             let statement = tx.prepare_cached(store::SET_STATUS).await?;
             if tx.execute(&statement, &[&run.run, &run.org, &run.epoch, &"running"]).await? == 0 {
                 return Err(AgentError::Fenced);
@@ -301,6 +308,9 @@ impl RunContext {
                 .await?
                 .ok_or(AgentError::Fenced)?;
             tx.commit().await?;
+            if let Some(metrics) = &self.metrics {
+                metrics.command_applied("input", applied.get("latency_secs"));
+            }
             return Ok(value);
         }
     }

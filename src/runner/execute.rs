@@ -80,7 +80,12 @@ async fn start(shared: &Shared, run: RunRef) -> anyhow::Result<bool> {
     scope(&tx, run.org).await?;
     let event = NewEvent::new(Kind::RunStarted, json!({ "run_id": run.run }));
     let first = events::append(&tx, run.conversation, Some(run.run), Some(run.epoch), &[event], 0).await?;
+    let statement = tx.prepare_cached(store::QUEUE_WAIT).await?;
+    let wait = tx.query_opt(&statement, &[&run.run, &run.org]).await?;
     tx.commit().await?;
+    if let Some(wait) = wait.filter(|row| row.get::<_, i32>("attempt") == 1) {
+        shared.metrics.queue_wait(wait.get("waited_secs"));
+    }
     Ok(first.is_some())
 }
 
@@ -99,6 +104,7 @@ async fn drive(
     let limits = Limits { max_events: shared.config.max_events, max_output_bytes: shared.config.max_output_bytes };
     let mut ctx = RunContext::new(claim.run, claim.input.clone(), shared.pool.clone(), tx, answers, limits)
         .with_tokens(shared.tokens.clone())
+        .with_metrics(shared.metrics.clone())
         .with_process_groups(shared.groups.clone());
     // A panicking agent fails its run; it does not take the runner or the slot with it.
     let guarded = std::panic::AssertUnwindSafe(agent.run(&mut ctx));
@@ -170,7 +176,12 @@ async fn finish(shared: &Shared, run: RunRef, ending: &Ending) -> anyhow::Result
     }
     if status == "cancelled" {
         let statement = tx.prepare_cached(store::APPLY_CANCELS).await?;
-        tx.execute(&statement, &[&run.run, &run.org]).await?;
+        let applied = tx.query(&statement, &[&run.run, &run.org]).await?;
+        tx.commit().await?;
+        for row in applied {
+            shared.metrics.command_applied("cancel", row.get("latency_secs"));
+        }
+        return Ok(());
     }
     tx.commit().await?;
     Ok(())

@@ -60,6 +60,7 @@ pub(crate) struct Shared {
     tokens: Option<crate::integrations::broker::Deps>,
     /// External agents' process groups still alive (killed when the runner exits).
     groups: exec::ProcessGroups,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Shared {
@@ -68,7 +69,10 @@ impl Shared {
     }
 
     fn forget(&self, run: Uuid) {
-        self.active().remove(&run);
+        let mut active = self.active();
+        active.remove(&run);
+        self.metrics.active_runs(active.len());
+        drop(active);
         self.wake.notify_one();
     }
 }
@@ -82,6 +86,8 @@ pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> an
     // lease renewals of healthy runs.
     let heartbeat_pool = config.database.pool(4).map_err(anyhow::Error::msg)?;
     let id = format!("runner-{}", Uuid::new_v4());
+    let environment = if config.environment.dev_mode().is_some() { "development" } else { "production" };
+    let metrics = Arc::new(crate::metrics::Metrics::for_process(crate::metrics::Process::Runner, environment));
     let tokens = match &config.agent_tokens {
         None => None,
         Some(t) => Some(crate::integrations::broker::Deps {
@@ -92,6 +98,7 @@ pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> an
             min_validity: t.min_validity,
             provider_timeout: t.provider_timeout,
             refresh_lock: true,
+            metrics: metrics.clone(),
         }),
     };
     let shared = Arc::new(Shared {
@@ -104,8 +111,13 @@ pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> an
         hand_back: CancellationToken::new(),
         tokens,
         groups: exec::ProcessGroups::default(),
+        metrics,
     });
     let stop = CancellationToken::new();
+    if let Some(addr) = shared.config.metrics_bind {
+        let listener = crate::metrics::bind_loopback(addr).await?;
+        crate::metrics::serve_loopback(listener, shared.metrics.clone(), pool.clone(), stop.clone());
+    }
     tokio::spawn(recovery::run(pool.clone(), stop.clone()));
     tokio::spawn(poll(shared.clone(), stop.clone()));
     if shared.config.listen.enabled {
@@ -163,11 +175,13 @@ async fn claim_all(shared: &Arc<Shared>) {
 
 async fn claim(shared: &Arc<Shared>, max: usize) -> anyhow::Result<usize> {
     let mut client = shared.pool.get().await?;
+    let started = std::time::Instant::now();
     let tx = client.transaction().await?;
     let statement = tx.prepare_cached(store::CLAIM_RUNS).await?;
     let lease = shared.config.lease.as_secs_f64();
     let rows = tx.query(&statement, &[&shared.id, &i32::try_from(max).unwrap_or(100), &lease]).await?;
     tx.commit().await?;
+    let claim_duration = started.elapsed();
     let claimed = !rows.is_empty();
     for row in &rows {
         let run = context::RunRef {
@@ -179,7 +193,12 @@ async fn claim(shared: &Arc<Shared>, max: usize) -> anyhow::Result<usize> {
         let claim = execute::Claim { run, agent: row.get("agent"), input: row.get("input") };
         let (answers_tx, answers_rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
-        shared.active().insert(run.run, Handle { org: run.org, cancel: cancel.clone(), answers: answers_tx });
+        {
+            let mut active = shared.active();
+            active.insert(run.run, Handle { org: run.org, cancel: cancel.clone(), answers: answers_tx });
+            shared.metrics.active_runs(active.len());
+        }
+        shared.metrics.run_claimed(claim_duration);
         tracing::info!(run = %run.run, attempt = row.get::<_, i32>("attempt"), "claimed run");
         tokio::spawn(execute::execute(shared.clone(), claim, answers_rx, cancel));
     }

@@ -38,6 +38,7 @@ statements! { "runner":
     EXPIRE_INPUTS => "expire_inputs",
     BEGIN_RUNNER => "begin",
     TOKEN_GRANT => "token_grant",
+    QUEUE_WAIT => "queue_wait",
 }
 
 /// Every statement, so one test can `prepare` them all against a migrated database.
@@ -68,6 +69,7 @@ pub const STATEMENTS: &[(&str, &str)] = &[
     ("runner/pending_commands", PENDING_COMMANDS),
     ("runner/fail_stale", FAIL_STALE),
     ("runner/apply_cancels", APPLY_CANCELS),
+    ("runner/queue_wait", QUEUE_WAIT),
     ("runner/expire_inputs", EXPIRE_INPUTS),
     ("runner/begin", BEGIN_RUNNER),
 ];

@@ -46,3 +46,145 @@ async fn metrics_are_scoped_labelled_by_route_template_and_show_no_dev_bypass_in
         assert!(text.contains(name), "{name} missing:\n{text}");
     }
 }
+
+fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn scrape(url: &str) -> String {
+    let response = reqwest::get(url).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
+/// The value of a sample line `name{labels} value` (or `name value`).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{series} missing:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// The runner (which serves no HTTP) exports claims, queue wait, commands
+/// applied with their latency, active runs and queue depth on a loopback-only
+/// `MOAT_METRICS_BIND`; `serve` can use one too. Anything but loopback is refused.
+#[tokio::test]
+async fn runner_and_serve_metrics_on_a_loopback_listener() {
+    use crate::harness::http::{admin_in, login_at, post_json, wait_run_status};
+    use crate::harness::{Env, Role as DbRole, TestDb};
+    let db = TestDb::migrated().await;
+    let serve_port = free_loopback_port();
+    let env = Env::production(&db).set("MOAT_METRICS_BIND", &format!("127.0.0.1:{serve_port}"));
+    let serving = crate::harness::serve(&env).await;
+    let runner_port = free_loopback_port();
+    let runner_env = Env::default()
+        .set("DATABASE_URL", &db.url(DbRole::Runner))
+        .set("MOAT_METRICS_BIND", &format!("127.0.0.1:{runner_port}"));
+    let runner = crate::harness::runner(&runner_env).await;
+    let http = reqwest::Client::new();
+    let admin = admin_in(&db).await;
+    let token = login_at(&http, &serving.url(""), admin.email, &admin.password).await;
+    let conv = |title: &str| {
+        let body = serde_json::json!({"title": title, "agent": "demo"});
+        let (http, token, url) = (http.clone(), token.clone(), serving.url("/v1/conversations"));
+        async move { post_json(&http, &url, Some(&token), body).await }
+    };
+    let start = |conv: String, input: serde_json::Value| {
+        let url = serving.url(&format!("/v1/conversations/{conv}/runs"));
+        let (http, token) = (http.clone(), token.clone());
+        async move { post_json(&http, &url, Some(&token), serde_json::json!({ "input": input })).await }
+    };
+
+    // One run asks a question that is answered; another is cancelled.
+    let asking = conv("ask").await["id"].as_str().unwrap().to_owned();
+    let asking =
+        start(asking, serde_json::json!({"steps": 1, "ask": "Proceed?"})).await["id"].as_str().unwrap().to_owned();
+    wait_run_status(&http, &serving.url(""), &token, &asking, "waiting_input").await;
+    let view = crate::harness::http::get_json(&http, &serving.url(&format!("/v1/runs/{asking}")), &token).await;
+    let input = view["pending_input"]["id"].as_str().unwrap().to_owned();
+    let answer = serde_json::json!({"value": "yes"});
+    post_json(&http, &serving.url(&format!("/v1/inputs/{input}")), Some(&token), answer).await;
+    wait_run_status(&http, &serving.url(""), &token, &asking, "succeeded").await;
+    let long = conv("long").await["id"].as_str().unwrap().to_owned();
+    let long =
+        start(long, serde_json::json!({"steps": 10000, "delay_ms": 20})).await["id"].as_str().unwrap().to_owned();
+    wait_run_status(&http, &serving.url(""), &token, &long, "running").await;
+    let during = scrape(&format!("http://127.0.0.1:{runner_port}/metrics")).await;
+    assert_eq!(sample(&during, "moat_runner_active_runs"), 1.0);
+    post_json(&http, &serving.url(&format!("/v1/runs/{long}/cancel")), Some(&token), serde_json::json!({})).await;
+    wait_run_status(&http, &serving.url(""), &token, &long, "cancelled").await;
+    // A queued run nobody claims shows as queue depth: stop the runner first.
+    runner.terminate().await;
+    let queued = conv("queued").await["id"].as_str().unwrap().to_owned();
+    start(queued, serde_json::json!({})).await;
+    let serve_text = scrape(&format!("http://127.0.0.1:{serve_port}/metrics")).await;
+    assert!(
+        serve_text.contains(r#"moat_http_requests_total{route="/v1/inputs/{id}",method="POST",status="200"} 1"#),
+        "{serve_text}"
+    );
+    assert!(serve_text.contains("moat_dev_bypass_events 0"), "{serve_text}");
+    assert_eq!(sample(&serve_text, r#"moat_runs{status="cancelled",error=""}"#), 1.0);
+    assert_eq!(sample(&serve_text, "moat_queue_depth"), 1.0);
+
+    // The first runner's own figures, read before it stopped.
+    assert_eq!(sample(&during, "moat_runner_claims_total"), 2.0, "{during}");
+    assert_eq!(sample(&during, "moat_runner_queue_wait_seconds_count"), 2.0);
+    assert_eq!(sample(&during, r#"moat_runner_commands_applied_total{kind="input"}"#), 1.0);
+    assert_eq!(sample(&during, r#"moat_runner_command_latency_seconds_count{kind="input"}"#), 1.0);
+    assert!(during.contains("moat_runner_claim_duration_seconds_bucket"), "{during}");
+    assert!(during.contains("moat_dev_bypass_events 0"), "{during}");
+    assert!(during.contains(r#"environment="production"} 1"#), "{during}");
+    assert!(!during.contains("moat_http_requests_total"), "the runner serves no API");
+}
+
+/// The cancel's application and latency are recorded when the run ends cancelled.
+#[tokio::test]
+async fn a_cancel_is_counted_with_its_latency() {
+    use crate::harness::http::{admin_in, login_at, post_json, wait_run_status};
+    use crate::harness::{Env, Role as DbRole, TestDb};
+    let db = TestDb::migrated().await;
+    let serving = crate::harness::serve(&Env::production(&db)).await;
+    let runner_port = free_loopback_port();
+    let runner_env = Env::default()
+        .set("DATABASE_URL", &db.url(DbRole::Runner))
+        .set("MOAT_METRICS_BIND", &format!("127.0.0.1:{runner_port}"));
+    let _runner = crate::harness::runner(&runner_env).await;
+    let http = reqwest::Client::new();
+    let admin = admin_in(&db).await;
+    let token = login_at(&http, &serving.url(""), admin.email, &admin.password).await;
+    let body = serde_json::json!({"title": "c", "agent": "demo"});
+    let conv = post_json(&http, &serving.url("/v1/conversations"), Some(&token), body).await;
+    let url = serving.url(&format!("/v1/conversations/{}/runs", conv["id"].as_str().unwrap()));
+    let run =
+        post_json(&http, &url, Some(&token), serde_json::json!({"input": {"steps": 10000, "delay_ms": 20}})).await;
+    let run = run["id"].as_str().unwrap();
+    wait_run_status(&http, &serving.url(""), &token, run, "running").await;
+    post_json(&http, &serving.url(&format!("/v1/runs/{run}/cancel")), Some(&token), serde_json::json!({})).await;
+    wait_run_status(&http, &serving.url(""), &token, run, "cancelled").await;
+    let text = scrape(&format!("http://127.0.0.1:{runner_port}/metrics")).await;
+    assert_eq!(sample(&text, r#"moat_runner_commands_applied_total{kind="cancel"}"#), 1.0, "{text}");
+    let latency = sample(&text, r#"moat_runner_command_latency_seconds_sum{kind="cancel"}"#);
+    assert!(latency > 0.0 && latency < 5.0, "{latency}");
+    assert_eq!(sample(&text, "moat_runner_active_runs"), 0.0);
+}
+
+#[tokio::test]
+async fn a_metrics_listener_off_loopback_and_bad_origins_are_refused() {
+    use crate::harness::{Env, TestDb};
+    let db = TestDb::migrated().await;
+    for bind in ["0.0.0.0:9464", "[::]:9464", "10.0.0.1:9464", "localhost:9464", "9464"] {
+        let out = crate::harness::run(&["check"], &Env::production(&db).set("MOAT_METRICS_BIND", bind)).await;
+        assert_eq!(out.status.code(), Some(1), "{bind}: {}", out.all_output());
+        assert!(out.stderr.contains("MOAT_METRICS_BIND") && out.stderr.contains("127.0.0.1:9464"), "{}", out.stderr);
+    }
+    // Found while adding the setting above: an invalid origin used to be dropped silently.
+    let out = crate::harness::run(&["check"], &Env::production(&db).set("MOAT_ALLOWED_ORIGINS", "not an origin")).await;
+    assert_eq!(out.status.code(), Some(1), "{}", out.all_output());
+    assert!(out.stderr.contains("MOAT_ALLOWED_ORIGINS"), "{}", out.stderr);
+    let ok = Env::production(&db)
+        .set("MOAT_METRICS_BIND", "127.0.0.1:9464")
+        .set("MOAT_ALLOWED_ORIGINS", "https://app.example.com");
+    let out = crate::harness::run(&["check"], &ok).await;
+    assert_eq!(out.status.code(), Some(0), "{}", out.all_output());
+}
