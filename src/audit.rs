@@ -74,8 +74,12 @@ pub fn routes() -> Routes {
     Routes::new().get("/v1/audit-log", Access::Scope(Scope::AuditRead), list)
 }
 
-#[derive(Debug, Serialize)]
-struct EventView {
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list))]
+pub(crate) struct Api;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct AuditEntry {
     id: Uuid,
     #[serde(with = "time::serde::rfc3339")]
     at: OffsetDateTime,
@@ -87,7 +91,9 @@ struct EventView {
 }
 
 /// `GET /v1/audit-log`: the caller's organization's events, newest first.
-async fn list(State(state): State<AppState>, caller: Caller, page: Page) -> Result<Json<Paged<EventView>>, ApiError> {
+#[utoipa::path(get, path = "/v1/audit-log", tag = "audit", params(crate::http::openapi::PageQuery),
+    responses((status = 200, description = "One page of audit events", body = Paged<AuditEntry>)))]
+async fn list(State(state): State<AppState>, caller: Caller, page: Page) -> Result<Json<Paged<AuditEntry>>, ApiError> {
     let mut client = state.db.get().await?;
     let tx = tenant::begin(&mut client, &caller).await?;
     let statement = tx.prepare_cached(LIST_EVENTS).await?;
@@ -96,7 +102,7 @@ async fn list(State(state): State<AppState>, caller: Caller, page: Page) -> Resu
     tx.commit().await?;
     let events = rows
         .iter()
-        .map(|row| EventView {
+        .map(|row| AuditEntry {
             id: row.get("id"),
             at: row.get("at"),
             event: row.get("event"),

@@ -7,7 +7,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
 
 use crate::AppState;
 use crate::auth::Access;
@@ -21,13 +22,31 @@ pub fn routes() -> Routes {
     Routes::new().get("/healthz", Access::Public, healthz).get("/readyz", Access::Public, readyz)
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+#[derive(OpenApi)]
+#[openapi(paths(healthz, readyz), components(schemas(Status)))]
+pub(crate) struct Api;
+
+/// One word, nothing else.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Status {
+    #[schema(example = "ok")]
+    status: &'static str,
 }
 
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Alive", body = Status)))]
+async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
+}
+
+/// Readiness: the database answered within 2 s.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, description = "Ready", body = Status),
+    (status = 503, description = "The database did not answer", body = Status),
+))]
 async fn readyz(State(state): State<AppState>) -> Response {
     match tokio::time::timeout(READY_TIMEOUT, ping(&state)).await {
-        Ok(Ok(())) => Json(json!({ "status": "ready" })).into_response(),
+        Ok(Ok(())) => Json(Status { status: "ready" }).into_response(),
         Ok(Err(e)) => unavailable(&e),
         Err(_) => unavailable(&"no answer within the readiness timeout"),
     }
@@ -41,5 +60,5 @@ async fn ping(state: &AppState) -> anyhow::Result<()> {
 
 fn unavailable(cause: &dyn std::fmt::Display) -> Response {
     tracing::warn!(error = %cause, "readiness check failed: database unavailable");
-    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable" }))).into_response()
+    (StatusCode::SERVICE_UNAVAILABLE, Json(Status { status: "unavailable" })).into_response()
 }

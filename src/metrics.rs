@@ -266,6 +266,10 @@ impl Metrics {
     }
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(scrape))]
+pub(crate) struct Api;
+
 pub fn routes() -> Routes {
     Routes::new().get("/metrics", Access::Scope(Scope::MetricsRead), scrape)
 }
@@ -282,6 +286,9 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     response
 }
 
+/// Prometheus/OpenMetrics text (docs/operations.md lists every metric).
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    responses((status = 200, description = "The metrics", content_type = "application/openmetrics-text")))]
 async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError> {
     let text = state.metrics.render(&state.db).await.map_err(|e| ApiError::internal(&e))?;
     Ok(exposition(text))

@@ -29,7 +29,11 @@ pub fn routes() -> Routes {
     )
 }
 
-#[derive(Debug, Serialize)]
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, get))]
+pub(crate) struct Api;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct UserView {
     id: Uuid,
     email: String,
@@ -51,6 +55,9 @@ impl From<&Row> for UserView {
     }
 }
 
+/// The organization's users, newest first.
+#[utoipa::path(get, path = "/v1/users", tag = "users", params(crate::http::openapi::PageQuery),
+    responses((status = 200, description = "One page of users", body = Paged<UserView>)))]
 async fn list(State(state): State<AppState>, caller: Caller, page: Page) -> Result<Json<Paged<UserView>>, ApiError> {
     let mut client = state.db.get().await?;
     let tx = tenant::begin(&mut client, &caller).await?;
@@ -62,6 +69,9 @@ async fn list(State(state): State<AppState>, caller: Caller, page: Page) -> Resu
     Ok(Json(Paged::from_rows(users, &page, |u| Cursor::new(u.created_at, u.id))))
 }
 
+/// One user of the organization.
+#[utoipa::path(get, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path, description = "User id")),
+    responses((status = 200, description = "The user", body = UserView)))]
 async fn get(
     State(state): State<AppState>,
     caller: Caller,

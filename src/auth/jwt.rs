@@ -95,7 +95,7 @@ impl TokenKeys {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PrincipalKind {
     User,
@@ -126,9 +126,10 @@ pub struct AccessClaims {
 }
 
 /// A freshly minted access token.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AccessToken {
     pub access_token: String,
+    #[schema(example = "Bearer")]
     pub token_type: &'static str,
     pub expires_in: u64,
     /// Echoed for OAuth clients (RFC 6749 §5.1); users learn theirs from `/v1/me`.

@@ -42,7 +42,11 @@ pub fn routes() -> Routes {
         .get("/v1/me", Access::Authenticated, me)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(session::login, session::refresh, session::logout, oauth::token, me))]
+pub(crate) struct Api;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Me {
     id: Uuid,
     kind: PrincipalKind,
@@ -55,6 +59,7 @@ struct Me {
 }
 
 /// `GET /v1/me`: the caller as the token and the database describe it.
+#[utoipa::path(get, path = "/v1/me", tag = "auth", responses((status = 200, description = "The caller", body = Me)))]
 async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Me>, ApiError> {
     let mut client = state.db.get().await?;
     let tx = tenant::begin(&mut client, &caller).await?;

@@ -74,6 +74,38 @@ fn internal(e: impl Into<anyhow::Error>) -> OAuthError {
     OAuthError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "an internal error occurred")
 }
 
+/// The client-credentials grant fields (`application/x-www-form-urlencoded`;
+/// the client may authenticate with HTTP Basic instead).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documents the form `issue` parses by hand
+pub(super) struct TokenForm {
+    #[schema(example = "client_credentials")]
+    grant_type: String,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    /// Space-separated scopes; at most the client's own.
+    scope: Option<String>,
+}
+
+/// An OAuth 2.0 error (RFC 6749 §5.2).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(super) struct OAuthErrorBody {
+    #[schema(example = "invalid_client")]
+    error: String,
+    error_description: String,
+}
+
+/// OAuth 2.0 token endpoint: client credentials only.
+#[utoipa::path(post, path = "/v1/oauth/token", tag = "auth",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "An access token", body = crate::auth::jwt::AccessToken),
+        (status = 400, description = "Malformed request, unsupported grant or scope", body = OAuthErrorBody),
+        (status = 401, description = "Client authentication failed", body = OAuthErrorBody),
+        (status = 429, description = "Too many attempts", body = OAuthErrorBody),
+        (status = 500, description = "Internal error", body = OAuthErrorBody),
+))]
 pub(super) async fn token(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,

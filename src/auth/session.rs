@@ -32,7 +32,7 @@ use crate::limits::{self, LOGIN_PER_EMAIL, LOGIN_PER_IP, Verdict};
 /// a plausible email or client id (it may be a mistyped secret).
 pub(super) const MALFORMED: &str = "malformed";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LoginBody {
     email: String,
@@ -55,6 +55,12 @@ fn policy(state: &AppState) -> Policy {
     Policy { token_ttl: state.config.refresh_token_ttl, reuse_grace: state.config.refresh_reuse_grace }
 }
 
+/// Signs a user in: an access token, and the refresh token as an HttpOnly cookie.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginBody, responses(
+    (status = 200, description = "Signed in; `Set-Cookie` carries the refresh token", body = crate::auth::jwt::AccessToken),
+    (status = 401, description = "Wrong email or password", body = crate::http::openapi::ErrorBody),
+    (status = 429, description = "Too many attempts (`Retry-After`)", body = crate::http::openapi::ErrorBody),
+))]
 pub(super) async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -131,6 +137,12 @@ pub(super) async fn login(
     session_response(&state, id, org, role, &token)
 }
 
+/// A new access token for the refresh cookie (rotated; reuse revokes the session).
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", responses(
+    (status = 200, description = "Rotated; `Set-Cookie` carries the new refresh token", body = crate::auth::jwt::AccessToken),
+    (status = 401, description = "No valid session", body = crate::http::openapi::ErrorBody),
+    (status = 403, description = "A cross-site request", body = crate::http::openapi::ErrorBody),
+))]
 pub(super) async fn refresh(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -157,6 +169,11 @@ pub(super) async fn refresh(
     }
 }
 
+/// Ends the session of the refresh cookie (if any) and clears it.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", responses(
+    (status = 204, description = "Signed out"),
+    (status = 403, description = "A cross-site request", body = crate::http::openapi::ErrorBody),
+))]
 pub(super) async fn logout(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,

@@ -56,6 +56,19 @@ const KEPT_TYPES: &[&str] = &[
     "image/webp",
 ];
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(upload, list, get, content, delete))]
+pub(crate) struct Api;
+
+/// The multipart form of an upload.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documents the form `upload` streams by hand
+struct UploadForm {
+    /// The file; its name is sanitized, its bytes stored under a new id.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
 pub fn routes() -> Routes {
     Routes::new()
         .post_streaming("/v1/files", Access::Scope(Scope::FilesWrite), upload)
@@ -120,7 +133,7 @@ impl IntoResponse for FileError {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct FileView {
     id: Uuid,
     name: String,
@@ -152,6 +165,13 @@ fn parse_id(raw: &str) -> Result<Uuid, FileError> {
 const FRAMING_BYTES: u64 = 64 * 1024;
 
 /// `POST /v1/files`, multipart with one field `file`.
+/// Uploads one file (`multipart/form-data`, field `file`).
+#[utoipa::path(post, path = "/v1/files", tag = "files",
+    request_body(content = UploadForm, content_type = "multipart/form-data"), responses(
+    (status = 201, description = "Stored", body = FileView),
+    (status = 400, description = "`invalid_filename` or `invalid_upload`", body = crate::http::openapi::ErrorBody),
+    (status = 413, description = "Larger than MOAT_MAX_UPLOAD_BYTES", body = crate::http::openapi::ErrorBody),
+))]
 async fn upload(State(state): State<AppState>, caller: Caller, request: Request) -> Result<Response, FileError> {
     // The whole body is bounded before the multipart parser sees it: without
     // this, a body with no boundary would be buffered by the parser unbounded.
@@ -216,6 +236,9 @@ async fn upload(State(state): State<AppState>, caller: Caller, request: Request)
     }
 }
 
+/// The organization's files, newest first.
+#[utoipa::path(get, path = "/v1/files", tag = "files", params(crate::http::openapi::PageQuery),
+    responses((status = 200, description = "One page of files", body = Paged<FileView>)))]
 async fn list(State(state): State<AppState>, caller: Caller, page: Page) -> Result<Json<Paged<FileView>>, FileError> {
     let mut client = state.db.get().await?;
     let tx = tenant::begin(&mut client, &caller).await?;
@@ -236,6 +259,9 @@ async fn find(state: &AppState, caller: &Caller, id: Uuid) -> Result<FileView, F
     row.as_ref().map(FileView::from).ok_or(FileError::NotFound)
 }
 
+/// One file's metadata.
+#[utoipa::path(get, path = "/v1/files/{id}", tag = "files", params(("id" = Uuid, Path, description = "File id")),
+    responses((status = 200, description = "The file's metadata", body = FileView)))]
 async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -245,6 +271,9 @@ async fn get(
 }
 
 /// `GET /v1/files/{id}/content`: always an attachment, never rendered.
+/// The file's bytes, as an attachment (`nosniff`; only inert types keep their content type).
+#[utoipa::path(get, path = "/v1/files/{id}/content", tag = "files", params(("id" = Uuid, Path, description = "File id")),
+    responses((status = 200, description = "The bytes", content_type = "application/octet-stream")))]
 async fn content(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, FileError> {
     let view = find(&state, &caller, parse_id(&id)?).await?;
     let file = state.disk.open(caller.org, view.id).await?;
@@ -266,6 +295,9 @@ async fn content(State(state): State<AppState>, caller: Caller, Path(id): Path<S
 }
 
 /// `DELETE /v1/files/{id}`: the row first, then the bytes (an orphan file is swept; a row never dangles).
+/// Deletes a file.
+#[utoipa::path(delete, path = "/v1/files/{id}", tag = "files", params(("id" = Uuid, Path, description = "File id")),
+    responses((status = 204, description = "Deleted")))]
 async fn delete(
     State(state): State<AppState>,
     caller: Caller,

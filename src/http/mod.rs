@@ -11,6 +11,7 @@ mod client_ip;
 pub mod cookies;
 pub mod error;
 mod headers;
+pub mod openapi;
 pub mod pagination;
 pub mod request_id;
 mod routes;
@@ -40,11 +41,17 @@ fn app_routes() -> Routes {
         .merge(crate::files::routes())
         .merge(crate::metrics::routes())
         .merge(crate::web::routes())
+        .merge(Routes::new().get("/v1/openapi.json", crate::auth::Access::Public, openapi::openapi_json))
 }
 
 /// Every route Moat serves, with the access it requires (for tests and docs).
 pub fn route_table() -> Vec<RouteInfo> {
     app_routes().table()
+}
+
+/// The OpenAPI document of every route (also served at `/v1/openapi.json`).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    openapi::document(&app_routes())
 }
 
 /// The complete application: Moat's routes plus `extra` (tests add probes here).

@@ -95,9 +95,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
 }
 
 /// One page of results: `{"items":[…],"next_cursor":"…"|null}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Paged<T> {
     pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
 

@@ -27,7 +27,7 @@ const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// Longest `expires_in` accepted on import (ten years).
 const MAX_EXPIRES_IN: f64 = 10.0 * 365.0 * 86400.0;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct IntegrationView {
     id: Uuid,
     provider: String,
@@ -59,7 +59,7 @@ fn parse_id(raw: &str) -> Result<Uuid, IntegrationError> {
     Uuid::parse_str(raw).map_err(|_| IntegrationError::NotFound)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ImportBody {
     provider: String,
@@ -70,6 +70,10 @@ pub(super) struct ImportBody {
 }
 
 /// `POST /v1/integrations`: import tokens obtained elsewhere (migrations, tests).
+#[utoipa::path(post, path = "/v1/integrations", tag = "integrations", request_body = ImportBody, responses(
+    (status = 201, description = "Imported (tokens sealed; never returned)", body = IntegrationView),
+    (status = 409, description = "This provider and account are already connected", body = crate::http::openapi::ErrorBody),
+))]
 pub(super) async fn import(
     State(state): State<AppState>,
     caller: Caller,
@@ -129,6 +133,9 @@ pub(super) fn valid_account(raw: &str) -> Result<String, IntegrationError> {
     Ok(account.to_owned())
 }
 
+/// The organization's integrations (metadata only; tokens never leave the broker).
+#[utoipa::path(get, path = "/v1/integrations", tag = "integrations", params(crate::http::openapi::PageQuery),
+    responses((status = 200, description = "One page of integrations", body = Paged<IntegrationView>)))]
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -144,6 +151,9 @@ pub(super) async fn list(
     Ok(Json(Paged::from_rows(items, &page, |i| Cursor::new(i.created_at, i.id))))
 }
 
+/// One integration's metadata.
+#[utoipa::path(get, path = "/v1/integrations/{id}", tag = "integrations", params(("id" = Uuid, Path, description = "Integration id")),
+    responses((status = 200, description = "The integration", body = IntegrationView)))]
 pub(super) async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -158,6 +168,9 @@ pub(super) async fn get(
     row.as_ref().map(|r| Json(IntegrationView::from(r))).ok_or(IntegrationError::NotFound)
 }
 
+/// Deletes an integration and its sealed tokens.
+#[utoipa::path(delete, path = "/v1/integrations/{id}", tag = "integrations", params(("id" = Uuid, Path, description = "Integration id")),
+    responses((status = 204, description = "Deleted")))]
 pub(super) async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -178,7 +191,7 @@ pub(super) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct BrokerResponse {
     access_token: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -186,6 +199,12 @@ pub(super) struct BrokerResponse {
 }
 
 /// `POST /v1/integrations/{id}/access-token`: the credential broker.
+#[utoipa::path(post, path = "/v1/integrations/{id}/access-token", tag = "integrations",
+    params(("id" = Uuid, Path, description = "Integration id")), responses(
+    (status = 200, description = "A provider access token valid for at least a minute", body = BrokerResponse),
+    (status = 409, description = "`needs_reauth`: the user must reconnect; `refresh_busy`: retry", body = crate::http::openapi::ErrorBody),
+    (status = 502, description = "`provider_unavailable` (with `Retry-After`) or `egress_refused`", body = crate::http::openapi::ErrorBody),
+))]
 pub(super) async fn access_token(
     State(state): State<AppState>,
     caller: Caller,

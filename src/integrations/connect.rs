@@ -38,7 +38,8 @@ use crate::http::cookies;
 const FLOW_TTL_SECS: i64 = 600;
 const MAX_STATE_LEN: usize = 256;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ConnectQuery {
     /// A label for this connection (default: the provider's name); reconnecting the same label replaces it.
     account: Option<String>,
@@ -80,6 +81,12 @@ fn binding_cookie(state: &AppState, state_hash: &[u8; 32], value: &str, max_age:
 
 /// `GET /v1/integrations/{provider}/connect`: 302 to the provider (or, with
 /// `Accept: application/json`, `{"authorize_url"}` for single-page apps).
+#[utoipa::path(get, path = "/v1/integrations/{provider}/connect", tag = "integrations",
+    params(("provider" = String, Path, description = "A configured provider's name"), ConnectQuery), responses(
+    (status = 200, description = "With `Accept: application/json`: where to send the browser", body = AuthorizeUrl),
+    (status = 302, description = "To the provider's authorization page (`Location`); sets the flow's binding cookie"),
+    (status = 404, description = "`unknown_provider`", body = crate::http::openapi::ErrorBody),
+))]
 pub(super) async fn connect(
     State(state): State<AppState>,
     caller: Caller,
@@ -141,7 +148,7 @@ pub(super) async fn connect(
     let wants_json =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"));
     let mut response = if wants_json {
-        Json(serde_json::json!({ "authorize_url": url.as_str() })).into_response()
+        Json(AuthorizeUrl { authorize_url: url.to_string() }).into_response()
     } else {
         let mut response = StatusCode::FOUND.into_response();
         let location = HeaderValue::from_str(url.as_str()).map_err(anyhow::Error::from)?;
@@ -154,7 +161,24 @@ pub(super) async fn connect(
     Ok(response)
 }
 
+/// Where the flow continues in the browser.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct AuthorizeUrl {
+    authorize_url: String,
+}
+
 /// `GET /v1/integrations/callback?code=…&state=…`: where the provider sends the browser back.
+#[utoipa::path(get, path = "/v1/integrations/callback", tag = "integrations",
+    params(
+        ("state" = Option<String>, Query, description = "The flow's single-use state"),
+        ("code" = Option<String>, Query, description = "The provider's authorization code"),
+    ),
+    responses(
+    (status = 303, description = "Connected: to the web app (`Location`)"),
+    (status = 400, description = "`invalid_state` (missing, tampered, foreign, expired or used) or a provider error", body = crate::http::openapi::ErrorBody),
+    (status = 409, description = "The flow's browser cookie is missing", body = crate::http::openapi::ErrorBody),
+    (status = 502, description = "The provider could not be reached or refused the code", body = crate::http::openapi::ErrorBody),
+))]
 pub(super) async fn callback(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,

@@ -23,6 +23,18 @@ pub use store::STATEMENTS;
 use crate::auth::{Access, Scope};
 use crate::http::Routes;
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    connect::connect,
+    connect::callback,
+    api::import,
+    api::list,
+    api::get,
+    api::delete,
+    api::access_token
+))]
+pub(crate) struct Api;
+
 pub fn routes() -> Routes {
     let write = Access::Scope(Scope::IntegrationsWrite);
     let read = Access::Scope(Scope::IntegrationsRead);

@@ -31,7 +31,7 @@ fn constraint(e: &tokio_postgres::Error) -> Option<&str> {
     e.as_db_error().and_then(|d| d.constraint())
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct ConversationView {
     id: Uuid,
     title: String,
@@ -53,13 +53,18 @@ impl From<&Row> for ConversationView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewConversation {
     title: String,
     agent: String,
 }
 
+/// Starts a conversation with an agent.
+#[utoipa::path(post, path = "/v1/conversations", tag = "runs", request_body = NewConversation, responses(
+    (status = 201, description = "Created", body = ConversationView),
+    (status = 422, description = "`unknown_agent` or `invalid_request`", body = crate::http::openapi::ErrorBody),
+))]
 pub(super) async fn create_conversation(
     State(state): State<AppState>,
     caller: Caller,
@@ -80,6 +85,9 @@ pub(super) async fn create_conversation(
     Ok((StatusCode::CREATED, Json(ConversationView::from(&row))).into_response())
 }
 
+/// The organization's conversations, newest first.
+#[utoipa::path(get, path = "/v1/conversations", tag = "runs", params(crate::http::openapi::PageQuery),
+    responses((status = 200, description = "One page of conversations", body = Paged<ConversationView>)))]
 pub(super) async fn list_conversations(
     State(state): State<AppState>,
     caller: Caller,
@@ -95,6 +103,9 @@ pub(super) async fn list_conversations(
     Ok(Json(Paged::from_rows(items, &page, |c| Cursor::new(c.created_at, c.id))))
 }
 
+/// One conversation.
+#[utoipa::path(get, path = "/v1/conversations/{id}", tag = "runs", params(("id" = Uuid, Path, description = "Conversation id")),
+    responses((status = 200, description = "The conversation", body = ConversationView)))]
 pub(super) async fn get_conversation(
     State(state): State<AppState>,
     caller: Caller,
@@ -109,7 +120,7 @@ pub(super) async fn get_conversation(
     row.as_ref().map(|r| Json(ConversationView::from(r))).ok_or(RunError::NotFound)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct RunView {
     id: Uuid,
     conversation_id: Uuid,
@@ -145,13 +156,21 @@ impl From<&Row> for RunView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewRun {
+    /// The agent's input: a JSON object.
+    #[schema(value_type = Object)]
     input: Value,
 }
 
 /// `POST /v1/conversations/{id}/runs`: queues a run (one active run per conversation).
+/// Queues a run of the conversation's agent; a runner claims it.
+#[utoipa::path(post, path = "/v1/conversations/{id}/runs", tag = "runs", params(("id" = Uuid, Path, description = "Conversation id")),
+    request_body = NewRun, responses(
+    (status = 202, description = "Queued", body = RunView),
+    (status = 409, description = "`run_in_progress`: one active run per conversation", body = crate::http::openapi::ErrorBody),
+))]
 pub(super) async fn create_run(
     State(state): State<AppState>,
     caller: Caller,
@@ -180,6 +199,9 @@ pub(super) async fn create_run(
     Ok((StatusCode::ACCEPTED, Json(RunView::from(&row))).into_response())
 }
 
+/// One run.
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = Uuid, Path, description = "Run id")),
+    responses((status = 200, description = "The run", body = RunView)))]
 pub(super) async fn get_run(
     State(state): State<AppState>,
     caller: Caller,
@@ -194,14 +216,41 @@ pub(super) async fn get_run(
     row.as_ref().map(|r| Json(RunView::from(r))).ok_or(RunError::NotFound)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct EventsQuery {
+    /// Only events with a larger sequence number (default 0: from the start).
+    #[param(value_type = Option<i64>, minimum = 0)]
     after: Option<String>,
+    /// At most this many (default 50, capped at 200).
+    #[param(value_type = Option<i64>, minimum = 1)]
     limit: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct EventView {
+/// One page of events.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct EventsPage {
+    items: Vec<EventView>,
+    /// The last sequence number returned (or `after` when none): pass it as `after`.
+    next_after: i64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Cancelled {
+    run_id: Uuid,
+    #[schema(example = "cancelling")]
+    status: &'static str,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Answered {
+    input_id: Uuid,
+    #[schema(example = "answered")]
+    status: &'static str,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct EventView {
     seq: i64,
     run_id: Option<Uuid>,
     kind: String,
@@ -211,12 +260,18 @@ struct EventView {
 }
 
 /// `GET /v1/conversations/{id}/events?after=SEQ&limit=N`: events in sequence order.
+/// The conversation's events in sequence order, after `after`.
+#[utoipa::path(get, path = "/v1/conversations/{id}/events", tag = "runs", params(("id" = Uuid, Path, description = "Conversation id"), EventsQuery),
+    responses(
+    (status = 200, description = "Events after `after`; pass `next_after` to continue", body = EventsPage),
+    (status = 422, description = "`after` or `limit` malformed", body = crate::http::openapi::ErrorBody),
+))]
 pub(super) async fn list_events(
     State(state): State<AppState>,
     caller: Caller,
     Path(conversation): Path<String>,
     Query(query): Query<EventsQuery>,
-) -> Result<Json<Value>, RunError> {
+) -> Result<Json<EventsPage>, RunError> {
     let conversation = parse_id(&conversation)?;
     let after = match query.after.as_deref() {
         None => 0,
@@ -251,10 +306,15 @@ pub(super) async fn list_events(
         })
         .collect();
     let last = items.last().map_or(after, |e| e.seq);
-    Ok(Json(json!({ "items": items, "next_after": last })))
+    Ok(Json(EventsPage { items, next_after: last }))
 }
 
 /// `POST /v1/runs/{id}/cancel`: 202, idempotent; 409 once the run has finished.
+/// Cancels a run: queued runs end at once, running ones through their runner.
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = Uuid, Path, description = "Run id")), responses(
+    (status = 202, description = "`cancelled` (it was queued) or `cancelling`", body = Cancelled),
+    (status = 409, description = "`run_finished`", body = crate::http::openapi::ErrorBody),
+))]
 pub(super) async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -262,23 +322,30 @@ pub(super) async fn cancel(
 ) -> Result<Response, RunError> {
     let id = parse_id(&id)?;
     let answer = commands::cancel(&state.db, &caller, id, None).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": id, "status": answer.as_str() }))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(Cancelled { run_id: id, status: answer.as_str() })).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Answer {
+    /// Any JSON value the question expects.
     value: Value,
 }
 
 /// `POST /v1/inputs/{id}`: the first answer wins, atomically; a second is 409.
+/// Answers a question a run asked.
+#[utoipa::path(post, path = "/v1/inputs/{id}", tag = "runs", params(("id" = Uuid, Path, description = "Input id (from `input.requested`)")),
+    request_body = Answer, responses(
+    (status = 200, description = "Answered", body = Answered),
+    (status = 409, description = "`input_already_answered` or `input_expired`", body = crate::http::openapi::ErrorBody),
+))]
 pub(super) async fn answer(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Answer>,
-) -> Result<Json<Value>, RunError> {
+) -> Result<Json<Answered>, RunError> {
     let id = parse_id(&id)?;
     commands::answer(&state.db, &caller, id, body.value, None).await?;
-    Ok(Json(json!({ "input_id": id, "status": "answered" })))
+    Ok(Json(Answered { input_id: id, status: "answered" }))
 }

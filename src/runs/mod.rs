@@ -19,6 +19,19 @@ pub use store::STATEMENTS;
 use crate::auth::{Access, Scope};
 use crate::http::Routes;
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    api::create_conversation,
+    api::list_conversations,
+    api::get_conversation,
+    api::create_run,
+    api::list_events,
+    api::get_run,
+    api::cancel,
+    api::answer
+))]
+pub(crate) struct Api;
+
 pub fn routes() -> Routes {
     let read = Access::Scope(Scope::ConversationsRead);
     let run = Access::Scope(Scope::RunsWrite);

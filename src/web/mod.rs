@@ -33,12 +33,26 @@ pub fn routes() -> Routes {
     Routes::new().get("/", Access::Public, index).get("/assets/{name}", Access::Public, asset)
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(index, asset))]
+pub(crate) struct Api;
+
+/// The web app's page (under a strict CSP).
+#[utoipa::path(get, path = "/", tag = "web", responses(
+    (status = 200, description = "The page", content_type = "text/html"),
+    (status = 304, description = "Unchanged (`If-None-Match`)"),
+))]
 async fn index(headers: HeaderMap) -> Response {
     let mut response = file(&headers, "text/html; charset=utf-8", INDEX);
     response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(HTML_CSP));
     response
 }
 
+/// One of the web app's scripts or its stylesheet.
+#[utoipa::path(get, path = "/assets/{name}", tag = "web", params(("name" = String, Path, description = "e.g. `app.js`")), responses(
+    (status = 200, description = "The asset", content_type = "text/javascript"),
+    (status = 304, description = "Unchanged (`If-None-Match`)"),
+))]
 async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
     match ASSETS.iter().find(|(file, _, _)| *file == name) {
         Some((_, content_type, body)) => file(&headers, content_type, body),

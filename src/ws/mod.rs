@@ -29,7 +29,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+
 use uuid::Uuid;
 
 use crate::AppState;
@@ -104,6 +104,18 @@ impl Drop for SocketSlot {
     }
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(mint, stream))]
+pub(crate) struct Api;
+
+/// A single-use token for one stream of one conversation.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct WsToken {
+    token: String,
+    /// Seconds until it expires (at most 60, never past the session).
+    expires_in: i64,
+}
+
 pub fn routes() -> Routes {
     Routes::new()
         .post("/v1/conversations/{id}/ws-token", Access::Scope(Scope::ConversationsRead), mint)
@@ -112,11 +124,14 @@ pub fn routes() -> Routes {
 }
 
 /// `POST /v1/conversations/{id}/ws-token`.
+#[utoipa::path(post, path = "/v1/conversations/{id}/ws-token", tag = "streams",
+    params(("id" = Uuid, Path, description = "Conversation id")),
+    responses((status = 200, description = "A single-use stream token", body = WsToken)))]
 async fn mint(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<WsToken>, ApiError> {
     let conversation = Uuid::parse_str(&id).map_err(|_| ApiError::not_found())?;
     owned(&state, &caller, conversation).await?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -135,7 +150,7 @@ async fn mint(
         session_exp: caller.expires_at,
     };
     let token = state.tokens.sign(&claims).map_err(|e| ApiError::internal(&e))?;
-    Ok(Json(json!({ "token": token, "expires_in": exp - now })))
+    Ok(Json(WsToken { token, expires_in: exp - now }))
 }
 
 /// The conversation exists and is the caller's organization's (else 404, like a missing one).
@@ -148,13 +163,28 @@ async fn owned(state: &AppState, caller: &Caller, conversation: Uuid) -> Result<
     if found { Ok(()) } else { Err(ApiError::not_found()) }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct StreamQuery {
+    /// The ws-token (or send it as the `Sec-WebSocket-Protocol` `moat.token.<T>` instead).
     token: Option<String>,
+    /// Replay events after this sequence number, then stream live.
+    #[param(value_type = Option<i64>, minimum = 0)]
     after: Option<String>,
 }
 
-/// `GET /v1/conversations/{id}/stream?token=T[&after=SEQ]`.
+/// `GET /v1/conversations/{id}/stream?token=T[&after=SEQ]`: a WebSocket
+/// (protocol in docs/websocket.md). Authenticated by its own single-use
+/// token, checked before the upgrade.
+#[utoipa::path(get, path = "/v1/conversations/{id}/stream", tag = "streams",
+    params(("id" = Uuid, Path, description = "Conversation id"), StreamQuery), responses(
+    (status = 101, description = "Switching to the WebSocket protocol"),
+    (status = 400, description = "Not a WebSocket upgrade, or `invalid_after`", body = crate::http::openapi::ErrorBody),
+    (status = 401, description = "`invalid_token`: missing, forged, expired, used or for another conversation", body = crate::http::openapi::ErrorBody),
+    (status = 403, description = "`forbidden_origin`", body = crate::http::openapi::ErrorBody),
+    (status = 404, description = "No such conversation in the token's organization", body = crate::http::openapi::ErrorBody),
+    (status = 429, description = "Too many open streams for this user", body = crate::http::openapi::ErrorBody),
+))]
 async fn stream(
     State(state): State<AppState>,
     Path(id): Path<String>,

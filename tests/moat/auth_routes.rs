@@ -24,6 +24,8 @@ const PUBLIC: &[(&str, &str)] = &[
     // The browser app's static files (no data; the app authenticates every API call itself).
     ("GET", "/"),
     ("GET", "/assets/{name}"),
+    // The API's description (its shape is no secret; no data).
+    ("GET", "/v1/openapi.json"),
 ];
 
 fn concrete(path: &str) -> String {

@@ -23,6 +23,7 @@ mod launch_readiness;
 mod limits;
 mod metrics;
 mod oauth;
+mod openapi;
 mod pooler;
 mod readiness;
 mod request_ids;
