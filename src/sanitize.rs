@@ -117,13 +117,33 @@ static SENSITIVE_KEY: LazyLock<Regex> = LazyLock::new(|| {
     .expect("sensitive key pattern")
 });
 
+/// Whether `value` can be stored as PostgreSQL `jsonb`, which refuses the
+/// NUL character (`\u0000`) in any string or key.
+pub fn storable(value: &Value) -> bool {
+    match value {
+        Value::String(s) => !s.contains('\0'),
+        Value::Array(items) => items.iter().all(storable),
+        Value::Object(map) => map.iter().all(|(key, item)| !key.contains('\0') && storable(item)),
+        _ => true,
+    }
+}
+
 /// Sanitizes every string in a JSON value, in place; the value of a key that
 /// names a secret (`password`, `api_key`, `access_token`…) is redacted whole.
+/// NUL characters (which `jsonb` refuses) become U+FFFD, in keys too.
 pub fn sanitize_value(value: &mut Value) {
+    if let Value::Object(map) = value
+        && map.keys().any(|key| key.contains('\0'))
+    {
+        *map = std::mem::take(map).into_iter().map(|(key, item)| (key.replace('\0', "\u{FFFD}"), item)).collect();
+    }
     match value {
         Value::String(s) => {
             if let Cow::Owned(clean) = sanitize(s) {
                 *s = clean;
+            }
+            if s.contains('\0') {
+                *s = s.replace('\0', "\u{FFFD}");
             }
         }
         Value::Array(items) => items.iter_mut().for_each(sanitize_value),

@@ -72,6 +72,7 @@ pub(super) struct ImportBody {
 /// `POST /v1/integrations`: import tokens obtained elsewhere (migrations, tests).
 #[utoipa::path(post, path = "/v1/integrations", tag = "integrations", request_body = ImportBody, responses(
     (status = 201, description = "Imported (tokens sealed; never returned)", body = IntegrationView),
+    (status = 404, description = "`unknown_provider`: no such provider is configured", body = crate::http::openapi::ErrorBody),
     (status = 409, description = "This provider and account are already connected", body = crate::http::openapi::ErrorBody),
 ))]
 pub(super) async fn import(

@@ -56,7 +56,10 @@ impl From<&Row> for ConversationView {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewConversation {
+    #[schema(example = "Quarterly report")]
     title: String,
+    /// `demo`, or an agent declared in MOAT_AGENTS_FILE.
+    #[schema(example = "demo")]
     agent: String,
 }
 
@@ -180,6 +183,9 @@ pub(super) async fn create_run(
     let conversation = parse_id(&conversation)?;
     if !body.input.is_object() {
         return Err(RunError::Invalid("input must be a JSON object"));
+    }
+    if !crate::sanitize::storable(&body.input) {
+        return Err(RunError::Invalid("input must not contain the NUL character (\\u0000)"));
     }
     let mut client = state.db.get().await?;
     let tx = tenant::begin(&mut client, &caller).await?;

@@ -75,6 +75,9 @@ pub async fn answer(
     value: Value,
     conversation: Option<Uuid>,
 ) -> Result<(), RunError> {
+    if !crate::sanitize::storable(&value) {
+        return Err(RunError::Invalid("value must not contain the NUL character (\\u0000)"));
+    }
     let mut client = pool.get().await?;
     let tx = tenant::begin(&mut client, caller).await?;
     // Locks the run: the answer and the run's end cannot cross.

@@ -569,3 +569,21 @@ async fn a_waiting_run_handed_back_expires_its_question() {
     assert_eq!(response.status(), 409);
     assert_eq!(error_code(response).await, "input_expired");
 }
+
+/// Found by schemathesis: a NUL character (which jsonb refuses) in a run's input
+/// or an answer was a 500. Now a 422 with a clear code, and nothing is stored.
+#[tokio::test]
+async fn nul_characters_in_inputs_and_answers_are_refused() {
+    let w = world().await;
+    let conv = conversation(&w).await;
+    let response =
+        post(&w.app, &w.token, &format!("/v1/conversations/{conv}/runs"), json!({"input": {"x\u{0}": "a"}})).await;
+    assert_eq!(response.status(), 422);
+    assert_eq!(error_code(response).await, "invalid_request");
+    let response =
+        post(&w.app, &w.token, &format!("/v1/conversations/{conv}/runs"), json!({"input": {"x": ["a\u{0}"]}})).await;
+    assert_eq!(response.status(), 422);
+    assert_eq!(events(&w, &conv).await.len(), 0, "nothing was stored");
+    let response = post(&w.app, &w.token, &format!("/v1/inputs/{}", Uuid::new_v4()), json!({"value": "\u{0}"})).await;
+    assert_eq!(response.status(), 422);
+}

@@ -150,3 +150,18 @@ fn near_misses_in_prose_are_left_alone() {
         assert_eq!(sanitize(text), text);
     }
 }
+
+/// PostgreSQL's jsonb refuses NUL (`\u0000`); found by schemathesis as a 500 on
+/// run inputs. The API refuses such values; agents' output is repaired.
+#[test]
+fn nul_characters_are_detected_and_replaced() {
+    let bad = serde_json::json!({"a": [1, {"b": "x\u{0}y"}]});
+    let bad_key = serde_json::json!({"k\u{0}": 1});
+    assert!(!moat::sanitize::storable(&bad) && !moat::sanitize::storable(&bad_key));
+    assert!(moat::sanitize::storable(&serde_json::json!({"a": ["ok", null, 1.5]})));
+    let (mut fixed, mut fixed_key) = (bad, bad_key);
+    sanitize_value(&mut fixed);
+    sanitize_value(&mut fixed_key);
+    assert_eq!(fixed, serde_json::json!({"a": [1, {"b": "x\u{FFFD}y"}]}));
+    assert_eq!(fixed_key, serde_json::json!({"k\u{FFFD}": 1}));
+}
