@@ -31,6 +31,7 @@ mod roles_script;
 mod runs;
 mod sanitize;
 mod schema;
+mod soak;
 mod startup;
 mod tenancy;
 mod tls;

@@ -58,7 +58,7 @@ async fn scrape(url: &str) -> String {
 }
 
 /// The value of a sample line `name{labels} value` (or `name value`).
-fn sample(text: &str, series: &str) -> f64 {
+pub(crate) fn sample(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
         .unwrap_or_else(|| panic!("{series} missing:\n{text}"))

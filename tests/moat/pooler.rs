@@ -6,17 +6,15 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::SinkExt as _;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::http::{admin_in, get_json, login_at, post_json, wait_run_status};
 use crate::harness::pgbouncer::PgBouncer;
-use crate::harness::process::Serving;
 use crate::harness::provider::{CLIENT_SECRET, FakeProvider};
+use crate::harness::ws::{events_until, open};
 use crate::harness::{self, Env, Role as DbRole, TestDb};
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// How `serve` and `runner` reach LISTEN in a scenario.
 #[derive(Clone, Copy)]
@@ -96,8 +94,8 @@ async fn scenario(listen: Listen) {
         .as_str()
         .unwrap()
         .to_owned();
-    let mut actor = open(&http, &a, &token, &conv).await;
-    let mut watcher = open(&http, &b, &token, &conv).await;
+    let mut actor = open(&http, &a, &token, &conv, None).await;
+    let mut watcher = open(&http, &b, &token, &conv, None).await;
     let run = post_json(
         &http,
         &a.url(&format!("/v1/conversations/{conv}/runs")),
@@ -127,41 +125,6 @@ async fn scenario(listen: Listen) {
         let output = process.terminate().await.all_output();
         for bad in ["prepared statement", "ERROR", "WARN"] {
             assert!(!output.contains(bad), "{bad} in a process log:\n{output}");
-        }
-    }
-}
-
-/// Opens a stream on `serving` and waits for `ready`.
-async fn open(http: &reqwest::Client, serving: &Serving, token: &str, conv: &str) -> Socket {
-    let minted =
-        post_json(http, &serving.url(&format!("/v1/conversations/{conv}/ws-token")), Some(token), json!({})).await;
-    let ws_token = minted["token"].as_str().unwrap();
-    let url = format!("ws://{}/v1/conversations/{conv}/stream?token={ws_token}", serving.addr);
-    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    assert_eq!(next_json(&mut socket).await["type"], "ready");
-    socket
-}
-
-async fn next_json(socket: &mut Socket) -> Value {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), socket.next()).await.expect("a message");
-        match message.expect("open").unwrap() {
-            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected message {other:?}"),
-        }
-    }
-}
-
-/// Every message up to and including the event of `kind`.
-async fn events_until(socket: &mut Socket, kind: &str) -> Vec<Value> {
-    let mut seen = Vec::new();
-    loop {
-        let message = next_json(socket).await;
-        let done = message["type"] == "event" && message["kind"] == kind;
-        seen.push(message);
-        if done {
-            return seen;
         }
     }
 }

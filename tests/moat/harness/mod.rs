@@ -8,6 +8,7 @@ pub mod pgbouncer;
 pub mod process;
 pub mod provider;
 pub mod relay;
+pub mod ws;
 
 pub use app::{Options, TestApp, assert_security_headers, error_code, spawn_app};
 pub use pg::{Role, TestDb};
