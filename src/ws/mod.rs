@@ -112,7 +112,7 @@ pub(crate) struct Api;
 #[derive(serde::Serialize, utoipa::ToSchema)]
 struct WsToken {
     token: String,
-    /// Seconds until it expires (at most 60, never past the session).
+    /// Seconds until it expires (at most 30, never past the session).
     expires_in: i64,
 }
 
