@@ -92,6 +92,7 @@ pub struct Metrics {
     runner_commands: Family<KindLabels, Counter>,
     runner_command_latency: Family<KindLabels, Histogram, fn() -> Histogram>,
     queue_depth: Gauge,
+    pool_wait: Histogram,
     http_requests: Family<HttpLabels, Counter>,
     http_latency: Family<HttpLabels, Histogram, fn() -> Histogram>,
     broker_calls: Family<OutcomeLabels, Counter>,
@@ -137,6 +138,8 @@ impl Metrics {
             runner_commands: Family::default(),
             runner_command_latency: Family::new_with_constructor(latency_histogram),
             queue_depth: Gauge::default(),
+            // 0.1 ms … ~3 s.
+            pool_wait: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
         };
         metrics.register(environment)
     }
@@ -187,6 +190,7 @@ impl Metrics {
         r.register("db_pool_connections", "Database connections held by the pool", self.pool_connections.clone());
         r.register("db_pool_available", "Idle database connections in the pool", self.pool_available.clone());
         r.register("db_pool_waiting", "Callers waiting for a database connection", self.pool_waiting.clone());
+        r.register("db_pool_wait_seconds", "How long each database connection checkout waited", self.pool_wait.clone());
         r.register(
             "dev_bypass_events",
             "DEV_BYPASS lines this process logged (a production process reads 0)",
@@ -222,6 +226,11 @@ impl Metrics {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).map_err(|_| RenderError::Encode)?;
         Ok(text)
+    }
+
+    /// The histogram the pool records its checkout waits in.
+    pub fn pool_wait_histogram(&self) -> Histogram {
+        self.pool_wait.clone()
     }
 
     pub fn provider_latency(&self, provider: &str, elapsed: Duration) {

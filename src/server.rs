@@ -57,7 +57,10 @@ pub struct AppState {
 impl AppState {
     /// Everything but the listener: what `serve` and the tests share.
     pub async fn new(config: Arc<Config>) -> anyhow::Result<Self> {
+        let environment = if config.environment.dev_mode().is_some() { "development" } else { "production" };
+        let metrics = Arc::new(crate::metrics::Metrics::new(environment));
         let db = config.database.pool(config.pool_size).map_err(anyhow::Error::msg)?;
+        let db = db.with_wait_histogram(metrics.pool_wait_histogram());
         let issuer = config.public_url.origin().ascii_serialization();
         let tokens = TokenKeys::new(config.signing_key.clone(), config.previous_signing_keys.clone(), issuer);
         let hasher = Hasher::new().await.context("preparing password hashing")?;
@@ -67,8 +70,6 @@ impl AppState {
         let broker = Broker::new(config.pool_size);
         let hub = Hub::new(db.clone());
         let disk = crate::files::disk::Disk::new(config.files.dir.clone());
-        let environment = if config.environment.dev_mode().is_some() { "development" } else { "production" };
-        let metrics = Arc::new(crate::metrics::Metrics::new(environment));
         Ok(Self {
             config,
             db,

@@ -21,6 +21,7 @@
 //! Without a pooler, statements stay cached per connection as before.
 
 use deadpool_postgres::{Object, PoolError, Status, Transaction};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, Statement};
 
@@ -49,16 +50,30 @@ impl Pooler {
 pub struct Pool {
     inner: deadpool_postgres::Pool,
     pooler: Pooler,
+    /// Where the time callers wait for a connection is recorded (metrics).
+    wait: Option<Histogram>,
 }
 
 impl Pool {
     pub(crate) fn new(inner: deadpool_postgres::Pool, pooler: Pooler) -> Self {
-        Self { inner, pooler }
+        Self { inner, pooler, wait: None }
+    }
+
+    /// Records every checkout's wait in `histogram` (set before the pool is cloned).
+    #[must_use]
+    pub fn with_wait_histogram(mut self, histogram: Histogram) -> Self {
+        self.wait = Some(histogram);
+        self
     }
 
     /// A connection, waiting at most the pool's wait timeout.
     pub async fn get(&self) -> Result<Client, PoolError> {
-        Ok(Client { inner: self.inner.get().await?, pooler: self.pooler })
+        let started = std::time::Instant::now();
+        let inner = self.inner.get().await;
+        if let Some(wait) = &self.wait {
+            wait.observe(started.elapsed().as_secs_f64());
+        }
+        Ok(Client { inner: inner?, pooler: self.pooler })
     }
 
     pub fn status(&self) -> Status {

@@ -81,13 +81,14 @@ impl Shared {
 /// within the grace period and hands the rest back.
 pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     // Runs hold a connection only while writing, so the pool need not grow with concurrency.
+    let environment = if config.environment.dev_mode().is_some() { "development" } else { "production" };
+    let metrics = Arc::new(crate::metrics::Metrics::for_process(crate::metrics::Process::Runner, environment));
     let pool = config.database.pool(config.concurrency.min(32) + 8).map_err(anyhow::Error::msg)?;
+    let pool = pool.with_wait_histogram(metrics.pool_wait_histogram());
     // Heartbeats get connections of their own: busy writers must not starve the
     // lease renewals of healthy runs.
     let heartbeat_pool = config.database.pool(4).map_err(anyhow::Error::msg)?;
     let id = format!("runner-{}", Uuid::new_v4());
-    let environment = if config.environment.dev_mode().is_some() { "development" } else { "production" };
-    let metrics = Arc::new(crate::metrics::Metrics::for_process(crate::metrics::Process::Runner, environment));
     let tokens = match &config.agent_tokens {
         None => None,
         Some(t) => Some(crate::integrations::broker::Deps {

@@ -133,6 +133,8 @@ async fn runner_and_serve_metrics_on_a_loopback_listener() {
     assert_eq!(sample(&during, r#"moat_runner_commands_applied_total{kind="input"}"#), 1.0);
     assert_eq!(sample(&during, r#"moat_runner_command_latency_seconds_count{kind="input"}"#), 1.0);
     assert!(during.contains("moat_runner_claim_duration_seconds_bucket"), "{during}");
+    assert!(sample(&during, "moat_db_pool_wait_seconds_count") > 0.0, "{during}");
+    assert!(sample(&serve_text, "moat_db_pool_wait_seconds_count") > 0.0, "{serve_text}");
     assert!(during.contains("moat_dev_bypass_events 0"), "{during}");
     assert!(during.contains(r#"environment="production"} 1"#), "{during}");
     assert!(!during.contains("moat_http_requests_total"), "the runner serves no API");
