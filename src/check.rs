@@ -91,6 +91,9 @@ pub async fn run(vars: &Vars) -> Outcome {
     if let Some(database) = database {
         problems.extend(db::checks::verify(&database, environment).await);
     }
+    if let Some(config) = &config {
+        problems.extend(config::database::listen_problem(&config.listen).await);
+    }
     let config = config.filter(|_| problems.is_empty());
     Outcome { config, problems, checks_run }
 }

@@ -144,12 +144,7 @@ async fn serve(vars: &Vars) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let environment = config.environment;
-    if config.database.may_be_plaintext_over_network() {
-        tracing::warn!(
-            database = %config.database.describe(),
-            "DATABASE_URL lets the database connection fall back to plain text over the network; add sslmode=verify-full (docs/deployment.md)"
-        );
-    }
+    crate::db::warn_if_plaintext(&config.database, &config.listen);
     let tls = config.tls.is_some();
     let kid = config.signing_key.key_id();
     let app = match server::App::build(config).await {

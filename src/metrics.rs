@@ -170,7 +170,7 @@ impl Metrics {
             );
             r.register(
                 "runner_queue_wait_seconds",
-                "From a run's creation to its first claim",
+                "From a run's creation to its start by a runner (first attempts)",
                 self.runner_queue_wait.clone(),
             );
             r.register("runner_active_runs", "Runs this runner is executing", self.runner_active.clone());
@@ -214,6 +214,8 @@ impl Metrics {
         self.dev_bypass.set(crate::dev::bypass_count());
         let client = pool.get().await?;
         let mut queued = 0;
+        // Statuses that dropped to zero have no row: start from an empty family.
+        self.runs.clear();
         for row in client.query_typed(RUN_COUNTS, &[]).await? {
             let labels = StatusLabels { status: row.get("status"), error: row.get("error") };
             let count = row.get::<_, i64>("count");
@@ -239,9 +241,10 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn run_claimed(&self, claim_duration: Duration) {
-        self.runner_claims.inc();
-        self.runner_claim_duration.observe(claim_duration.as_secs_f64());
+    /// One claim transaction that took `duration` and claimed `runs` runs.
+    pub fn claimed(&self, duration: Duration, runs: usize) {
+        self.runner_claims.inc_by(u64::try_from(runs).unwrap_or(u64::MAX));
+        self.runner_claim_duration.observe(duration.as_secs_f64());
     }
 
     pub fn queue_wait(&self, waited_secs: f64) {

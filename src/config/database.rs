@@ -13,6 +13,8 @@ pub struct Listen {
     pub database: DatabaseSettings,
     /// `false` (`MOAT_LISTEN=off`): poll only.
     pub enabled: bool,
+    /// Whether `database` came from `MOAT_LISTEN_DATABASE_URL` (not `DATABASE_URL`).
+    pub separate: bool,
 }
 
 /// `DATABASE_URL`, parsed and marked with `MOAT_DATABASE_POOLER`.
@@ -58,33 +60,60 @@ pub fn listen(vars: &Vars, database: Option<&DatabaseSettings>, problems: &mut V
         None => None,
     };
     let database = database?;
-    if enabled && direct.is_none() && database.pooler() == Pooler::Transaction {
+    if enabled && direct.is_none() && database.pooler().per_transaction() {
         problems.push(
             Problem::new(
                 "MOAT_LISTEN_DATABASE_URL",
-                "is not set, but DATABASE_URL goes through a transaction pooler (MOAT_DATABASE_POOLER=transaction)",
+                format!(
+                    "is not set, but DATABASE_URL goes through a transaction pooler (MOAT_DATABASE_POOLER={})",
+                    database.pooler().as_str()
+                ),
                 "LISTEN needs one long-lived server connection; through a transaction pooler wake-ups would be lost.",
             )
             .fix("export MOAT_LISTEN_DATABASE_URL='postgresql://moat_app:PASSWORD@DB-HOST:5432/moat?sslmode=verify-full'   # direct, not through the pooler")
             .fix("export MOAT_LISTEN=off   # or poll only"),
         );
     }
-    Some(Listen { database: direct.unwrap_or_else(|| database.clone()), enabled })
+    let separate = direct.is_some();
+    Some(Listen { database: direct.unwrap_or_else(|| database.clone()), enabled, separate })
+}
+
+/// With LISTEN on a separate URL, that URL must work now: otherwise live
+/// events would silently degrade to the fallback poll.
+pub async fn listen_problem(listen: &Listen) -> Option<Problem> {
+    if !listen.enabled || !listen.separate {
+        return None;
+    }
+    let reached = match listen.database.connect().await {
+        Ok(client) => client.batch_execute("SELECT 1").await.map_err(|e| crate::db::describe_error(&e)),
+        Err(e) => Err(e.to_string()),
+    };
+    reached.err().map(|e| {
+        Problem::new(
+            "MOAT_LISTEN_DATABASE_URL",
+            format!("cannot connect to {}: {e}", listen.database.describe()),
+            "The LISTEN connection wakes runners and carries live WebSocket events; it must reach PostgreSQL directly.",
+        )
+        .fix("point MOAT_LISTEN_DATABASE_URL at the database itself (not the pooler), with sslmode=verify-full")
+        .fix("export MOAT_LISTEN=off   # or poll only")
+    })
 }
 
 fn pooler(vars: &Vars, problems: &mut Vec<Problem>) -> Pooler {
     match vars.get("MOAT_DATABASE_POOLER") {
         None | Some("none") => Pooler::None,
         Some("transaction") => Pooler::Transaction,
+        Some("transaction-prepared") => Pooler::TransactionPrepared,
         Some(_) => {
             problems.push(
                 Problem::new(
                     "MOAT_DATABASE_POOLER",
-                    "must be `none` or `transaction`",
+                    "must be `none`, `transaction` or `transaction-prepared`",
                     "Behind a transaction-mode pooler without prepared-statement support, Moat must not keep prepared statements between transactions.",
                 )
                 .fix("export MOAT_DATABASE_POOLER=transaction   # PgBouncer pool_mode=transaction before 1.21")
-                .fix("export MOAT_DATABASE_POOLER=none   # direct, session mode, or PgBouncer >= 1.21 with max_prepared_statements"),
+                .fix("export MOAT_DATABASE_POOLER=transaction-prepared   # PgBouncer >= 1.21 with max_prepared_statements")
+                .fix("export MOAT_DATABASE_POOLER=none   # direct, or session mode"),
             );
             Pooler::None
         }

@@ -208,7 +208,7 @@ pub const VARS: &[EnvVar] = &[
         name: "MOAT_DATABASE_POOLER",
         commands: SERVE_CHECK_RUNNER_ADMIN,
         default: Some("none"),
-        doc: "`transaction` when DATABASE_URL goes through a transaction-mode pooler that does not keep prepared statements (PgBouncer before 1.21): no statement outlives its transaction. `none`: direct, session mode, or a pooler with prepared-statement support.",
+        doc: "What DATABASE_URL goes through. `transaction`: a transaction-mode pooler that does not keep prepared statements (PgBouncer before 1.21) — no statement outlives its transaction; `transaction-prepared`: one that does (PgBouncer >= 1.21 with max_prepared_statements). Both refuse LISTEN through the pooler (set MOAT_LISTEN_DATABASE_URL or MOAT_LISTEN=off). `none`: direct or session mode.",
     },
     EnvVar {
         name: "MOAT_LISTEN_DATABASE_URL",

@@ -19,8 +19,10 @@ pub async fn verify(settings: &DatabaseSettings, environment: Environment) -> Ve
         Err(e) => return vec![unreachable(settings, &e.to_string())],
     };
     // One read-only transaction: behind a transaction-mode pooler every
-    // statement of the checks then runs on the same server connection.
-    let result = match client.batch_execute("BEGIN READ ONLY").await {
+    // statement of the checks then runs on the same server connection, and
+    // `DEALLOCATE ALL` first removes statements another process left on it
+    // (their names, `s0`, `s1`, …, would collide with this process's).
+    let result = match client.batch_execute("BEGIN READ ONLY; DEALLOCATE ALL").await {
         Ok(()) => checks(&client, environment).await,
         Err(e) => Err(e),
     };

@@ -146,6 +146,21 @@ pub enum ConnectError {
     Postgres(tokio_postgres::Error),
 }
 
+/// Warns (once, at startup) for each connection string that lets the
+/// connection fall back to plain text over a network.
+pub fn warn_if_plaintext(database: &DatabaseSettings, listen: &crate::config::database::Listen) {
+    let mut urls = vec![("DATABASE_URL", database)];
+    if listen.separate {
+        urls.push(("MOAT_LISTEN_DATABASE_URL", &listen.database));
+    }
+    for (name, settings) in urls.into_iter().filter(|(_, s)| s.may_be_plaintext_over_network()) {
+        tracing::warn!(
+            database = %settings.describe(),
+            "{name} lets the database connection fall back to plain text over the network; add sslmode=verify-full (docs/deployment.md)"
+        );
+    }
+}
+
 /// A database error for operators: the server's message and SQLSTATE, or the
 /// client-side cause chain (tokio-postgres' own `Display` says only "db error").
 pub fn describe_error(e: &tokio_postgres::Error) -> String {

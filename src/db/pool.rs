@@ -18,7 +18,13 @@
 //!   the cached broker read, …) use [`Client::query_typed`]: in pooler mode
 //!   PostgreSQL's unnamed statement, parsed and executed in one round trip.
 //!
-//! Without a pooler, statements stay cached per connection as before.
+//! Without a pooler (or with one that keeps prepared statements itself),
+//! statements stay cached per connection.
+//!
+//! Latent limit: tokio-postgres looks up non-built-in types (enums, domains)
+//! with statements it keeps on the client, outside this cache. Moat's schema
+//! uses built-in types only (a test checks the migrations); a custom type
+//! would need those lookups disabled or pre-seeded before pooler mode works.
 
 use deadpool_postgres::{Object, PoolError, Status, Transaction};
 use prometheus_client::metrics::histogram::Histogram;
@@ -28,12 +34,15 @@ use tokio_postgres::{Row, Statement};
 /// What sits between Moat and PostgreSQL on `DATABASE_URL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Pooler {
-    /// A direct connection, or a pooler that keeps prepared statements
-    /// (session mode, or PgBouncer ≥ 1.21 with `max_prepared_statements`).
+    /// A direct connection, or a session-mode pooler.
     #[default]
     None,
     /// A transaction-mode pooler without prepared-statement support.
     Transaction,
+    /// A transaction-mode pooler that keeps prepared statements itself
+    /// (PgBouncer ≥ 1.21 with `max_prepared_statements`): statements stay
+    /// cached, but LISTEN still needs a direct connection.
+    TransactionPrepared,
 }
 
 impl Pooler {
@@ -41,7 +50,13 @@ impl Pooler {
         match self {
             Self::None => "none",
             Self::Transaction => "transaction",
+            Self::TransactionPrepared => "transaction-prepared",
         }
+    }
+
+    /// Whether consecutive transactions may run on different server connections.
+    pub fn per_transaction(self) -> bool {
+        matches!(self, Self::Transaction | Self::TransactionPrepared)
     }
 }
 
@@ -115,7 +130,9 @@ impl Client {
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
         match self.pooler {
-            Pooler::None => self.inner.query(&self.prepare_typed(sql, params).await?, &values(params)).await,
+            Pooler::None | Pooler::TransactionPrepared => {
+                self.inner.query(&self.prepare_typed(sql, params).await?, &values(params)).await
+            }
             Pooler::Transaction => self.inner.query_typed(sql, params).await,
         }
     }
@@ -127,7 +144,9 @@ impl Client {
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Row, tokio_postgres::Error> {
         match self.pooler {
-            Pooler::None => self.inner.query_one(&self.prepare_typed(sql, params).await?, &values(params)).await,
+            Pooler::None | Pooler::TransactionPrepared => {
+                self.inner.query_one(&self.prepare_typed(sql, params).await?, &values(params)).await
+            }
             Pooler::Transaction => self.inner.query_typed_one(sql, params).await,
         }
     }

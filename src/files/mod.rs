@@ -273,7 +273,7 @@ async fn get(
 /// `GET /v1/files/{id}/content`: always an attachment, never rendered.
 /// The file's bytes, as an attachment (`nosniff`; only inert types keep their content type).
 #[utoipa::path(get, path = "/v1/files/{id}/content", tag = "files", params(("id" = Uuid, Path, description = "File id")),
-    responses((status = 200, description = "The bytes", content_type = "application/octet-stream")))]
+    responses((status = 200, description = "The bytes: `application/octet-stream`, or the stored type when it is inert (plain text, CSV, JSON, PDF, ZIP, PNG, JPEG, GIF, WebP)", content_type = "*/*")))]
 async fn content(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, FileError> {
     let view = find(&state, &caller, parse_id(&id)?).await?;
     let file = state.disk.open(caller.org, view.id).await?;

@@ -58,6 +58,8 @@ pub struct PageQuery {
 #[openapi(
     info(
         title = "Moat API",
+        // The API's version, not the build's (which stays behind metrics:read).
+        version = "1",
         description = "The secure backbone of an AI-agent platform. Every operation lists the scope its bearer token needs; see docs/api.md."
     ),
     components(schemas(ErrorBody, ErrorDetail))

@@ -87,7 +87,8 @@ pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> an
     let pool = pool.with_wait_histogram(metrics.pool_wait_histogram());
     // Heartbeats get connections of their own: busy writers must not starve the
     // lease renewals of healthy runs.
-    let heartbeat_pool = config.database.pool(4).map_err(anyhow::Error::msg)?;
+    let heartbeat_pool =
+        config.database.pool(4).map_err(anyhow::Error::msg)?.with_wait_histogram(metrics.pool_wait_histogram());
     let id = format!("runner-{}", Uuid::new_v4());
     let tokens = match &config.agent_tokens {
         None => None,
@@ -182,7 +183,7 @@ async fn claim(shared: &Arc<Shared>, max: usize) -> anyhow::Result<usize> {
     let lease = shared.config.lease.as_secs_f64();
     let rows = tx.query(&statement, &[&shared.id, &i32::try_from(max).unwrap_or(100), &lease]).await?;
     tx.commit().await?;
-    let claim_duration = started.elapsed();
+    shared.metrics.claimed(started.elapsed(), rows.len());
     let claimed = !rows.is_empty();
     for row in &rows {
         let run = context::RunRef {
@@ -199,7 +200,6 @@ async fn claim(shared: &Arc<Shared>, max: usize) -> anyhow::Result<usize> {
             active.insert(run.run, Handle { org: run.org, cancel: cancel.clone(), answers: answers_tx });
             shared.metrics.active_runs(active.len());
         }
-        shared.metrics.run_claimed(claim_duration);
         tracing::info!(run = %run.run, attempt = row.get::<_, i32>("attempt"), "claimed run");
         tokio::spawn(execute::execute(shared.clone(), claim, answers_rx, cancel));
     }
@@ -352,6 +352,8 @@ pub async fn main(vars: &crate::config::Vars) -> std::process::ExitCode {
         }
     };
     let mut problems = crate::db::checks::verify(&config.database, config.environment).await;
+    problems.extend(crate::config::database::listen_problem(&config.listen).await);
+    crate::db::warn_if_plaintext(&config.database, &config.listen);
     if problems.is_empty()
         && let Err(problem) = runner_role(&config).await
     {
@@ -383,8 +385,9 @@ async fn runner_role(config: &RunnerConfig) -> Result<(), crate::check::Problem>
         .fix("GRANT moat_runner TO <the runner's login role>;   -- as the owner or an administrator")
     };
     let client = config.database.connect().await.map_err(|e| problem(format!("cannot connect: {e}")))?;
+    // An unnamed statement: safe through a transaction pooler (one round trip, nothing left behind).
     let row = client
-        .query_one(
+        .query_typed_one(
             "SELECT current_user::text AS name, pg_has_role(current_user, 'moat_runner', 'USAGE') AS member",
             &[],
         )

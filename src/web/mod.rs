@@ -50,7 +50,7 @@ async fn index(headers: HeaderMap) -> Response {
 
 /// One of the web app's scripts or its stylesheet.
 #[utoipa::path(get, path = "/assets/{name}", tag = "web", params(("name" = String, Path, description = "e.g. `app.js`")), responses(
-    (status = 200, description = "The asset", content_type = "text/javascript"),
+    (status = 200, description = "The asset", content((String = "text/javascript"), (String = "text/css"))),
     (status = 304, description = "Unchanged (`If-None-Match`)"),
 ))]
 async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {

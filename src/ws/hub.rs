@@ -104,6 +104,13 @@ impl Hub {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn wake_all(&self) {
+        let conversations: Vec<Uuid> = self.state().topics.keys().copied().collect();
+        for conversation in conversations {
+            self.wake(conversation);
+        }
+    }
+
     /// Poll-only mode: every live conversation is read every [`POLL_ONLY`].
     async fn poll(self, stop: CancellationToken) {
         let mut tick = tokio::time::interval(POLL_ONLY);
@@ -112,12 +119,7 @@ impl Hub {
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = prune.tick() => self.prune(),
-                _ = tick.tick() => {
-                    let conversations: Vec<Uuid> = self.state().topics.keys().copied().collect();
-                    for conversation in conversations {
-                        self.wake(conversation);
-                    }
-                }
+                _ = tick.tick() => self.wake_all(),
             }
         }
     }
@@ -255,10 +257,7 @@ impl Hub {
                 Ok(listener) => {
                     backoff = Duration::from_millis(200);
                     // Anything committed while the connection was down.
-                    let conversations: Vec<Uuid> = self.state().topics.keys().copied().collect();
-                    for conversation in conversations {
-                        self.wake(conversation);
-                    }
+                    self.wake_all();
                     let mut closed = listener.closed;
                     let mut prune = tokio::time::interval(Duration::from_secs(30));
                     loop {
@@ -280,9 +279,14 @@ impl Hub {
                 }
                 Err(e) => tracing::warn!(error = %e, "event LISTEN connection failed; retrying"),
             }
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
+            // While LISTEN is down, live conversations are polled: events keep flowing, only later.
+            let retry = tokio::time::Instant::now() + backoff;
+            while tokio::time::Instant::now() < retry {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(POLL_ONLY.min(retry - tokio::time::Instant::now())) => {}
+                }
+                self.wake_all();
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }

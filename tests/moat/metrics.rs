@@ -57,6 +57,24 @@ async fn scrape(url: &str) -> String {
     response.text().await.unwrap()
 }
 
+/// Scrapes until every `(series, value)` holds (counters are recorded just
+/// after the commits a test can observe), for at most 10 s.
+async fn scrape_until(url: &str, wanted: &[(&str, f64)]) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = scrape(url).await;
+        let holds = |(series, value): &(&str, f64)| {
+            text.lines()
+                .any(|line| line.strip_prefix(series).and_then(|r| r.strip_prefix(' ')) == Some(&value.to_string()))
+        };
+        if wanted.iter().all(holds) {
+            return text;
+        }
+        assert!(std::time::Instant::now() < deadline, "never reached {wanted:?}:\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The value of a sample line `name{labels} value` (or `name value`).
 pub(crate) fn sample(text: &str, series: &str) -> f64 {
     text.lines()
@@ -110,8 +128,8 @@ async fn runner_and_serve_metrics_on_a_loopback_listener() {
     let long =
         start(long, serde_json::json!({"steps": 10000, "delay_ms": 20})).await["id"].as_str().unwrap().to_owned();
     wait_run_status(&http, &serving.url(""), &token, &long, "running").await;
-    let during = scrape(&format!("http://127.0.0.1:{runner_port}/metrics")).await;
-    assert_eq!(sample(&during, "moat_runner_active_runs"), 1.0);
+    let wanted = [("moat_runner_active_runs", 1.0), ("moat_runner_queue_wait_seconds_count", 2.0)];
+    let during = scrape_until(&format!("http://127.0.0.1:{runner_port}/metrics"), &wanted).await;
     post_json(&http, &serving.url(&format!("/v1/runs/{long}/cancel")), Some(&token), serde_json::json!({})).await;
     wait_run_status(&http, &serving.url(""), &token, &long, "cancelled").await;
     // A queued run nobody claims shows as queue depth: stop the runner first.
@@ -164,8 +182,8 @@ async fn a_cancel_is_counted_with_its_latency() {
     wait_run_status(&http, &serving.url(""), &token, run, "running").await;
     post_json(&http, &serving.url(&format!("/v1/runs/{run}/cancel")), Some(&token), serde_json::json!({})).await;
     wait_run_status(&http, &serving.url(""), &token, run, "cancelled").await;
-    let text = scrape(&format!("http://127.0.0.1:{runner_port}/metrics")).await;
-    assert_eq!(sample(&text, r#"moat_runner_commands_applied_total{kind="cancel"}"#), 1.0, "{text}");
+    let wanted = [(r#"moat_runner_commands_applied_total{kind="cancel"}"#, 1.0), ("moat_runner_active_runs", 0.0)];
+    let text = scrape_until(&format!("http://127.0.0.1:{runner_port}/metrics"), &wanted).await;
     let latency = sample(&text, r#"moat_runner_command_latency_seconds_sum{kind="cancel"}"#);
     assert!(latency > 0.0 && latency < 5.0, "{latency}");
     assert_eq!(sample(&text, "moat_runner_active_runs"), 0.0);

@@ -115,7 +115,10 @@ async fn schemathesis_finds_only_documented_behaviour() {
     )
     .await;
     let max_examples = std::env::var("MOAT_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "25".into());
+    // Its cache and reports go to a temporary directory, not the repository.
+    let scratch = tempfile::tempdir().unwrap();
     let output = tokio::process::Command::new(&executable)
+        .current_dir(scratch.path())
         .arg("run")
         .arg(serving.url("/v1/openapi.json"))
         .args(["--header", &format!("Authorization: Bearer {token}")])
