@@ -85,26 +85,8 @@ async fn fifty_callers_on_two_processes_cause_exactly_one_refresh() {
     let http = reqwest::Client::new();
     let admin = admin_in(&db).await;
     let token = login_at(&http, &a.url(""), admin.email, &admin.password).await;
-    let seed = provider.issue_refresh_token();
-    let import =
-        json!({"provider": "fake", "account": "cal", "access_token": "stale", "refresh_token": seed, "expires_in": 0});
-    let created = post_json(&http, &a.url("/v1/integrations"), Some(&token), import).await;
-    let id = created["id"].as_str().unwrap().to_owned();
-
-    let bases = [a.url(""), b.url("")];
-    let calls = (0..50).map(|i| broker(&http, &bases[i % 2], &token, &id));
-    let responses = futures_util::future::join_all(calls).await;
-    let mut tokens = Vec::new();
-    for response in responses {
-        assert_eq!(response.status(), 200, "{:?}", response.text().await);
-        let body: Value = response.json().await.unwrap();
-        tokens.push(body["access_token"].as_str().unwrap().to_owned());
-    }
-    tokens.dedup();
-    assert_eq!(provider.refreshes(), 1, "the provider must see exactly one refresh");
-    assert_eq!(provider.refresh_attempts(), 1);
-    assert_eq!(tokens.len(), 1, "all 50 callers must receive the same new access token");
-    assert!(tokens[0].starts_with("at-"), "{}", tokens[0]);
+    let refreshed = fifty_callers_one_refresh(&http, [a.url(""), b.url("")], &token, &provider).await;
+    let (id, tokens, seed) = (refreshed.id, [refreshed.access_token], refreshed.seed);
     let view: Value = http
         .get(a.url(&format!("/v1/integrations/{id}")))
         .bearer_auth(&token)
@@ -121,6 +103,42 @@ async fn fifty_callers_on_two_processes_cause_exactly_one_refresh() {
         assert!(!log.contains(&tokens[0]) && !log.contains(&seed), "a token reached the log");
         assert!(!log.contains(&kid), "the encryption key id reached the log");
     }
+}
+
+/// What [`fifty_callers_one_refresh`] leaves behind.
+pub(crate) struct Refreshed {
+    pub id: String,
+    pub access_token: String,
+    pub seed: String,
+}
+
+/// Imports one expired integration on `bases[0]`, then 50 concurrent broker
+/// calls alternate between the two instances: exactly one refresh at the
+/// provider, and every caller gets the same new token.
+pub(crate) async fn fifty_callers_one_refresh(
+    http: &reqwest::Client,
+    bases: [String; 2],
+    token: &str,
+    provider: &FakeProvider,
+) -> Refreshed {
+    let seed = provider.issue_refresh_token();
+    let import =
+        json!({"provider": "fake", "account": "cal", "access_token": "stale", "refresh_token": seed, "expires_in": 0});
+    let created = post_json(http, &format!("{}/v1/integrations", bases[0]), Some(token), import).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let calls = (0..50).map(|i| broker(http, &bases[i % 2], token, &id));
+    let mut tokens = Vec::new();
+    for response in futures_util::future::join_all(calls).await {
+        assert_eq!(response.status(), 200, "{:?}", response.text().await);
+        let body: Value = response.json().await.unwrap();
+        tokens.push(body["access_token"].as_str().unwrap().to_owned());
+    }
+    tokens.dedup();
+    assert_eq!(provider.refreshes(), 1, "the provider must see exactly one refresh");
+    assert_eq!(provider.refresh_attempts(), 1);
+    assert_eq!(tokens.len(), 1, "all 50 callers must receive the same new access token");
+    assert!(tokens[0].starts_with("at-"), "{}", tokens[0]);
+    Refreshed { id, access_token: tokens.remove(0), seed }
 }
 
 /// Without the PostgreSQL lock (a test-only seam no environment variable

@@ -47,6 +47,15 @@ async fn metrics_are_scoped_labelled_by_route_template_and_show_no_dev_bypass_in
     }
 }
 
+/// A runner environment whose metrics listen on a free loopback port.
+fn runner_env_with_metrics(db: &crate::harness::TestDb) -> (u16, crate::harness::Env) {
+    let port = free_loopback_port();
+    let env = crate::harness::Env::default()
+        .set("DATABASE_URL", &db.url(crate::harness::Role::Runner))
+        .set("MOAT_METRICS_BIND", &format!("127.0.0.1:{port}"));
+    (port, env)
+}
+
 fn free_loopback_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -90,15 +99,12 @@ pub(crate) fn sample(text: &str, series: &str) -> f64 {
 #[tokio::test]
 async fn runner_and_serve_metrics_on_a_loopback_listener() {
     use crate::harness::http::{admin_in, login_at, post_json, wait_run_status};
-    use crate::harness::{Env, Role as DbRole, TestDb};
+    use crate::harness::{Env, TestDb};
     let db = TestDb::migrated().await;
     let serve_port = free_loopback_port();
     let env = Env::production(&db).set("MOAT_METRICS_BIND", &format!("127.0.0.1:{serve_port}"));
     let serving = crate::harness::serve(&env).await;
-    let runner_port = free_loopback_port();
-    let runner_env = Env::default()
-        .set("DATABASE_URL", &db.url(DbRole::Runner))
-        .set("MOAT_METRICS_BIND", &format!("127.0.0.1:{runner_port}"));
+    let (runner_port, runner_env) = runner_env_with_metrics(&db);
     let runner = crate::harness::runner(&runner_env).await;
     let http = reqwest::Client::new();
     let admin = admin_in(&db).await;
@@ -162,13 +168,10 @@ async fn runner_and_serve_metrics_on_a_loopback_listener() {
 #[tokio::test]
 async fn a_cancel_is_counted_with_its_latency() {
     use crate::harness::http::{admin_in, login_at, post_json, wait_run_status};
-    use crate::harness::{Env, Role as DbRole, TestDb};
+    use crate::harness::{Env, TestDb};
     let db = TestDb::migrated().await;
     let serving = crate::harness::serve(&Env::production(&db)).await;
-    let runner_port = free_loopback_port();
-    let runner_env = Env::default()
-        .set("DATABASE_URL", &db.url(DbRole::Runner))
-        .set("MOAT_METRICS_BIND", &format!("127.0.0.1:{runner_port}"));
+    let (runner_port, runner_env) = runner_env_with_metrics(&db);
     let _runner = crate::harness::runner(&runner_env).await;
     let http = reqwest::Client::new();
     let admin = admin_in(&db).await;

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use futures_util::SinkExt as _;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::http::{admin_in, get_json, login_at, post_json, wait_run_status};
@@ -69,24 +69,7 @@ async fn scenario(listen: Listen) {
     let token = login_at(&http, &a.url(""), admin.email, &admin.password).await;
 
     // The broker: 50 callers on two processes, one expired integration → one refresh.
-    let seed = provider.issue_refresh_token();
-    let import =
-        json!({"provider": "fake", "account": "cal", "access_token": "stale", "refresh_token": seed, "expires_in": 0});
-    let id =
-        post_json(&http, &a.url("/v1/integrations"), Some(&token), import).await["id"].as_str().unwrap().to_owned();
-    let bases = [a.url(""), b.url("")];
-    let calls = (0..50).map(|i| {
-        let request = http.post(format!("{}/v1/integrations/{id}/access-token", bases[i % 2])).bearer_auth(&token);
-        async move { request.send().await.unwrap() }
-    });
-    let mut tokens = Vec::new();
-    for response in futures_util::future::join_all(calls).await {
-        assert_eq!(response.status(), 200, "{:?}", response.text().await);
-        tokens.push(response.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned());
-    }
-    tokens.dedup();
-    assert_eq!(provider.refreshes(), 1, "exactly one refresh through the pooler");
-    assert_eq!(tokens.len(), 1, "every caller gets the one new token");
+    crate::integrations::fifty_callers_one_refresh(&http, [a.url(""), b.url("")], &token, &provider).await;
 
     // A run watched on `b` and cancelled over a WebSocket on `a`.
     let conv = post_json(&http, &a.url("/v1/conversations"), Some(&token), json!({"title": "t", "agent": "demo"}))
