@@ -52,6 +52,8 @@ pub struct Cluster {
     template: String,
     /// Local clusters also listen on 127.0.0.1 with TLS (external servers: unknown).
     tls: Option<DbTls>,
+    /// A local cluster's directory (its supervisor watches `down` in it).
+    dir: Option<PathBuf>,
 }
 
 /// The local cluster's TLS: a server certificate for `localhost` only, signed by
@@ -136,6 +138,7 @@ impl Cluster {
             role_password: Some(moat::config::keys::generate_encryption().replace(['+', '/', '='], "x")),
             template: format!("{TEMPLATE_PREFIX}{}_{}", now_secs(), unique()),
             tls: None,
+            dir: None,
         }
     }
 
@@ -171,12 +174,20 @@ impl Cluster {
         for setting in settings.split_whitespace() {
             argv.extend(["-c".into(), setting.to_owned()]);
         }
+        // While "$dir/down" exists the server is stopped (fast shutdown) and
+        // not restarted: that is how fault tests restart PostgreSQL.
         let script = r#"
             parent=$1; dir=$2; shift 2
-            "$@" >"$dir/postgres.log" 2>&1 &
-            pg=$!
-            while kill -0 "$parent" 2>/dev/null && kill -0 "$pg" 2>/dev/null; do sleep 0.2; done
-            kill -INT "$pg" 2>/dev/null; wait "$pg"; rm -rf "$dir"
+            while kill -0 "$parent" 2>/dev/null; do
+                if [ -e "$dir/down" ]; then sleep 0.05; continue; fi
+                "$@" >>"$dir/postgres.log" 2>&1 &
+                pg=$!
+                while kill -0 "$parent" 2>/dev/null && kill -0 "$pg" 2>/dev/null && [ ! -e "$dir/down" ]; do
+                    sleep 0.05
+                done
+                kill -INT "$pg" 2>/dev/null; wait "$pg"
+            done
+            rm -rf "$dir"
         "#;
         // Deliberately never waited for: it must outlive this process to clean up.
         #[allow(clippy::zombie_processes)]
@@ -200,6 +211,40 @@ impl Cluster {
             role_password: None,
             template: "moat_template".into(),
             tls: Some(tls),
+            dir: Some(dir),
+        }
+    }
+
+    /// A cluster of the calling test's own (always local, never shared), for
+    /// tests that stop and restart PostgreSQL. It lives until the process exits.
+    pub fn private() -> &'static Cluster {
+        let started = std::thread::spawn(|| {
+            let mut cluster = Self::local();
+            tokio::runtime::Runtime::new().expect("runtime").block_on(cluster.prepare());
+            cluster
+        });
+        Box::leak(Box::new(started.join().expect("a private PostgreSQL")))
+    }
+
+    /// Stops the server (fast shutdown: sessions are cut) until [`Cluster::start_server`].
+    pub async fn stop_server(&self) {
+        let dir = self.dir.as_ref().expect("only a local cluster can be stopped");
+        std::fs::write(dir.join("down"), b"").expect("write the down file");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.connect_as(Role::Superuser, "postgres").await.is_ok() {
+            assert!(Instant::now() < deadline, "PostgreSQL did not stop");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts the server again and waits until it accepts connections.
+    pub async fn start_server(&self) {
+        let dir = self.dir.as_ref().expect("only a local cluster can be started");
+        std::fs::remove_file(dir.join("down")).expect("remove the down file");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.connect_as(Role::Superuser, "postgres").await.is_err() {
+            assert!(Instant::now() < deadline, "PostgreSQL did not start again");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -307,13 +352,22 @@ impl TestDb {
         Self::create("migrated").await
     }
 
+    /// As [`TestDb::migrated`], on `cluster` (e.g. a [`Cluster::private`] one).
+    pub async fn migrated_in(cluster: &'static Cluster) -> Self {
+        Self::create_in(cluster, "migrated").await
+    }
+
+
     /// A fresh database with nothing in it (owned by the owner role).
     pub async fn empty() -> Self {
         Self::create("empty").await
     }
 
     async fn create(kind: &str) -> Self {
-        let cluster = cluster();
+        Self::create_in(cluster(), kind).await
+    }
+
+    async fn create_in(cluster: &'static Cluster, kind: &str) -> Self {
         let name = format!("moat_test_{}_{}", std::process::id(), unique());
         let admin = cluster.admin().await;
         let sql = match kind {
