@@ -29,6 +29,10 @@ pub enum AuthError {
 
 impl From<tokio_postgres::Error> for AuthError {
     fn from(e: tokio_postgres::Error) -> Self {
+        if crate::db::connection_lost(&e) {
+            tracing::warn!(error = %crate::db::describe_error(&e), "the database connection was lost");
+            return Self::Unavailable;
+        }
         Self::Internal(anyhow::Error::msg(crate::db::describe_error(&e)))
     }
 }

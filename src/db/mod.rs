@@ -161,6 +161,20 @@ pub fn warn_if_plaintext(database: &DatabaseSettings, listen: &crate::config::da
     }
 }
 
+/// Whether `e` means the connection to PostgreSQL was lost or refused (a
+/// restart, a failover, a network cut): answered 503 `unavailable` and
+/// retried by clients, not a 500.
+pub fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    e.code().is_some_and(|code| {
+        let code = code.code();
+        // Class 08: connection exception; 57P01-03: shutdown, crash, not accepting yet.
+        code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+    }) || (e.as_db_error().is_none() && std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()))
+}
+
 /// A database error for operators: the server's message and SQLSTATE, or the
 /// client-side cause chain (tokio-postgres' own `Display` says only "db error").
 pub fn describe_error(e: &tokio_postgres::Error) -> String {

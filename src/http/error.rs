@@ -145,6 +145,10 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
 
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
+        if crate::db::connection_lost(&e) {
+            tracing::warn!(error = %crate::db::describe_error(&e), "the database connection was lost");
+            return Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is temporarily unavailable");
+        }
         Self::internal(&std::io::Error::other(crate::db::describe_error(&e)))
     }
 }

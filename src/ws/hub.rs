@@ -255,6 +255,7 @@ impl Hub {
             let (tx, mut rx) = mpsc::unbounded_channel::<Notification>();
             match listen::listen(&settings, &[CHANNEL_EVENTS], tx).await {
                 Ok(listener) => {
+                    tracing::info!("event LISTEN connection up");
                     backoff = Duration::from_millis(200);
                     // Anything committed while the connection was down.
                     self.wake_all();

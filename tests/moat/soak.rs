@@ -52,8 +52,9 @@ struct Client {
 
 impl Client {
     /// Sends to instance `i`, then alternates instances on connection errors and
-    /// 5xx answers (an instance restarting, PostgreSQL restarting) until `PATIENCE`.
-    /// Returns the first answer that is not one of those.
+    /// 503s (an instance restarting, PostgreSQL restarting) until `PATIENCE`.
+    /// Returns the first other answer; a 500 is a failure of the test (and
+    /// broker answers are all returned, to be counted).
     async fn send(&self, i: usize, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
         let deadline = Instant::now() + PATIENCE;
         let mut attempt = 0;
@@ -64,9 +65,11 @@ impl Client {
                 request = request.json(body);
             }
             match request.send().await {
-                Ok(response) if !response.status().is_server_error() || path.ends_with("/access-token") => {
+                Ok(response) if response.status() != 503 || path.ends_with("/access-token") => {
                     let status = response.status().as_u16();
-                    return (status, response.json().await.unwrap_or(Value::Null));
+                    let body = response.json().await.unwrap_or(Value::Null);
+                    assert_ne!(status, 500, "{method} {path}: {body}");
+                    return (status, body);
                 }
                 _ => {}
             }
@@ -230,7 +233,7 @@ async fn broker_calls(
     client: Arc<Client>,
     ids: Arc<RwLock<Vec<String>>>,
     stop: watch::Receiver<bool>,
-) -> HashMap<u16, usize> {
+) -> HashMap<String, usize> {
     let mut answers = HashMap::new();
     let mut n = 0;
     while !*stop.borrow() {
@@ -238,11 +241,19 @@ async fn broker_calls(
             let ids = ids.read().unwrap();
             ids[n % ids.len()].clone()
         };
-        let (status, _) = client.post(n, &format!("/v1/integrations/{id}/access-token"), json!({})).await;
-        *answers.entry(status).or_default() += 1;
+        let (status, body) = client.post(n, &format!("/v1/integrations/{id}/access-token"), json!({})).await;
+        let code = body["error"]["code"].as_str().unwrap_or("ok");
+        *answers.entry(format!("{status} {code}")).or_default() += 1;
         n += 1;
     }
     answers
+}
+
+/// A process's resident memory in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 fn free_port() -> u16 {
@@ -321,6 +332,8 @@ async fn soak(faults: bool) {
     let ids = Arc::new(RwLock::new(import_expired(&client, &provider, "soak", INTEGRATIONS).await));
     let mut expired = INTEGRATIONS;
 
+    // The steady instance (never restarted): its memory before any socket, for the end.
+    let baseline_kib = rss_kib(serves[1].pid());
     // Watchers: organization members, 20 sockets each (under the per-user cap).
     let (targets, targets_rx) = watch::channel::<Targets>(None);
     let mut watchers = Vec::new();
@@ -446,7 +459,24 @@ async fn soak(faults: bool) {
     }
     if faults {
         assert!(reconnects >= clients / 2, "the serve restart should have made sockets reconnect ({reconnects})");
+        // LISTEN came back after the PostgreSQL restart on the processes that lived through it.
+        let ups = serves[1].output().matches("event LISTEN connection up").count();
+        assert!(ups >= 2, "the hub's LISTEN was not re-established ({ups}):\n{}", serves[1].output());
+        let ups = runners[1].0.output().matches("LISTEN connection up").count();
+        assert!(ups >= 2, "the runner's LISTEN was not re-established ({ups})");
     }
+    // Every socket is closed now: the steady instance's memory goes back near its baseline.
+    let settled = Instant::now();
+    let limit = baseline_kib + baseline_kib / 2 + 16 * 1024;
+    while rss_kib(serves[1].pid()) > limit {
+        assert!(
+            settled.elapsed() < Duration::from_secs(10),
+            "memory stayed at {} KiB (baseline {baseline_kib} KiB)",
+            rss_kib(serves[1].pid())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after_kib = rss_kib(serves[1].pid());
     // Exactly one refresh per expired integration, whatever happened meanwhile.
     assert_eq!(provider.refreshes(), u64::try_from(expired).unwrap());
 
@@ -466,7 +496,7 @@ async fn soak(faults: bool) {
         assert!(!log.contains("panicked"), "{log}");
     }
     eprintln!(
-        "soak{}: {seconds} s, {clients} sockets ({reconnects} reconnects), {runs} runs ({lost} runner_lost), broker answers {answers:?}",
+        "soak{}: {seconds} s, {clients} sockets ({reconnects} reconnects), {runs} runs ({lost} runner_lost), broker answers {answers:?}, steady serve RSS {baseline_kib} KiB before the sockets, {after_kib} KiB after",
         if faults { " with faults" } else { "" }
     );
 }

@@ -357,7 +357,6 @@ impl TestDb {
         Self::create_in(cluster, "migrated").await
     }
 
-
     /// A fresh database with nothing in it (owned by the owner role).
     pub async fn empty() -> Self {
         Self::create("empty").await
