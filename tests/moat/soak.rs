@@ -430,7 +430,7 @@ async fn soak(faults: bool) {
         assert_eq!(view["error_code"], "runner_lost", "{view}");
     }
     if faults {
-        assert!(lost >= 1 && lost <= 32, "the killed runner held {lost} runs");
+        assert!((1..=32).contains(&lost), "the killed runner held {lost} runs");
     } else {
         assert_eq!(lost, 0);
     }
