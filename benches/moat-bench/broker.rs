@@ -10,11 +10,6 @@
 //! Figures are ratios against baselines measured in the same run; see
 //! docs/performance.md.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code, unused_imports)]
-
-#[path = "../tests/moat/harness/mod.rs"]
-mod harness;
-
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -23,8 +18,9 @@ use moat::auth::{Access, Role};
 use moat::http::Routes;
 use serde_json::{Value, json};
 
-use harness::provider::{CLIENT_SECRET, FakeProvider};
-use harness::{Env, Options, TestApp, TestDb, spawn_app};
+use crate::harness::provider::{CLIENT_SECRET, FakeProvider};
+use crate::harness::{Env, Options, TestApp, TestDb, spawn_app};
+use crate::stats::{ms, percentile};
 
 const SAMPLES: usize = 5000;
 const WARMUP: usize = 300;
@@ -35,15 +31,6 @@ async fn select_one(State(state): State<AppState>, _caller: moat::auth::Caller) 
     // The same protocol as the broker's fast path: one unnamed statement, one round trip.
     client.query_typed_one("SELECT 1", &[]).await.unwrap();
     "1"
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
 async fn app(provider: &FakeProvider, dir: &tempfile::TempDir) -> TestApp {
@@ -165,17 +152,19 @@ async fn mass_expiry() {
     println!("| {} | {} | {:.0} |", provider.refreshes(), ms(elapsed), 1000.0 / elapsed.as_secs_f64());
 }
 
-fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    runtime.block_on(async {
+pub async fn run(report: &mut crate::report::Report) {
+    let _ = &report;
+    {
         println!("# Credential broker benchmark");
         cached_versus_select_one().await;
         println!("\n## 2. 100 concurrent callers on one expired integration\n");
-        println!("| provider latency | refreshes at the provider | p50 per caller | until all hold a token | provider latency alone |");
+        println!(
+            "| provider latency | refreshes at the provider | p50 per caller | until all hold a token | provider latency alone |"
+        );
         println!("|---|---|---|---|---|");
         for latency in [0, 50, 200] {
             stampede(latency).await;
         }
         mass_expiry().await;
-    });
+    }
 }

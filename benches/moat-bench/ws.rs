@@ -9,11 +9,6 @@
 //!    conversations, and messages/s with 100 subscribers on one conversation,
 //!    each with p99 lag from the runner's commit (the event's `at`) to receipt.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code, unused_imports)]
-
-#[path = "../tests/moat/harness/mod.rs"]
-mod harness;
-
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message as ServerMessage, WebSocketUpgrade};
@@ -25,18 +20,11 @@ use time::OffsetDateTime;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-use harness::http::{admin_in, login_at, post_json};
-use harness::{Env, Options, Role as DbRole, TestDb, spawn_app};
+use crate::harness::http::{admin_in, login_at, post_json};
+use crate::harness::{Env, Options, Role as DbRole, TestDb, spawn_app};
+use crate::stats::{ms, percentile};
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
 
 async fn bare(ws: WebSocketUpgrade) -> axum::response::Response {
     ws.on_upgrade(|mut socket| async move {
@@ -129,7 +117,7 @@ fn rss_kib(pid: i32) -> u64 {
 async fn memory_per_connection() {
     let db = TestDb::migrated().await;
     let env = Env::production(&db);
-    let serving = harness::serve(&env).await;
+    let serving = crate::harness::serve(&env).await;
     let admin = admin_in(&db).await;
     let http = reqwest::Client::new();
     let token = login_at(&http, &serving.url(""), admin.email, &admin.password).await;
@@ -219,12 +207,12 @@ struct Load {
 async fn fan_out(conversations: usize, subscribers_each: usize, load: Load) -> (f64, Duration, usize) {
     let db = TestDb::migrated().await;
     let env = Env::production(&db);
-    let serving = harness::serve(&env).await;
+    let serving = crate::harness::serve(&env).await;
     let runner_env = Env::default()
         .set("DATABASE_URL", &db.url(DbRole::Runner))
         .set("MOAT_RUNNER_CONCURRENCY", "128")
         .set("MOAT_RUN_MAX_EVENTS", "1000000");
-    let runner = harness::runner(&runner_env).await;
+    let runner = crate::harness::runner(&runner_env).await;
     let admin = admin_in(&db).await;
     let http = reqwest::Client::new();
     let token = login_at(&http, &serving.url(""), admin.email, &admin.password).await;
@@ -309,9 +297,9 @@ async fn fan_out(conversations: usize, subscribers_each: usize, load: Load) -> (
     (delivered as f64 / elapsed.as_secs_f64(), percentile(&lags, 0.99), delivered)
 }
 
-fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    runtime.block_on(async {
+pub async fn run(report: &mut crate::report::Report) {
+    let _ = &report;
+    {
         println!("# WebSocket edge benchmark");
         if std::env::var("BENCH_ONLY").as_deref() != Ok("fanout") {
             connect_latency().await;
@@ -347,5 +335,5 @@ fn main() {
                 println!("| {name} | {load} | {n} | {rate:.0} | {} |", ms(p99));
             }
         }
-    });
+    }
 }

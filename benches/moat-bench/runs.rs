@@ -10,11 +10,6 @@
 //! 3. Claim throughput (runs claimed and finished per second) — baseline: the
 //!    same bare INSERT loop.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code, unused_imports)]
-
-#[path = "../tests/moat/harness/mod.rs"]
-mod harness;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -22,15 +17,8 @@ use moat::auth::Role;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use harness::{Env, Options, Role as DbRole, TestApp, TestDb, spawn_app};
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
+use crate::harness::{Env, Options, Role as DbRole, TestApp, TestDb, spawn_app};
+use crate::stats::{ms, percentile};
 
 async fn listener(db: &TestDb, channel: &'static str) -> mpsc::UnboundedReceiver<(String, String)> {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -120,7 +108,7 @@ async fn count(s: &Setup, sql: &str) -> i64 {
 
 async fn cancel_latency() {
     let s = setup().await;
-    let runner = harness::runner(&s.runner_env.clone().set("MOAT_RUNNER_CONCURRENCY", "1000")).await;
+    let runner = crate::harness::runner(&s.runner_env.clone().set("MOAT_RUNNER_CONCURRENCY", "1000")).await;
     let mut runs = Vec::new();
     for _ in 0..1000 {
         runs.push(start(&s, json!({"steps": 100000, "delay_ms": 1000})).await);
@@ -172,7 +160,7 @@ async fn cancel_latency() {
 
 async fn event_throughput(baseline: f64) {
     let s = setup().await;
-    let runner = harness::runner(
+    let runner = crate::harness::runner(
         &s.runner_env.clone().set("MOAT_RUNNER_CONCURRENCY", "50").set("MOAT_RUN_MAX_EVENTS", "100000"),
     )
     .await;
@@ -206,7 +194,7 @@ async fn claim_throughput(baseline: f64) {
         start(&s, json!({"steps": 0, "delay_ms": 0})).await;
     }
     let started = Instant::now();
-    let runner = harness::runner(&s.runner_env.clone().set("MOAT_RUNNER_CONCURRENCY", "64")).await;
+    let runner = crate::harness::runner(&s.runner_env.clone().set("MOAT_RUNNER_CONCURRENCY", "64")).await;
     let deadline = Instant::now() + Duration::from_secs(300);
     while count(&s, "SELECT count(*) FROM runs WHERE status = 'succeeded'").await < n {
         assert!(Instant::now() < deadline, "runs did not finish");
@@ -220,14 +208,14 @@ async fn claim_throughput(baseline: f64) {
     drop(runner);
 }
 
-fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    runtime.block_on(async {
+pub async fn run(report: &mut crate::report::Report) {
+    let _ = &report;
+    {
         println!("# Runs benchmark");
         let db = TestDb::migrated().await;
         let baseline = insert_loop(&db).await;
         cancel_latency().await;
         event_throughput(baseline).await;
         claim_throughput(baseline).await;
-    });
+    }
 }
