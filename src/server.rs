@@ -27,9 +27,22 @@ use crate::limits::Limiter;
 use crate::ws::Sockets;
 use crate::ws::hub::Hub;
 
-/// What every handler can reach. Explicit, cloned per request, no globals.
+/// What every handler can reach. Explicit, no globals; cloned per request and
+/// per middleware layer, so one `Arc` (a clone is one atomic increment, not
+/// one per field plus the allocations a few fields need).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+pub struct Shared {
     pub config: Arc<Config>,
     pub db: Pool,
     /// Signs and verifies JWTs (current and previous signing keys).
@@ -70,7 +83,7 @@ impl AppState {
         let broker = Broker::new(config.pool_size);
         let hub = Hub::new(db.clone());
         let disk = crate::files::disk::Disk::new(config.files.dir.clone());
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             config,
             db,
             tokens: Arc::new(tokens),
@@ -83,7 +96,7 @@ impl AppState {
             sockets: Sockets::default(),
             disk,
             metrics,
-        })
+        })))
     }
 }
 
