@@ -1,12 +1,13 @@
 //! The HTTP surface: merges every capability's `router()` in one place and
 //! wraps the result in the layers every response goes through.
 //!
-//! Layer order, outermost first: access log → security headers → (development
-//! only) `X-Moat-Dev-Mode` → JSON error bodies → panic catcher → request
-//! timeout → body limit → routes and fallback. The layers are added after
-//! `.fallback`, so 404s and 405s are wrapped too.
+//! Layer order, outermost first: request id + span + access log
+//! ([`request_id`]) → one response-finishing layer (JSON error bodies, then in
+//! development `X-Moat-Dev-Mode`, then the security headers) → panic catcher →
+//! request timeout → body limit → metrics → routes and fallback. The layers are
+//! added after `.fallback`, so 404s and 405s are wrapped too. Each layer costs
+//! a boxed future per request, so related steps share one (docs/performance.md).
 
-mod access_log;
 mod client_ip;
 pub mod cookies;
 pub mod error;
@@ -57,7 +58,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// The complete application: Moat's routes plus `extra` (tests add probes here).
 pub fn router(state: AppState, extra: Routes) -> Router {
     let config = state.config.clone();
-    let routes = app_routes()
+    app_routes()
         .merge(extra)
         .into_router(&state.tokens)
         .fallback(|| async { ApiError::not_found() })
@@ -65,14 +66,7 @@ pub fn router(state: AppState, extra: Routes) -> Router {
         .layer(DefaultBodyLimit::max(config.json_body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
         .layer(CatchPanicLayer::custom(error::panic_response))
-        .layer(middleware::map_response(error::json_errors));
-    let routes = match config.environment.dev_mode() {
-        Some(_) => routes.layer(middleware::map_response(headers::dev_mode_header)),
-        None => routes,
-    };
-    routes
-        .layer(middleware::map_response(headers::security_headers))
-        .layer(middleware::from_fn(access_log::access_log))
+        .layer(middleware::from_fn_with_state(config.environment.dev_mode().is_some(), headers::finish))
         .layer(middleware::from_fn_with_state(state.clone(), request_id::request_id))
         .with_state(state)
 }

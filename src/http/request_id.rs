@@ -42,7 +42,21 @@ pub async fn request_id(State(state): State<AppState>, mut request: Request, nex
     };
     request.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id, org_id = tracing::field::Empty);
-    let response = next.run(request).instrument(span).await;
+    // The access line: method, path **without the query string** (WebSocket
+    // tokens ride there), status and latency; nothing else from the request.
+    let (started, method, path) =
+        (std::time::Instant::now(), request.method().clone(), request.uri().path().to_owned());
+    let response = next.run(request).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(
+            target: "moat::access",
+            method = %method,
+            path = %path,
+            status = response.status().as_u16(),
+            latency_ms = %format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
+            "request"
+        );
+    });
     let mut response = with_id_in_error_body(response, &id).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER, value);
