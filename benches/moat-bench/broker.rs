@@ -20,7 +20,8 @@ use serde_json::{Value, json};
 
 use crate::harness::provider::{CLIENT_SECRET, FakeProvider};
 use crate::harness::{Env, Options, TestApp, TestDb, spawn_app};
-use crate::stats::{ms, percentile};
+use crate::report::{Report, Target};
+use crate::stats::{millis, ms, percentile};
 
 const SAMPLES: usize = 5000;
 const WARMUP: usize = 300;
@@ -67,7 +68,7 @@ async fn timed(request: reqwest::RequestBuilder) -> Duration {
     started.elapsed()
 }
 
-async fn cached_versus_select_one() {
+async fn cached_versus_select_one(report: &mut Report) {
     let provider = FakeProvider::start().await;
     let dir = tempfile::tempdir().unwrap();
     let app = app(&provider, &dir).await;
@@ -101,9 +102,28 @@ async fn cached_versus_select_one() {
         bp50.as_secs_f64() / sp50.as_secs_f64(),
         bp99.as_secs_f64() / sp99.as_secs_f64()
     );
+    let base = "authenticated SELECT 1";
+    report.versus(
+        "broker",
+        "cached access token, p50",
+        millis(bp50),
+        base,
+        millis(sp50),
+        "ms",
+        Target::RatioAtMost(1.3),
+    );
+    report.versus(
+        "broker",
+        "cached access token, p99",
+        millis(bp99),
+        base,
+        millis(sp99),
+        "ms",
+        Target::RatioAtMost(1.3),
+    );
 }
 
-async fn stampede(latency_ms: u64) {
+async fn stampede(latency_ms: u64, report: &mut Report) {
     let provider = FakeProvider::start().await;
     provider.set_latency(Duration::from_millis(latency_ms));
     let dir = tempfile::tempdir().unwrap();
@@ -124,9 +144,14 @@ async fn stampede(latency_ms: u64) {
         ms(all),
         ms(Duration::from_millis(latency_ms)),
     );
+    let name = format!("100 callers, one expired integration, provider {latency_ms} ms: refreshes");
+    report.figure("broker", &name, provider.refreshes() as f64, "", Target::AtMost(1.0));
+    let name = format!("100 callers, provider {latency_ms} ms: until all hold a token");
+    let wait = millis(all);
+    report.versus("broker", &name, wait, "provider latency", (latency_ms as f64).max(0.001), "ms", Target::None);
 }
 
-async fn mass_expiry() {
+async fn mass_expiry(report: &mut Report) {
     let provider = FakeProvider::start().await;
     let dir = tempfile::tempdir().unwrap();
     let app = app(&provider, &dir).await;
@@ -150,21 +175,27 @@ async fn mass_expiry() {
     println!("\n## 3. 1,000 integrations expiring together (32 callers in flight)\n");
     println!("| refreshes at the provider | wall time | refreshes per second |\n|---|---|---|");
     println!("| {} | {} | {:.0} |", provider.refreshes(), ms(elapsed), 1000.0 / elapsed.as_secs_f64());
+    report.figure(
+        "broker",
+        "1,000 integrations expiring together: refreshes",
+        1000.0 / elapsed.as_secs_f64(),
+        "/s",
+        Target::None,
+    );
 }
 
 pub async fn run(report: &mut crate::report::Report) {
-    let _ = &report;
     {
         println!("# Credential broker benchmark");
-        cached_versus_select_one().await;
+        cached_versus_select_one(report).await;
         println!("\n## 2. 100 concurrent callers on one expired integration\n");
         println!(
             "| provider latency | refreshes at the provider | p50 per caller | until all hold a token | provider latency alone |"
         );
         println!("|---|---|---|---|---|");
         for latency in [0, 50, 200] {
-            stampede(latency).await;
+            stampede(latency, report).await;
         }
-        mass_expiry().await;
+        mass_expiry(report).await;
     }
 }

@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::harness::{Env, Options, Role as DbRole, TestApp, TestDb, spawn_app};
-use crate::stats::{ms, percentile};
+use crate::report::{Report, Target};
+use crate::stats::{millis, ms, percentile};
 
 async fn listener(db: &TestDb, channel: &'static str) -> mpsc::UnboundedReceiver<(String, String)> {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -106,7 +107,7 @@ async fn count(s: &Setup, sql: &str) -> i64 {
     s.app._db.admin().await.query_one(sql, &[]).await.unwrap().get(0)
 }
 
-async fn cancel_latency() {
+async fn cancel_latency(report: &mut Report) {
     let s = setup().await;
     let runner = crate::harness::runner(&s.runner_env.clone().set("MOAT_RUNNER_CONCURRENCY", "1000")).await;
     let mut runs = Vec::new();
@@ -155,10 +156,14 @@ async fn cancel_latency() {
         ms(percentile(&times, 0.5)),
         ms(percentile(&times, 0.99))
     );
+    let section = "commands";
+    let name = "cancel committed → run.cancelled committed by the runner (1,000 running), p99";
+    let (p99, base) = (millis(percentile(&times, 0.99)), millis(p99_base));
+    report.versus(section, name, p99, "NOTIFY → LISTEN round trip p99", base, "ms", Target::AtMost(10.0));
     drop(runner);
 }
 
-async fn event_throughput(baseline: f64) {
+async fn event_throughput(baseline: f64, report: &mut Report) {
     let s = setup().await;
     let runner = crate::harness::runner(
         &s.runner_env.clone().set("MOAT_RUNNER_CONCURRENCY", "50").set("MOAT_RUN_MAX_EVENTS", "100000"),
@@ -184,10 +189,11 @@ async fn event_throughput(baseline: f64) {
         "| runner: batched appends (≤ 64 events / 20 ms, 1 NOTIFY per batch) | {rate:.0} | {:.2}× |",
         rate / baseline
     );
+    report.versus("runs", "events appended by a runner", rate, "single-row INSERT loop", baseline, "/s", Target::None);
     drop(runner);
 }
 
-async fn claim_throughput(baseline: f64) {
+async fn claim_throughput(baseline: f64, report: &mut Report) {
     let s = setup().await;
     let n = 2000;
     for _ in 0..n {
@@ -205,17 +211,17 @@ async fn claim_throughput(baseline: f64) {
     println!("| what | per second | vs baseline |\n|---|---|---|");
     println!("| bare single-row `INSERT` loop (baseline) | {baseline:.0} | 1.00× |");
     println!("| runs claimed, started, finished (4 transactions each) | {rate:.0} | {:.2}× |", rate / baseline);
+    report.versus("runs", "runs claimed and finished", rate, "single-row INSERT loop", baseline, "/s", Target::None);
     drop(runner);
 }
 
 pub async fn run(report: &mut crate::report::Report) {
-    let _ = &report;
     {
         println!("# Runs benchmark");
         let db = TestDb::migrated().await;
         let baseline = insert_loop(&db).await;
-        cancel_latency().await;
-        event_throughput(baseline).await;
-        claim_throughput(baseline).await;
+        cancel_latency(report).await;
+        event_throughput(baseline, report).await;
+        claim_throughput(baseline, report).await;
     }
 }

@@ -22,7 +22,8 @@ use uuid::Uuid;
 
 use crate::harness::http::{admin_in, login_at, post_json};
 use crate::harness::{Env, Options, Role as DbRole, TestDb, spawn_app};
-use crate::stats::{ms, percentile};
+use crate::report::{Report, Target};
+use crate::stats::{millis, ms, percentile};
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -43,7 +44,7 @@ async fn open(url: &str) -> Socket {
     }
 }
 
-async fn connect_latency() {
+async fn connect_latency(report: &mut Report) {
     let db = TestDb::migrated().await;
     let env = Env::production(&db);
     let probes = Routes::new().get("/bench/bare-ws", Access::Public, bare);
@@ -90,6 +91,16 @@ async fn connect_latency() {
         ms(percentile(&checked, 0.99)),
         rate(&checked)
     );
+    let (checked99, plain99) = (millis(percentile(&checked, 0.99)), millis(percentile(&plain, 0.99)));
+    report.versus(
+        "ws",
+        "connect with the five checks, p99",
+        checked99,
+        "bare upgrade p99",
+        plain99,
+        "ms",
+        Target::AtMost(5.0),
+    );
 }
 
 /// CPU seconds (user + system) a process has used so far.
@@ -114,7 +125,7 @@ fn rss_kib(pid: i32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-async fn memory_per_connection() {
+async fn memory_per_connection(report: &mut Report) {
     let db = TestDb::migrated().await;
     let env = Env::production(&db);
     let serving = crate::harness::serve(&env).await;
@@ -171,6 +182,7 @@ async fn memory_per_connection() {
     println!("\n## 2. Resident memory per idle connection (`moat serve`, {n} open sockets)\n");
     println!("| VmRSS with 1 socket | with {n} | per connection |\n|---|---|---|");
     println!("| {before} KiB | {after} KiB | **{per:.1} KiB** |");
+    report.figure("ws", &format!("resident memory per idle connection at {n}"), per, "KiB", Target::AtMost(32.0));
     drop(sockets);
     serving.terminate().await;
 }
@@ -298,12 +310,11 @@ async fn fan_out(conversations: usize, subscribers_each: usize, load: Load) -> (
 }
 
 pub async fn run(report: &mut crate::report::Report) {
-    let _ = &report;
     {
         println!("# WebSocket edge benchmark");
         if std::env::var("BENCH_ONLY").as_deref() != Ok("fanout") {
-            connect_latency().await;
-            memory_per_connection().await;
+            connect_latency(report).await;
+            memory_per_connection(report).await;
         }
         println!("\n## 3. Fan-out from runner commits to WebSocket clients\n");
         println!(
@@ -333,6 +344,19 @@ pub async fn run(report: &mut crate::report::Report) {
                     format!("{label}: {} per {} ms per run", load.burst, load.delay_ms)
                 };
                 println!("| {name} | {load} | {n} | {rate:.0} | {} |", ms(p99));
+                let (rate_target, lag_target) = match (label, subscribers) {
+                    ("paced", 1) => (Target::AtLeast(20_000.0), Target::AtMost(50.0)),
+                    ("paced", _) => (Target::AtLeast(100_000.0), Target::AtMost(50.0)),
+                    _ => (Target::None, Target::None),
+                };
+                report.figure("events", &format!("{name}, {label}: delivered"), rate, "/s", rate_target);
+                report.figure(
+                    "events",
+                    &format!("{name}, {label}: p99 lag commit → receipt"),
+                    millis(p99),
+                    "ms",
+                    lag_target,
+                );
             }
         }
     }
