@@ -160,7 +160,77 @@ async fn cancel_latency(report: &mut Report) {
     let name = "cancel committed → run.cancelled committed by the runner (1,000 running), p99";
     let (p99, base) = (millis(percentile(&times, 0.99)), millis(p99_base));
     report.versus(section, name, p99, "NOTIFY → LISTEN round trip p99", base, "ms", Target::AtMost(10.0));
+    ws_commands(&s, &runs[200..400], (p50_base, p99_base), report).await;
     drop(runner);
+}
+
+/// Opens `conv`'s stream on the in-process app (replaying from `after`).
+async fn socket(s: &Setup, conv: &str, after: Option<i64>) -> crate::harness::ws::Socket {
+    let url = s.app.url(&format!("/v1/conversations/{conv}/ws-token"));
+    let minted: Value = s.app.http.post(url).bearer_auth(&s.token).send().await.unwrap().json().await.unwrap();
+    let token = minted["token"].as_str().unwrap();
+    let after = after.map(|a| format!("&after={a}")).unwrap_or_default();
+    let url = format!("ws://{}/v1/conversations/{conv}/stream?token={token}{after}", s.app.addr);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert_eq!(crate::harness::ws::next_json(&mut socket).await["type"], "ready");
+    socket
+}
+
+/// Reads until an event of `kind` arrives; returns it.
+async fn event(socket: &mut crate::harness::ws::Socket, kind: &str) -> Value {
+    loop {
+        let message = crate::harness::ws::next_json(socket).await;
+        if message["type"] == "event" && message["kind"] == kind {
+            return message;
+        }
+    }
+}
+
+/// Commands over the WebSocket edge while the runner holds the other runs:
+/// cancel (sent → `run.cancelled` received on the same socket) and the
+/// input round trip (answer sent → `input.answered` received).
+async fn ws_commands(s: &Setup, runs: &[(String, String)], base: (Duration, Duration), report: &mut Report) {
+    use futures_util::SinkExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut cancels = Vec::new();
+    for (i, (conv, run)) in runs.iter().enumerate() {
+        let mut socket = socket(s, conv, None).await;
+        let command = json!({"type": "cancel", "run_id": run, "id": i}).to_string();
+        let sent = Instant::now();
+        socket.send(Message::Text(command.into())).await.unwrap();
+        event(&mut socket, "run.cancelled").await;
+        cancels.push(sent.elapsed());
+    }
+    cancels.sort();
+    let mut answers = Vec::new();
+    for i in 0..100 {
+        let (conv, _) = start(s, json!({"steps": 0, "ask": "Proceed?"})).await;
+        let mut socket = socket(s, &conv, Some(0)).await;
+        let asked = event(&mut socket, "input.requested").await;
+        let input = asked["data"]["input_id"].as_str().unwrap().to_owned();
+        let command = json!({"type": "input", "input_id": input, "value": "yes", "id": i}).to_string();
+        let sent = Instant::now();
+        socket.send(Message::Text(command.into())).await.unwrap();
+        event(&mut socket, "input.answered").await;
+        answers.push(sent.elapsed());
+    }
+    answers.sort();
+    println!("\n## 1b. Commands over the WebSocket edge (same 1,000-run load)\n");
+    println!("| path | p50 | p99 |\n|---|---|---|");
+    println!("| bare `NOTIFY` → `LISTEN` round trip (baseline) | {} | {} |", ms(base.0), ms(base.1));
+    for (name, times) in [
+        ("cancel sent on the socket → `run.cancelled` received on it (200)", &cancels),
+        ("answer sent on the socket → `input.answered` received on it (100)", &answers),
+    ] {
+        println!("| {name} | {} | {} |", ms(percentile(times, 0.5)), ms(percentile(times, 0.99)));
+    }
+    let baseline = millis(base.1);
+    let p99 = millis(percentile(&cancels, 0.99));
+    let name = "WebSocket cancel → run.cancelled on the socket (1,000 running), p99";
+    report.versus("commands", name, p99, "NOTIFY → LISTEN round trip p99", baseline, "ms", Target::AtMost(10.0));
+    let p99 = millis(percentile(&answers, 0.99));
+    let name = "WebSocket answer → input.answered on the socket, p99";
+    report.versus("commands", name, p99, "NOTIFY → LISTEN round trip p99", baseline, "ms", Target::None);
 }
 
 async fn event_throughput(baseline: f64, report: &mut Report) {
