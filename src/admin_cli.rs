@@ -138,7 +138,11 @@ async fn connect(vars: &Vars) -> Result<Pool, String> {
     let client = settings.connect().await.map_err(|e| format!("cannot connect to {}: {e}", settings.describe()))?;
     // In a transaction, so that a transaction pooler keeps one server connection for it.
     // (and without statements another process left on the pooler's server connection)
-    client.batch_execute("BEGIN READ ONLY; DEALLOCATE ALL").await.map_err(|e| db::describe_error(&e))?;
+    let begin = match settings.pooler() {
+        db::Pooler::Transaction => "BEGIN READ ONLY; DEALLOCATE ALL",
+        _ => "BEGIN READ ONLY",
+    };
+    client.batch_execute(begin).await.map_err(|e| db::describe_error(&e))?;
     let status = db::migrate::status(&client).await.map_err(|e| db::describe_error(&e))?;
     client.batch_execute("COMMIT").await.map_err(|e| db::describe_error(&e))?;
     if !status.is_current() {

@@ -213,10 +213,12 @@ impl Metrics {
         self.pool_waiting.set(i64::try_from(status.waiting).unwrap_or(i64::MAX));
         self.dev_bypass.set(crate::dev::bypass_count());
         let client = pool.get().await?;
+        let rows = client.query_typed(RUN_COUNTS, &[]).await?;
         let mut queued = 0;
-        // Statuses that dropped to zero have no row: start from an empty family.
+        // Statuses that dropped to zero have no row: start from an empty family
+        // (after the query, so a concurrent scrape never sees it half-built for long).
         self.runs.clear();
-        for row in client.query_typed(RUN_COUNTS, &[]).await? {
+        for row in rows {
             let labels = StatusLabels { status: row.get("status"), error: row.get("error") };
             let count = row.get::<_, i64>("count");
             if labels.status == "queued" {
@@ -302,7 +304,11 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
 #[utoipa::path(get, path = "/metrics", tag = "meta",
     responses((status = 200, description = "The metrics", content_type = "application/openmetrics-text")))]
 async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let text = state.metrics.render(&state.db).await.map_err(|e| ApiError::internal(&e))?;
+    let text = state.metrics.render(&state.db).await.map_err(|e| match e {
+        RenderError::Pool(e) => e.into(),
+        RenderError::Db(e) => e.into(),
+        RenderError::Encode => ApiError::internal(&e),
+    })?;
     Ok(exposition(text))
 }
 

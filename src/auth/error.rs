@@ -48,7 +48,7 @@ impl From<crate::limits::LimitError> for AuthError {
     fn from(e: crate::limits::LimitError) -> Self {
         match e {
             crate::limits::LimitError::Pool(e) => e.into(),
-            e => Self::Internal(e.into()),
+            crate::limits::LimitError::Db(e) => e.into(),
         }
     }
 }

@@ -70,6 +70,15 @@ impl IntoResponse for OAuthError {
 
 fn internal(e: impl Into<anyhow::Error>) -> OAuthError {
     let e: anyhow::Error = e.into();
+    let lost = e.downcast_ref::<tokio_postgres::Error>().is_some_and(crate::db::connection_lost);
+    if lost || e.downcast_ref::<deadpool_postgres::PoolError>().is_some() {
+        tracing::warn!(error = %format!("{e:#}"), "token endpoint: the database is unavailable");
+        return OAuthError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the service is temporarily unavailable",
+        );
+    }
     tracing::error!(error = %format!("{e:#}"), "token endpoint failed");
     OAuthError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "an internal error occurred")
 }
@@ -105,6 +114,7 @@ pub(super) struct OAuthErrorBody {
         (status = 401, description = "Client authentication failed", body = OAuthErrorBody),
         (status = 429, description = "Too many attempts", body = OAuthErrorBody),
         (status = 500, description = "Internal error", body = OAuthErrorBody),
+        (status = 503, description = "The database is unavailable (retry)", body = OAuthErrorBody),
 ))]
 pub(super) async fn token(
     State(state): State<AppState>,

@@ -22,7 +22,13 @@ pub async fn verify(settings: &DatabaseSettings, environment: Environment) -> Ve
     // statement of the checks then runs on the same server connection, and
     // `DEALLOCATE ALL` first removes statements another process left on it
     // (their names, `s0`, `s1`, …, would collide with this process's).
-    let result = match client.batch_execute("BEGIN READ ONLY; DEALLOCATE ALL").await {
+    // (Only in `transaction` mode: PgBouncer 1.21 with prepared statements would
+    // pass it to the server and lose track of its own statements.)
+    let begin = match settings.pooler() {
+        super::Pooler::Transaction => "BEGIN READ ONLY; DEALLOCATE ALL",
+        _ => "BEGIN READ ONLY",
+    };
+    let result = match client.batch_execute(begin).await {
         Ok(()) => checks(&client, environment).await,
         Err(e) => Err(e),
     };

@@ -172,7 +172,7 @@ pub fn connection_lost(e: &tokio_postgres::Error) -> bool {
         let code = code.code();
         // Class 08: connection exception; 57P01-03: shutdown, crash, not accepting yet.
         code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
-    }) || (e.as_db_error().is_none() && std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()))
+    })
 }
 
 /// A database error for operators: the server's message and SQLSTATE, or the

@@ -288,6 +288,7 @@ impl Hub {
                     () = tokio::time::sleep(POLL_ONLY.min(retry - tokio::time::Instant::now())) => {}
                 }
                 self.wake_all();
+                self.prune();
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }

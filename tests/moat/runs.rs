@@ -153,6 +153,14 @@ async fn cancel_through_the_api_reaches_a_runner_in_another_process() {
     // A lease long enough that the SIGSTOP below can never let recovery take the run
     // (under a loaded suite the paused window can exceed the module's 2 s lease).
     let (runner, conv, run) = long_run(&w, &w.env.clone().set("MOAT_RUN_LEASE", "30s"), 20).await;
+    // Pause it only once `run.started` is committed: stopped inside that transaction it
+    // would hold the run's row, the cancel below would wait for it, and the session's
+    // idle-in-transaction timeout would end the run's start (seen as a flake).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !events(&w, &conv).await.iter().any(|e| e["kind"] == "message.delta") {
+        assert!(tokio::time::Instant::now() < deadline, "the run never started streaming");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Idempotent: with the runner paused, two cancels are both accepted and make one command.
     runner.signal(Signal::SIGSTOP);
     for _ in 0..2 {

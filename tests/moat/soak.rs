@@ -220,10 +220,19 @@ fn after_of(seqs: &[i64]) -> i64 {
 async fn open(client: &Client, i: usize, conv: &str, after: i64) -> Option<harness::ws::Socket> {
     let base = client.bases.get(i);
     let minted = client.http.post(format!("{base}/v1/conversations/{conv}/ws-token")).bearer_auth(&client.token);
-    let minted: Value = minted.send().await.ok()?.json().await.ok()?;
+    let minted = minted.send().await.ok()?;
+    assert_ne!(minted.status(), 500, "ws-token answered 500");
+    let minted: Value = minted.json().await.ok()?;
     let token = minted["token"].as_str()?;
     let url = format!("{}/v1/conversations/{conv}/stream?token={token}&after={after}", base.replacen("http", "ws", 1));
-    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.ok()?;
+    let (mut socket, _) = match tokio_tungstenite::connect_async(url).await {
+        Ok(connected) => connected,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_ne!(response.status(), 500, "the stream answered 500");
+            return None;
+        }
+        Err(_) => return None,
+    };
     let ready = tokio::time::timeout(Duration::from_secs(5), socket.next()).await.ok()??.ok()?;
     matches!(ready, Message::Text(ref text) if text.contains("\"ready\"")).then_some(socket)
 }
@@ -290,6 +299,7 @@ async fn scrape_dev_bypass(url: &str, token: Option<&str>) -> String {
 /// The whole soak; with `faults`, the fault schedule runs during the load.
 async fn soak(faults: bool) {
     let seconds = setting("MOAT_SOAK_SECS", if faults { 40 } else { 15 });
+    assert!(!faults || seconds >= 30, "the fault schedule needs MOAT_SOAK_SECS >= 30");
     let clients = usize::try_from(setting("MOAT_SOAK_CLIENTS", 100)).unwrap();
     let conversations = clients.div_ceil(WATCHERS_PER_CONVERSATION);
 

@@ -186,6 +186,7 @@ impl Cluster {
                     sleep 0.05
                 done
                 kill -INT "$pg" 2>/dev/null; wait "$pg"
+                sleep 0.2
             done
             rm -rf "$dir"
         "#;
