@@ -119,12 +119,6 @@ fn machine_cpu_seconds() -> f64 {
     (fields.iter().sum::<f64>() - fields[3] - fields[4]) / 100.0
 }
 
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 async fn memory_per_connection(report: &mut Report) {
     let db = TestDb::migrated().await;
     let env = Env::production(&db);
@@ -172,12 +166,12 @@ async fn memory_per_connection(report: &mut Report) {
     let url = |token: String| format!("ws://{}/v1/conversations/{conv}/stream?token={token}", serving.addr);
     let mut sockets = vec![open(&url(ws_token(clients[0]))).await];
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = rss_kib(serving.pid());
+    let before = crate::harness::rss_kib(serving.pid());
     for i in 1..n {
         sockets.push(open(&url(ws_token(clients[i / moat::ws::MAX_SOCKETS_PER_PRINCIPAL]))).await);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = rss_kib(serving.pid());
+    let after = crate::harness::rss_kib(serving.pid());
     let per = (after.saturating_sub(before)) as f64 / (n - 1) as f64;
     println!("\n## 2. Resident memory per idle connection (`moat serve`, {n} open sockets)\n");
     println!("| VmRSS with 1 socket | with {n} | per connection |\n|---|---|---|");

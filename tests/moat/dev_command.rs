@@ -13,10 +13,6 @@ fn env() -> Env {
     Env::default().set("PATH", &std::env::var("PATH").unwrap_or_default())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// PostgreSQL processes whose command line mentions `dir`.
 fn postgres_processes(dir: &Path) -> Vec<String> {
     let needle = dir.display().to_string();
@@ -62,7 +58,7 @@ async fn login(base: &str, password: &str) -> reqwest::StatusCode {
 async fn moat_dev_starts_from_nothing_serves_the_app_and_stops_cleanly_on_sigint() {
     let root = tempfile::Builder::new().prefix("moat-dev-").tempdir_in("/tmp").unwrap();
     let dir = root.path().join(".moat");
-    let port = free_port();
+    let port = crate::harness::free_port();
     let (port_arg, dir_arg) = (port.to_string(), dir.display().to_string());
     let args = ["dev", "--port", &port_arg, "--dir", &dir_arg];
     let base = format!("http://127.0.0.1:{port}");
@@ -173,7 +169,8 @@ async fn moat_dev_refuses_what_it_must_not_touch_and_names_the_install_command()
         (env().set("MOAT_ENV", "production"), "moat dev is development only"),
     ];
     for (env, expected) in cases {
-        let finished = process::run(&["dev", "--dir", &dir, "--port", &free_port().to_string()], &env).await;
+        let finished =
+            process::run(&["dev", "--dir", &dir, "--port", &crate::harness::free_port().to_string()], &env).await;
         assert_eq!(finished.status.code(), Some(1), "{expected}");
         assert!(finished.stderr.contains(expected), "{expected}: {}", finished.stderr);
         assert!(finished.stderr.contains("brew install") || expected != "apt-get install -y postgresql");
@@ -200,7 +197,7 @@ async fn moat_dev_refuses_what_it_must_not_touch_and_names_the_install_command()
 async fn a_deep_directory_gets_a_short_private_socket_directory() {
     let root = tempfile::Builder::new().prefix("moat-dev-").tempdir_in("/tmp").unwrap();
     let dir = root.path().join("a-rather-long-directory-name-for-a-project".repeat(2)).join(".moat");
-    let port = free_port().to_string();
+    let port = crate::harness::free_port().to_string();
     let dir_arg = dir.display().to_string();
     let dev = process::start(&["dev", "--port", &port, "--dir", &dir_arg], &env(), "Ctrl-C stops everything").await;
     let postmaster = postgres_processes(&dir).into_iter().next().expect("the private cluster");

@@ -49,15 +49,11 @@ async fn metrics_are_scoped_labelled_by_route_template_and_show_no_dev_bypass_in
 
 /// A runner environment whose metrics listen on a free loopback port.
 fn runner_env_with_metrics(db: &crate::harness::TestDb) -> (u16, crate::harness::Env) {
-    let port = free_loopback_port();
+    let port = crate::harness::free_port();
     let env = crate::harness::Env::default()
         .set("DATABASE_URL", &db.url(crate::harness::Role::Runner))
         .set("MOAT_METRICS_BIND", &format!("127.0.0.1:{port}"));
     (port, env)
-}
-
-fn free_loopback_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 async fn scrape(url: &str) -> String {
@@ -101,7 +97,7 @@ async fn runner_and_serve_metrics_on_a_loopback_listener() {
     use crate::harness::http::{admin_in, login_at, post_json, wait_run_status};
     use crate::harness::{Env, TestDb};
     let db = TestDb::migrated().await;
-    let serve_port = free_loopback_port();
+    let serve_port = crate::harness::free_port();
     let env = Env::production(&db).set("MOAT_METRICS_BIND", &format!("127.0.0.1:{serve_port}"));
     let serving = crate::harness::serve(&env).await;
     let (runner_port, runner_env) = runner_env_with_metrics(&db);

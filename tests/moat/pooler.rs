@@ -189,7 +189,7 @@ async fn listen_through_a_transaction_pooler_is_refused() {
 #[tokio::test]
 async fn an_unreachable_listen_url_is_refused() {
     let db = TestDb::migrated().await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = harness::free_port();
     let env = Env::production(&db).set("MOAT_LISTEN_DATABASE_URL", &db.url_via(DbRole::App, closed));
     let out = harness::run(&["check"], &env).await;
     assert_eq!(out.status.code(), Some(1), "{}", out.all_output());

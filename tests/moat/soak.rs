@@ -258,17 +258,6 @@ async fn broker_calls(
     answers
 }
 
-/// A process's resident memory in KiB.
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 async fn count(db: &TestDb, sql: &str) -> i64 {
     db.admin().await.query_one(sql, &[]).await.unwrap().get(0)
 }
@@ -324,7 +313,7 @@ async fn soak(faults: bool) {
     };
     let mut runners = Vec::new();
     for _ in 0..2 {
-        let port = free_port();
+        let port = harness::free_port();
         runners.push((harness::runner(&runner_env(port)).await, port));
     }
     let http = reqwest::Client::new();
@@ -343,7 +332,7 @@ async fn soak(faults: bool) {
     let mut expired = INTEGRATIONS;
 
     // The steady instance (never restarted): its memory before any socket, for the end.
-    let baseline_kib = rss_kib(serves[1].pid());
+    let baseline_kib = harness::rss_kib(serves[1].pid());
     // Watchers: organization members, 20 sockets each (under the per-user cap).
     let (targets, targets_rx) = watch::channel::<Targets>(None);
     let mut watchers = Vec::new();
@@ -376,7 +365,7 @@ async fn soak(faults: bool) {
         at(5).await;
         let (runner, port) = runners.remove(0);
         killed_runner = Some(runner.stop_with(Signal::SIGKILL).await);
-        let port_b = free_port();
+        let port_b = harness::free_port();
         let _ = port;
         runners.push((harness::runner(&runner_env(port_b)).await, port_b));
         // A serve restarts (graceful): its sockets reconnect elsewhere or to it, missing nothing.
@@ -478,15 +467,15 @@ async fn soak(faults: bool) {
     // Every socket is closed now: the steady instance's memory goes back near its baseline.
     let settled = Instant::now();
     let limit = baseline_kib + baseline_kib / 2 + 16 * 1024;
-    while rss_kib(serves[1].pid()) > limit {
+    while harness::rss_kib(serves[1].pid()) > limit {
         assert!(
             settled.elapsed() < Duration::from_secs(10),
             "memory stayed at {} KiB (baseline {baseline_kib} KiB)",
-            rss_kib(serves[1].pid())
+            harness::rss_kib(serves[1].pid())
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let after_kib = rss_kib(serves[1].pid());
+    let after_kib = harness::rss_kib(serves[1].pid());
     // Exactly one refresh per expired integration, whatever happened meanwhile.
     assert_eq!(provider.refreshes(), u64::try_from(expired).unwrap());
 

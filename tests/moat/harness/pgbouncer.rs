@@ -29,7 +29,7 @@ impl PgBouncer {
         );
         let dir = tempfile::Builder::new().prefix("moat-pgb-").tempdir_in("/tmp").unwrap();
         let as_postgres = is_root();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = super::free_port();
         let (host, server_port, password) = db.server();
         let password = password.unwrap_or_default();
         let users: String = ["moat_app", "moat_runner_app", "moat_owner"]
