@@ -146,9 +146,13 @@ pub async fn run(report: &mut Report) {
         .route("/bench/typical", axum::routing::get(typical_bare))
         .layer(Extension(caller))
         .with_state(app.state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // Served exactly as `moat serve` serves (axum-server, TCP_NODELAY, peer
+    // address), so the ratio isolates the middleware.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let bare_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, bare).await.unwrap() });
+    let server = axum_server::from_tcp(listener).unwrap().acceptor(axum_server::accept::NoDelayAcceptor::new());
+    let service = bare.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { server.serve(service).await.unwrap() });
     let bare_url = |path: &str| format!("http://{bare_addr}{path}");
     compare(
         report,

@@ -13,8 +13,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
-use super::jwt::{API_AUDIENCE, AccessClaims, PrincipalKind, TokenError, TokenKeys};
+use super::jwt::{PrincipalKind, TokenError};
 use super::scope::{Scope, Scopes};
+use super::verified::VerifiedTokens;
 use crate::http::ApiError;
 
 /// Who may call a route.
@@ -46,10 +47,10 @@ impl Caller {
     }
 }
 
-/// Middleware state: the keys, and what this route requires.
+/// Middleware state: the verifier (shared by every route), and what this route requires.
 #[derive(Clone)]
 pub struct Guard {
-    pub keys: Arc<TokenKeys>,
+    pub verifier: Arc<VerifiedTokens>,
     pub access: Access,
 }
 
@@ -60,8 +61,8 @@ pub async fn enforce(State(guard): State<Guard>, mut request: Request, next: Nex
         Ok(None) => return ApiError::unauthorized().into_response(),
         Err(()) => return invalid_token("the Authorization header is not a single Bearer token"),
     };
-    let claims = match guard.keys.verify::<AccessClaims>(token, API_AUDIENCE) {
-        Ok(claims) => claims,
+    let caller = match guard.verifier.caller(token) {
+        Ok(caller) => caller,
         Err(e) => {
             tracing::debug!(reason = %e, "access token refused");
             return invalid_token(match e {
@@ -70,15 +71,11 @@ pub async fn enforce(State(guard): State<Guard>, mut request: Request, next: Nex
             });
         }
     };
-    let Ok(scopes) = Scopes::parse(&claims.scope) else {
-        return invalid_token("the access token is invalid");
-    };
     if let Access::Scope(required) = guard.access
-        && !scopes.contains(required)
+        && !caller.scopes.contains(required)
     {
         return insufficient_scope(required);
     }
-    let caller = Caller { id: claims.sub, kind: claims.kind, org: claims.org, scopes, expires_at: claims.exp };
     // Every later log line of this request names the organization (the request span's field).
     tracing::Span::current().record("org_id", tracing::field::display(caller.org));
     request.extensions_mut().insert(caller);

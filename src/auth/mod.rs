@@ -1,7 +1,8 @@
 //! Identity: who is calling, and what they may do.
 //!
 //! Owns access tokens (HS256 JWTs, [`jwt`]), the guard every protected route
-//! goes through ([`guard`]), scopes and roles ([`scope`]), passwords and client
+//! goes through ([`guard`]) with its per-instance memory of verified tokens
+//! ([`verified`]), scopes and roles ([`scope`]), passwords and client
 //! secrets (argon2id, [`password`]), browser sessions with rotating refresh
 //! tokens ([`session`], [`refresh`]) and the OAuth client-credentials grant
 //! ([`oauth`]). It never accepts a static key, never fails open, and never
@@ -16,6 +17,7 @@ pub mod refresh;
 pub mod scope;
 mod session;
 mod store;
+pub mod verified;
 
 use axum::Json;
 use axum::extract::State;
@@ -28,6 +30,7 @@ pub use jwt::{AccessClaims, PrincipalKind, TokenKeys};
 pub use scope::{Role, Scope, Scopes};
 pub use session::normalize_email;
 pub use store::STATEMENTS;
+pub use verified::VerifiedTokens;
 
 use crate::AppState;
 use crate::db::tenant;

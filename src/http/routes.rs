@@ -13,7 +13,7 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodRouter, on};
 
 use crate::AppState;
-use crate::auth::{Access, Guard, TokenKeys, enforce};
+use crate::auth::{Access, Guard, TokenKeys, VerifiedTokens, enforce};
 
 /// One registered route, as the route-table test and the docs see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,11 +104,13 @@ impl Routes {
     }
 
     /// The axum router, with the guard in front of every non-public route.
+    /// One [`VerifiedTokens`] for all of them: a token verified on one route is known on every other.
     pub fn into_router(self, keys: &Arc<TokenKeys>) -> Router<AppState> {
+        let verifier = Arc::new(VerifiedTokens::new(keys.clone()));
         self.entries.into_iter().fold(Router::new(), |router, Entry { info, route }| {
             let route = match info.access {
                 Access::Public => route,
-                access => route.route_layer(from_fn_with_state(Guard { keys: keys.clone(), access }, enforce)),
+                access => route.route_layer(from_fn_with_state(Guard { verifier: verifier.clone(), access }, enforce)),
             };
             router.route(info.path, route)
         })
