@@ -6,11 +6,16 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::task::{Context, Poll};
+
+use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::future::Either;
+use tower::{Layer, Service};
 use uuid::Uuid;
 
 use super::jwt::{PrincipalKind, TokenError};
@@ -47,43 +52,103 @@ impl Caller {
     }
 }
 
-/// Middleware state: the verifier (shared by every route), and what this route requires.
+/// The guard in front of one route: the verifier (shared by every route) and
+/// what this route requires. A hand-written layer rather than `from_fn`: the
+/// check is synchronous, so a refusal is a ready response and an accepted
+/// request goes straight to the handler's own future — no boxed future and no
+/// clone of the inner service per request (docs/performance.md).
 #[derive(Clone)]
 pub struct Guard {
     pub verifier: Arc<VerifiedTokens>,
     pub access: Access,
 }
 
-/// Verifies the bearer token and the route's scope, then hands the [`Caller`] to the handler.
-pub async fn enforce(State(guard): State<Guard>, mut request: Request, next: Next) -> Response {
-    let token = match bearer(request.headers()) {
-        Ok(Some(token)) => token,
-        Ok(None) => return ApiError::unauthorized().into_response(),
-        Err(()) => return invalid_token("the Authorization header is not a single Bearer token"),
-    };
-    let caller = match guard.verifier.caller(token) {
-        Ok(caller) => caller,
-        Err(e) => {
-            tracing::debug!(reason = %e, "access token refused");
-            return invalid_token(match e {
-                TokenError::Expired => "the access token has expired",
-                _ => "the access token is invalid",
-            });
+impl<S> Layer<S> for Guard {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Guarded { guard: self.clone(), inner }
+    }
+}
+
+/// A route behind its [`Guard`].
+#[derive(Clone)]
+pub struct Guarded<S> {
+    guard: Guard,
+    inner: S,
+}
+
+impl<S> Service<Request> for Guarded<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response, Infallible>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        match enforce(&self.guard, request.headers()) {
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+                Either::Right(self.inner.call(request))
+            }
+            Err(refusal) => Either::Left(ready(Ok(refusal.into_response()))),
         }
+    }
+}
+
+/// Why the guard refused a request.
+enum Refusal {
+    NoToken,
+    NotBearer,
+    Expired,
+    Invalid,
+    Scope(Scope),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Self::NoToken => ApiError::unauthorized().into_response(),
+            Self::NotBearer => invalid_token("the Authorization header is not a single Bearer token"),
+            Self::Expired => invalid_token("the access token has expired"),
+            Self::Invalid => invalid_token("the access token is invalid"),
+            Self::Scope(required) => insufficient_scope(required),
+        }
+    }
+}
+
+/// Verifies the bearer token and the route's scope: the [`Caller`] for the
+/// handler, or why the request is refused.
+fn enforce(guard: &Guard, headers: &HeaderMap) -> Result<Caller, Refusal> {
+    let token = match bearer(headers) {
+        Ok(Some(token)) => token,
+        Ok(None) => return Err(Refusal::NoToken),
+        Err(()) => return Err(Refusal::NotBearer),
     };
+    let caller = guard.verifier.caller(token).map_err(|e| {
+        tracing::debug!(reason = %e, "access token refused");
+        match e {
+            TokenError::Expired => Refusal::Expired,
+            _ => Refusal::Invalid,
+        }
+    })?;
     if let Access::Scope(required) = guard.access
         && !caller.scopes.contains(required)
     {
-        return insufficient_scope(required);
+        return Err(Refusal::Scope(required));
     }
     // Every later log line of this request names the organization (the request span's field).
     tracing::Span::current().record("org_id", tracing::field::display(caller.org));
-    request.extensions_mut().insert(caller);
-    next.run(request).await
+    Ok(caller)
 }
 
 /// `Ok(None)`: no Authorization header; `Err`: one that is not a single Bearer token.
-fn bearer(headers: &axum::http::HeaderMap) -> Result<Option<&str>, ()> {
+fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ()> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);

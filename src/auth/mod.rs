@@ -25,7 +25,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use error::AuthError;
-pub use guard::{Access, Caller, Guard, enforce};
+pub use guard::{Access, Caller, Guard};
 pub use jwt::{AccessClaims, PrincipalKind, TokenKeys};
 pub use scope::{Role, Scope, Scopes};
 pub use session::normalize_email;

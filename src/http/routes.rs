@@ -9,11 +9,10 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::http::Method;
-use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodRouter, on};
 
 use crate::AppState;
-use crate::auth::{Access, Guard, TokenKeys, VerifiedTokens, enforce};
+use crate::auth::{Access, Guard, TokenKeys, VerifiedTokens};
 
 /// One registered route, as the route-table test and the docs see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +109,7 @@ impl Routes {
         self.entries.into_iter().fold(Router::new(), |router, Entry { info, route }| {
             let route = match info.access {
                 Access::Public => route,
-                access => route.route_layer(from_fn_with_state(Guard { verifier: verifier.clone(), access }, enforce)),
+                access => route.route_layer(Guard { verifier: verifier.clone(), access }),
             };
             router.route(info.path, route)
         })
