@@ -13,9 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -288,16 +287,14 @@ pub fn routes() -> Routes {
     Routes::new().get("/metrics", Access::Scope(Scope::MetricsRead), scrape)
 }
 
-/// Counts and times every request by its route template.
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
-    let method = request.method().as_str().to_owned();
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    let labels = HttpLabels { route, method, status: response.status().as_u16() };
-    state.metrics.http_requests.get_or_create(&labels).inc();
-    state.metrics.http_latency.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
-    response
+impl Metrics {
+    /// Counts and times one request by its route template (called by the
+    /// outermost middleware, `http::edge`, so timeouts and caught panics count too).
+    pub fn record_http(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let labels = HttpLabels { route: route.to_owned(), method: method.to_owned(), status };
+        self.http_requests.get_or_create(&labels).inc();
+        self.http_latency.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    }
 }
 
 /// Prometheus/OpenMetrics text (docs/operations.md lists every metric).

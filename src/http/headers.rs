@@ -1,10 +1,8 @@
 //! Security headers on every response, whatever produced it (handler, fallback,
 //! a rejected body, a timeout or a caught panic): this layer is applied last,
-//! outside everything else, in [`super::router`].
+//! outside everything else, by [`super::edge`].
 
-use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::Next;
 use axum::response::Response;
 
 /// Headers every response carries, overriding anything set earlier.
@@ -36,15 +34,10 @@ pub async fn security_headers(mut response: Response) -> Response {
     response
 }
 
-/// The last steps of every response, in one layer (each layer costs a boxed
-/// future per request): JSON error bodies, then (development only) the
-/// `X-Moat-Dev-Mode` header that tells every client it is not talking to a
-/// production Moat, then the security headers.
-///
-/// A `from_fn` middleware rather than `map_response`: measured, `map_response`
-/// over the router cost more than every other layer together (moat-bench http).
-pub async fn finish(State(dev_mode): State<bool>, request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+/// The last steps of every response: JSON error bodies, then (development
+/// only) the `X-Moat-Dev-Mode` header that tells every client it is not
+/// talking to a production Moat, then the security headers.
+pub async fn finish(dev_mode: bool, response: Response) -> Response {
     let mut response = super::error::json_errors(response).await;
     if dev_mode {
         response.headers_mut().insert("x-moat-dev-mode", HeaderValue::from_static("1"));

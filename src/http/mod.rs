@@ -1,15 +1,16 @@
 //! The HTTP surface: merges every capability's `router()` in one place and
 //! wraps the result in the layers every response goes through.
 //!
-//! Layer order, outermost first: request id + span + access log
-//! ([`request_id`]) → one response-finishing layer (JSON error bodies, then in
-//! development `X-Moat-Dev-Mode`, then the security headers) → panic catcher →
-//! request timeout → body limit → metrics → routes and fallback. The layers are
-//! added after `.fallback`, so 404s and 405s are wrapped too. Each layer costs
-//! a boxed future per request, so related steps share one (docs/performance.md).
+//! Layer order, outermost first: [`edge`] (request id + span, metrics, access
+//! log, JSON error bodies, in development `X-Moat-Dev-Mode`, the security
+//! headers) → panic catcher → request timeout → body limit → per route, the
+//! bearer guard → handler. The layers are added after `.fallback`, so 404s and
+//! 405s are wrapped too. Each `from_fn` layer costs a boxed future per
+//! request, so there is one (docs/performance.md).
 
 mod client_ip;
 pub mod cookies;
+mod edge;
 pub mod error;
 mod headers;
 pub mod openapi;
@@ -62,11 +63,9 @@ pub fn router(state: AppState, extra: Routes) -> Router {
         .merge(extra)
         .into_router(&state.tokens)
         .fallback(|| async { ApiError::not_found() })
-        .layer(middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(DefaultBodyLimit::max(config.json_body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
         .layer(CatchPanicLayer::custom(error::panic_response))
-        .layer(middleware::from_fn_with_state(config.environment.dev_mode().is_some(), headers::finish))
-        .layer(middleware::from_fn_with_state(state.clone(), request_id::request_id))
+        .layer(middleware::from_fn_with_state(state.clone(), edge::edge))
         .with_state(state)
 }

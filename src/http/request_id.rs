@@ -11,11 +11,9 @@
 use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::Response;
-use tracing::Instrument as _;
 
 use crate::AppState;
 
@@ -31,7 +29,9 @@ fn well_formed(id: &str) -> bool {
     (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-pub async fn request_id(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+/// The request's id: a trusted proxy's well-formed `X-Request-Id`, or a new
+/// UUID. Also put in the request's extensions as [`RequestId`].
+pub fn assign(state: &AppState, request: &mut Request) -> String {
     let from_trusted_proxy = request.extensions().get::<ConnectInfo<SocketAddr>>().is_some_and(|ConnectInfo(peer)| {
         state.config.trusted_proxies.iter().any(|net| net.contains(&peer.ip().to_canonical()))
     });
@@ -41,24 +41,13 @@ pub async fn request_id(State(state): State<AppState>, mut request: Request, nex
         _ => uuid::Uuid::new_v4().to_string(),
     };
     request.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id, org_id = tracing::field::Empty);
-    // The access line: method, path **without the query string** (WebSocket
-    // tokens ride there), status and latency; nothing else from the request.
-    let (started, method, path) =
-        (std::time::Instant::now(), request.method().clone(), request.uri().path().to_owned());
-    let response = next.run(request).instrument(span.clone()).await;
-    span.in_scope(|| {
-        tracing::info!(
-            target: "moat::access",
-            method = %method,
-            path = %path,
-            status = response.status().as_u16(),
-            latency_ms = %format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
-            "request"
-        );
-    });
-    let mut response = with_id_in_error_body(response, &id).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    id
+}
+
+/// Puts the id in `X-Request-Id` and in a JSON error body.
+pub async fn stamp(response: Response, id: &str) -> Response {
+    let mut response = with_id_in_error_body(response, id).await;
+    if let Ok(value) = HeaderValue::from_str(id) {
         response.headers_mut().insert(HEADER, value);
     }
     response
