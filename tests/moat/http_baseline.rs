@@ -82,6 +82,17 @@ async fn every_status_carries_every_security_header() {
             None => drop(response.bytes().await),
         }
     }
+    // The metrics are recorded outside the panic catcher and the timeout, so both count.
+    let metrics = app.state.metrics.render(&app.state.db).await.unwrap();
+    for (route, status) in [("/test/panic", 500), ("/test/slow", 408), ("/test/echo", 413)] {
+        let line = format!("moat_http_requests_total{{route=\"{route}\",method=\"");
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(&line) && l.contains(&format!("status=\"{status}\"")) && l.ends_with(" 1")),
+            "{route} {status} not counted:\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test]
