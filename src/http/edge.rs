@@ -25,11 +25,13 @@ pub async fn edge(State(state): State<AppState>, mut request: Request, next: Nex
     let span = tracing::info_span!("request", request_id = %id, org_id = tracing::field::Empty);
     let started = std::time::Instant::now();
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
+    // An `Arc` clone: the metrics copy the template once, in `record_http`.
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    state.metrics.record_http(&route, method.as_str(), status, elapsed);
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    state.metrics.record_http(route, method.as_str(), status, elapsed);
     span.in_scope(|| {
         tracing::info!(
             target: "moat::access",
