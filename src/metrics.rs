@@ -61,6 +61,12 @@ struct ProviderLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    /// A purge step (`crate::maintenance::STEPS`): a fixed set.
+    step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
     environment: String,
@@ -102,6 +108,9 @@ pub struct Metrics {
     pool_waiting: Gauge,
     runs: Family<StatusLabels, Gauge>,
     dev_bypass: Gauge<u64, AtomicU64>,
+    purge_last_success: Gauge<f64, AtomicU64>,
+    purge_rows: Family<StepLabels, Counter>,
+    purge_failures: Family<StepLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -129,6 +138,9 @@ impl Metrics {
             pool_waiting: Gauge::default(),
             runs: Family::default(),
             dev_bypass: Gauge::default(),
+            purge_last_success: Gauge::default(),
+            purge_rows: Family::default(),
+            purge_failures: Family::default(),
             provider_latency: Family::new_with_constructor(latency_histogram),
             runner_claims: Counter::default(),
             runner_claim_duration: latency_histogram(),
@@ -160,6 +172,18 @@ impl Metrics {
                 "Runs by status and error code (all organizations, read at scrape time)",
                 self.runs.clone(),
             );
+            r.register(
+                "purge_last_success_timestamp_seconds",
+                "When this instance last completed a purge round with every step succeeding (unix time; 0: never)",
+                self.purge_last_success.clone(),
+            );
+            // Every step is listed from the start (at 0), so a step that never ran is visible too.
+            for (step, _) in crate::maintenance::STEPS {
+                let _ = self.purge_rows.get_or_create(&StepLabels { step: (*step).to_owned() });
+                let _ = self.purge_failures.get_or_create(&StepLabels { step: (*step).to_owned() });
+            }
+            r.register("purge_rows", "Rows purged (deleted or cleared), by purge step", self.purge_rows.clone());
+            r.register("purge_failures", "Purge steps that failed, by step", self.purge_failures.clone());
         } else {
             r.register("runner_claims", "Runs this runner claimed", self.runner_claims.clone());
             r.register(
@@ -264,6 +288,21 @@ impl Metrics {
 
     pub fn broker_outcome(&self, outcome: &str) {
         self.broker_calls.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
+    }
+
+    /// Records one purge round (`crate::maintenance`).
+    pub fn purge_round(&self, round: &crate::maintenance::Round) {
+        for (step, purged) in &round.purged {
+            let counter = self.purge_rows.get_or_create(&StepLabels { step: (*step).to_owned() });
+            counter.inc_by(u64::try_from(*purged).unwrap_or(0));
+        }
+        for (step, _) in &round.failed {
+            self.purge_failures.get_or_create(&StepLabels { step: (*step).to_owned() }).inc();
+        }
+        if round.succeeded() {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            self.purge_last_success.set(now.as_secs_f64());
+        }
     }
 
     pub fn rate_limited(&self) {

@@ -147,7 +147,12 @@ impl App {
         let config = self.state.config.clone();
         let grace = config.shutdown_grace;
         let background = CancellationToken::new();
-        tokio::spawn(crate::maintenance::run(self.state.db.clone(), background.clone()));
+        tokio::spawn(crate::maintenance::run(
+            self.state.db.clone(),
+            self.state.metrics.clone(),
+            config.purge_interval,
+            background.clone(),
+        ));
         tokio::spawn(crate::runs::recovery::run(self.state.db.clone(), background.clone()));
         tokio::spawn(self.state.hub.clone().run(config.listen.clone(), background.clone()));
         tokio::spawn(sweep_files(self.state.clone(), background.clone()));

@@ -92,9 +92,14 @@ pub async fn verify(secret: String, phc: String) -> Result<bool, HashError> {
 /// `len` random bytes, base64url without padding (passwords, client secrets, refresh tokens).
 pub fn random_secret(len: usize) -> String {
     let mut bytes = vec![0u8; len];
-    #[allow(clippy::expect_used)] // no OS randomness means no safe secret can exist: stop.
-    rand::rngs::OsRng.try_fill_bytes(&mut bytes).expect("the operating system's random number generator failed");
+    fill_random(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Fills `bytes` from the operating system's random number generator.
+pub fn fill_random(bytes: &mut [u8]) {
+    #[allow(clippy::expect_used)] // no OS randomness means no safe secret can exist: stop.
+    rand::rngs::OsRng.try_fill_bytes(bytes).expect("the operating system's random number generator failed");
 }
 
 #[cfg(test)]

@@ -7,6 +7,13 @@
 //! racing the first) is answered with the family's current token, which is
 //! kept sealed (AES-256-GCM-SIV) for exactly that window. Concurrent
 //! refreshes of one token serialize on its row lock.
+//!
+//! A token is `base64url(tag ‖ 32 random bytes)`, where the 16-byte tag is
+//! the family's (random, and found nowhere but in its refresh tokens). Used
+//! tokens are purged once past the longest grace window, so a family keeps
+//! one or two rows however often it refreshes; a token whose row is gone
+//! still names its family by the tag, so reusing any earlier token of a
+//! session still revokes it.
 
 use std::time::Duration;
 
@@ -16,7 +23,6 @@ use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::password::random_secret;
 use super::scope::Role;
 use super::store;
 use crate::crypto::Sealer;
@@ -49,6 +55,31 @@ pub fn hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// Bytes of a family's tag.
+const TAG_LEN: usize = 16;
+
+fn new_tag() -> [u8; TAG_LEN] {
+    let mut tag = [0u8; TAG_LEN];
+    super::password::fill_random(&mut tag);
+    tag
+}
+
+/// A new token of the family tagged `tag`.
+fn new_token(tag: &[u8; TAG_LEN]) -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; TAG_LEN + 32];
+    bytes[..TAG_LEN].copy_from_slice(tag);
+    super::password::fill_random(&mut bytes[TAG_LEN..]);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The family tag a presented token begins with (`None` for tokens issued before tags, or garbage).
+fn tag_of(presented: &str) -> Option<[u8; TAG_LEN]> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(presented).ok()?;
+    (bytes.len() == TAG_LEN + 32).then(|| bytes[..TAG_LEN].try_into().ok()).flatten()
+}
+
 fn aad(id: Uuid) -> Vec<u8> {
     format!("refresh_tokens.sealed_token:{id}").into_bytes()
 }
@@ -61,20 +92,28 @@ pub async fn start(
     user: Uuid,
     policy: Policy,
 ) -> anyhow::Result<String> {
+    let tag = new_tag();
     let statement = tx.prepare_cached(store::INSERT_FAMILY).await?;
-    let row = tx.query_one(&statement, &[&org, &user, &SESSION_MAX_AGE.as_secs_f64()]).await?;
-    issue(tx, sealer, row.get("id"), org, row.get("expires_at"), policy).await
+    let row = tx.query_one(&statement, &[&org, &user, &SESSION_MAX_AGE.as_secs_f64(), &tag.to_vec()]).await?;
+    issue(tx, sealer, Family { id: row.get("id"), org, tag }, row.get("expires_at"), policy).await
+}
+
+/// A family, as a new token needs it.
+struct Family {
+    id: Uuid,
+    org: Uuid,
+    tag: [u8; TAG_LEN],
 }
 
 async fn issue(
     tx: &Transaction<'_>,
     sealer: &Sealer,
-    family: Uuid,
-    org: Uuid,
+    family: Family,
     family_expires: OffsetDateTime,
     policy: Policy,
 ) -> anyhow::Result<String> {
-    let (id, token) = (Uuid::new_v4(), random_secret(32));
+    let Family { id: family, org, tag } = family;
+    let (id, token) = (Uuid::new_v4(), new_token(&tag));
     let sealed = sealer.seal(token.as_bytes(), &aad(id)).context("sealing the refresh token")?;
     let statement = tx.prepare_cached(store::INSERT_REFRESH_TOKEN).await?;
     let hashed = hash(&token).to_vec();
@@ -99,7 +138,7 @@ pub async fn rotate(
     let statement = tx.prepare_cached(store::FIND_REFRESH_TOKEN).await?;
     let grace = policy.reuse_grace.as_secs_f64();
     let Some(token) = tx.query_opt(&statement, &[&hashed.to_vec(), &grace]).await? else {
-        return Ok(Rotation::Refused);
+        return reused_by_tag(tx, presented).await;
     };
     let (id, family, org): (Uuid, Uuid, Uuid) = (token.get("id"), token.get("family_id"), token.get("org_id"));
     tenant::set_org(tx, org).await?;
@@ -119,7 +158,8 @@ pub async fn rotate(
     if !token.get::<_, bool>("used") {
         let statement = tx.prepare_cached(store::USE_REFRESH_TOKEN).await?;
         tx.execute(&statement, &[&id, &org]).await?;
-        let token = issue(tx, sealer, family, org, fam.get("expires_at"), policy).await?;
+        let tag = family_tag(tx, family, org, fam.get("tag")).await?;
+        let token = issue(tx, sealer, Family { id: family, org, tag }, fam.get("expires_at"), policy).await?;
         return Ok(Rotation::Rotated { user, org, role, token });
     }
     if token.get::<_, bool>("in_grace")
@@ -129,6 +169,60 @@ pub async fn rotate(
     }
     revoke_family(tx, family, org, "reuse").await?;
     Ok(Rotation::Reused { user, org })
+}
+
+/// The family's tag; a family started before tags existed gets one now.
+async fn family_tag(
+    tx: &Transaction<'_>,
+    family: Uuid,
+    org: Uuid,
+    stored: Option<Vec<u8>>,
+) -> anyhow::Result<[u8; TAG_LEN]> {
+    if let Some(tag) = stored.and_then(|t| <[u8; TAG_LEN]>::try_from(t).ok()) {
+        return Ok(tag);
+    }
+    let tag = new_tag();
+    let statement = tx.prepare_cached(store::TAG_FAMILY).await?;
+    tx.execute(&statement, &[&family, &org, &tag.to_vec()]).await?;
+    Ok(tag)
+}
+
+/// A presented token with no row: if its tag names a family that still has a
+/// live session, it is an earlier token of that session presented again —
+/// reuse, so the family is revoked. Otherwise (garbage, a session that ended
+/// by itself) it is simply refused.
+async fn reused_by_tag(tx: &Transaction<'_>, presented: &str) -> anyhow::Result<Rotation> {
+    let Some((family, org)) = family_by_tag(tx, presented).await? else {
+        return Ok(Rotation::Refused);
+    };
+    let statement = tx.prepare_cached(store::LOCK_FAMILY).await?;
+    let Some(fam) = tx.query_opt(&statement, &[&family, &org]).await? else {
+        return Ok(Rotation::Refused);
+    };
+    if fam.get("revoked") || fam.get("expired") {
+        return Ok(Rotation::Refused);
+    }
+    let statement = tx.prepare_cached(store::FAMILY_HAS_LIVE_TOKEN).await?;
+    if !tx.query_one(&statement, &[&family, &org]).await?.get::<_, bool>("live") {
+        return Ok(Rotation::Refused);
+    }
+    revoke_family(tx, family, org, "reuse").await?;
+    Ok(Rotation::Reused { user: fam.get("user_id"), org })
+}
+
+/// The family (and organization, now set on `tx`) a presented token's tag names.
+async fn family_by_tag(tx: &Transaction<'_>, presented: &str) -> anyhow::Result<Option<(Uuid, Uuid)>> {
+    let Some(tag) = tag_of(presented) else {
+        return Ok(None);
+    };
+    tenant::set_lookup(tx, Lookup::FamilyTag(&tag)).await?;
+    let statement = tx.prepare_cached(store::FIND_FAMILY_BY_TAG).await?;
+    let Some(row) = tx.query_opt(&statement, &[&tag.to_vec()]).await? else {
+        return Ok(None);
+    };
+    let (family, org): (Uuid, Uuid) = (row.get("id"), row.get("org_id"));
+    tenant::set_org(tx, org).await?;
+    Ok(Some((family, org)))
 }
 
 /// The family's current token, if it was issued within the grace window.
@@ -156,11 +250,18 @@ pub async fn revoke(tx: &Transaction<'_>, presented: &str) -> anyhow::Result<Opt
     let hashed = hash(presented);
     tenant::set_lookup(tx, Lookup::Refresh(&hashed)).await?;
     let statement = tx.prepare_cached(store::FIND_REFRESH_TOKEN).await?;
-    let Some(token) = tx.query_opt(&statement, &[&hashed.to_vec(), &0f64]).await? else {
-        return Ok(None);
+    let (family, org) = match tx.query_opt(&statement, &[&hashed.to_vec(), &0f64]).await? {
+        Some(token) => {
+            let (family, org): (Uuid, Uuid) = (token.get("family_id"), token.get("org_id"));
+            tenant::set_org(tx, org).await?;
+            (family, org)
+        }
+        // An earlier token of the session (its row purged): still ends the session.
+        None => match family_by_tag(tx, presented).await? {
+            Some(found) => found,
+            None => return Ok(None),
+        },
     };
-    let (family, org): (Uuid, Uuid) = (token.get("family_id"), token.get("org_id"));
-    tenant::set_org(tx, org).await?;
     let statement = tx.prepare_cached(store::LOCK_FAMILY).await?;
     let user = tx.query_opt(&statement, &[&family, &org]).await?.map(|row| row.get::<_, Uuid>("user_id"));
     revoke_family(tx, family, org, "logout").await?;

@@ -51,24 +51,14 @@ pub(super) fn duration(
     range: (u64, u64),
     problems: &mut Vec<Problem>,
 ) -> Duration {
-    let fallback = humantime::parse_duration(default).unwrap_or_default();
-    let Some(raw) = vars.get(name) else {
-        return fallback;
-    };
-    match humantime::parse_duration(raw) {
-        Ok(d) if (range.0..=range.1).contains(&d.as_secs()) => d,
-        _ => {
-            problems.push(
-                Problem::new(
-                    name,
-                    format!("must be a duration from {}s to {}s, e.g. `{default}`", range.0, range.1),
-                    "Token lifetimes bound how long a stolen token stays useful.",
-                )
-                .fix(format!("export {name}={default}   # the default")),
-            );
-            fallback
-        }
-    }
+    super::duration(
+        vars,
+        name,
+        default,
+        range,
+        "Token lifetimes and timeouts bound how long a stolen token or a stuck call lasts.",
+        problems,
+    )
 }
 
 fn trusted_proxies(vars: &Vars, problems: &mut Vec<Problem>) -> Vec<IpNet> {

@@ -123,6 +123,8 @@ pub struct Config {
     pub egress: crate::egress::Egress,
     /// Agents declared in `MOAT_AGENTS_FILE` (besides the built-in `demo`).
     pub agent_names: std::collections::BTreeSet<String>,
+    /// How often the purge runs (`MOAT_PURGE_INTERVAL`, 60 s).
+    pub purge_interval: Duration,
     /// Test seam only (never set from the environment): whether the broker takes
     /// its per-integration advisory lock. Tests turn it off to prove the lock matters.
     #[doc(hidden)]
@@ -165,6 +167,14 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
         LogFormat::Text
     });
     let pool_size = pool_size(vars, &mut problems);
+    let purge_interval = duration(
+        vars,
+        "MOAT_PURGE_INTERVAL",
+        "60s",
+        (1, 3600),
+        "Expired rows are purged this often: too rarely and tables grow between rounds.",
+        &mut problems,
+    );
     let files = files::files(vars, &mut problems);
     let egress = egress(vars, dev, &providers.providers, &mut problems);
     let agent_names = agents::load(vars, false, &mut problems).into_keys().collect();
@@ -206,6 +216,7 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
                 files,
                 egress,
                 agent_names,
+                purge_interval,
             })
         }
         (database, ..) => Err(Box::new(Rejected { problems, environment, database })),
@@ -346,6 +357,35 @@ pub(crate) fn egress(
         }
     }
     Some(egress)
+}
+
+/// A duration variable like `15m`, `900s` or `14d`, within `range` seconds (inclusive), or its default.
+pub(crate) fn duration(
+    vars: &Vars,
+    name: &str,
+    default: &str,
+    range: (u64, u64),
+    why: &str,
+    problems: &mut Vec<Problem>,
+) -> Duration {
+    let fallback = humantime::parse_duration(default).unwrap_or_default();
+    let Some(raw) = vars.get(name) else {
+        return fallback;
+    };
+    match humantime::parse_duration(raw) {
+        Ok(d) if (range.0..=range.1).contains(&d.as_secs()) => d,
+        _ => {
+            problems.push(
+                Problem::new(
+                    name,
+                    format!("must be a duration from {}s to {}s, e.g. `{default}`", range.0, range.1),
+                    why,
+                )
+                .fix(format!("export {name}={default}   # the default")),
+            );
+            fallback
+        }
+    }
 }
 
 fn pool_size(vars: &Vars, problems: &mut Vec<Problem>) -> usize {

@@ -187,6 +187,12 @@ pub const VARS: &[EnvVar] = &[
         doc: "Largest file upload in bytes (25 MiB by default; at most 10 GiB), enforced while streaming: a larger upload is refused with 413 and leaves nothing on disk.",
     },
     EnvVar {
+        name: "MOAT_PURGE_INTERVAL",
+        commands: SERVE_CHECK,
+        default: Some("60s"),
+        doc: "How often each `serve` instance purges expired and superseded rows (1s to 1h); each purge step runs on one instance at a time (docs/operations.md).",
+    },
+    EnvVar {
         name: "MOAT_DEV_POSTGRES_BIN",
         commands: &["dev"],
         default: None,

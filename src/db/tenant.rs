@@ -35,6 +35,8 @@ pub enum Lookup<'a> {
     Refresh(&'a [u8; 32]),
     /// The SHA-256 of a presented OAuth `state` (connect callback).
     State(&'a [u8; 32]),
+    /// The family tag a presented refresh token begins with (its row may be gone).
+    FamilyTag(&'a [u8; 16]),
 }
 
 /// Starts a transaction as `caller`: its organization, after checking it is still enabled.
@@ -60,6 +62,7 @@ pub async fn set_lookup(tx: &Transaction<'_>, lookup: Lookup<'_>) -> Result<(), 
         Lookup::Client(id) => set_local(tx, "moat.lookup_client", &id.to_string()).await,
         Lookup::Refresh(hash) => set_local(tx, "moat.lookup_refresh", &hex(hash)).await,
         Lookup::State(hash) => set_local(tx, "moat.lookup_state", &hex(hash)).await,
+        Lookup::FamilyTag(tag) => set_local(tx, "moat.lookup_family_tag", &hex(tag)).await,
     }
 }
 

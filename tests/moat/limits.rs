@@ -170,16 +170,18 @@ async fn expired_rows_are_purged_by_one_instance_at_a_time() {
         async move { admin.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
     };
 
-    // While another instance holds the purge lock, this one skips.
+    // While another instance runs a step (holds its lock), this one skips that step only.
     let mut holder = app._db.admin().await;
     let tx = holder.transaction().await.unwrap();
-    tx.execute("SELECT pg_advisory_xact_lock(7885082312880748391)", &[]).await.unwrap();
-    assert_eq!(moat::maintenance::purge_once(&app.state.db).await.unwrap(), 0);
-    assert_eq!(count("SELECT count(*) FROM rate_limits WHERE bucket LIKE 'test:%'").await, 2, "nothing purged yet");
+    tx.execute("SELECT pg_advisory_xact_lock(1836020080, 1)", &[]).await.unwrap();
+    let round = moat::maintenance::purge_once(&app.state.db).await;
+    assert!(round.succeeded(), "{round:?}");
+    assert_eq!(count("SELECT count(*) FROM rate_limits WHERE bucket LIKE 'test:%'").await, 2, "skipped, not purged");
+    assert_eq!(count("SELECT count(*) FROM oauth_states").await, 1, "the other steps ran");
     tx.rollback().await.unwrap();
 
-    let purged = moat::maintenance::purge_once(&app.state.db).await.unwrap();
-    assert!(purged >= 2, "purged {purged}");
+    let round = moat::maintenance::purge_once(&app.state.db).await;
+    assert!(round.succeeded() && round.total() >= 1, "{round:?}");
     assert_eq!(
         count("SELECT count(*) FROM rate_limits WHERE bucket LIKE 'test:%'").await,
         1,
@@ -206,31 +208,43 @@ async fn concurrent_guesses_get_no_more_tries_than_sequential_ones() {
 }
 
 /// SECURITY DEFINER hardening: a caller's temporary table cannot stand in for
-/// the purge function's tables (that would run the caller's trigger as the owner).
+/// the purge functions' tables (that would run the caller's trigger as the owner).
 #[tokio::test]
-async fn the_purge_function_cannot_be_hijacked_with_temporary_tables() {
+async fn the_purge_functions_cannot_be_hijacked_with_temporary_tables() {
     let db = TestDb::migrated().await;
     let (client, connection) =
         db.url(DbRole::App).parse::<tokio_postgres::Config>().unwrap().connect(tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
-    client
-        .batch_execute(
-            "CREATE TEMP TABLE rate_limits (bucket text, expires_at timestamptz);
-             CREATE FUNCTION pg_temp.escalate() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN
-                 EXECUTE 'ALTER TABLE public.audit_log NO FORCE ROW LEVEL SECURITY';
-                 EXECUTE 'GRANT DELETE ON public.audit_log TO moat_runtime';
-                 RETURN OLD;
-             END $$;
-             CREATE TRIGGER escalate BEFORE DELETE ON rate_limits FOR EACH ROW EXECUTE FUNCTION pg_temp.escalate();
-             GRANT ALL ON rate_limits TO PUBLIC;
-             INSERT INTO rate_limits VALUES ('x', now() - interval '1 hour');",
-        )
-        .await
-        .unwrap();
+    let tables = ["rate_limits", "refresh_families", "refresh_tokens", "oauth_states", "ws_tokens_used", "audit_log"];
+    let mut sql = String::from(
+        "CREATE FUNCTION pg_temp.escalate() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             EXECUTE 'ALTER TABLE public.audit_log NO FORCE ROW LEVEL SECURITY';
+             EXECUTE 'GRANT DELETE ON public.audit_log TO moat_runtime';
+             RETURN OLD;
+         END $$;",
+    );
+    for table in tables {
+        sql.push_str(&format!(
+            "CREATE TEMP TABLE {table} (id text, bucket text, state_hash text, jti text, org_id uuid, sealed_token bytea,
+                                        used_at timestamptz, created_at timestamptz, revoked_at timestamptz,
+                                        at timestamptz, expires_at timestamptz);
+             CREATE TRIGGER escalate BEFORE DELETE OR UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION pg_temp.escalate();
+             GRANT ALL ON {table} TO PUBLIC;
+             INSERT INTO {table} VALUES ('x', 'x', 'x', 'x', NULL, 'x', now() - interval '1 day', now() - interval '1 day',
+                                         now() - interval '2 days', now() - interval '100 days', now() - interval '1 hour');"
+        ));
+    }
+    client.batch_execute(&sql).await.unwrap();
+    for (name, statement) in moat::maintenance::STEPS {
+        let purged = client.query_one(*statement, &[&10i32]).await;
+        assert!(purged.is_ok(), "{name}: {purged:?}");
+    }
     client.query_one("SELECT moat_purge_expired(10)", &[]).await.unwrap();
-    let left: i64 = client.query_one("SELECT count(*) FROM pg_temp.rate_limits", &[]).await.unwrap().get(0);
-    assert_eq!(left, 1, "the purge touched the caller's temporary table");
+    for table in tables {
+        let left: i64 = client.query_one(&format!("SELECT count(*) FROM pg_temp.{table}"), &[]).await.unwrap().get(0);
+        assert_eq!(left, 1, "the purge touched the caller's temporary table {table}");
+    }
     let admin = db.admin().await;
     let row = admin
         .query_one(

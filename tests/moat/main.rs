@@ -21,6 +21,7 @@ mod http_baseline;
 mod integrations;
 mod launch_readiness;
 mod limits;
+mod maintenance;
 mod metrics;
 mod oauth;
 mod openapi;
