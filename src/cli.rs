@@ -135,6 +135,8 @@ async fn check_only(vars: &Vars) -> ExitCode {
 }
 
 async fn serve(vars: &Vars) -> ExitCode {
+    // Like the runner: its memory and /proc/<pid>/environ hold the keys and DATABASE_URL.
+    crate::os::non_dumpable("server");
     let outcome = check::run(vars).await;
     if !outcome.problems.is_empty() {
         eprint!("{}", outcome.report());
@@ -144,6 +146,7 @@ async fn serve(vars: &Vars) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let environment = config.environment;
+    crate::os::raise_fd_limit(config.max_connections);
     crate::db::warn_if_plaintext(&config.database, &config.listen);
     let tls = config.tls.is_some();
     let kid = config.signing_key.key_id();

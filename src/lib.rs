@@ -34,6 +34,7 @@
 //! | [`maintenance`] | periodic purge of expired rows, safe with many instances |
 //! | [`server`] | [`AppState`], binding the listener, graceful shutdown |
 //! | [`telemetry`] | logging (text or JSON) |
+//! | [`os`] | process settings `serve` and `runner` apply to themselves (non-dumpable, descriptor limit) |
 //!
 //! SQL lives in `sql/<capability>/`, migrations in `migrations/`.
 
@@ -55,6 +56,7 @@ pub mod integrations;
 pub mod limits;
 pub mod maintenance;
 pub mod metrics;
+pub mod os;
 pub mod runner;
 pub mod runs;
 pub mod sanitize;

@@ -109,6 +109,9 @@ pub struct Metrics {
     runs: Family<StatusLabels, Gauge>,
     dev_bypass: Gauge<u64, AtomicU64>,
     purge_last_success: Gauge<f64, AtomicU64>,
+    connections_open: Gauge,
+    connections_max: Gauge,
+    connections_refused: Counter,
     purge_rows: Family<StepLabels, Counter>,
     purge_failures: Family<StepLabels, Counter>,
 }
@@ -139,6 +142,9 @@ impl Metrics {
             runs: Family::default(),
             dev_bypass: Gauge::default(),
             purge_last_success: Gauge::default(),
+            connections_open: Gauge::default(),
+            connections_max: Gauge::default(),
+            connections_refused: Counter::default(),
             purge_rows: Family::default(),
             purge_failures: Family::default(),
             provider_latency: Family::new_with_constructor(latency_histogram),
@@ -167,6 +173,17 @@ impl Metrics {
             r.register("broker_calls", "Credential broker calls by outcome", self.broker_calls.clone());
             r.register("rate_limited", "Requests refused by an abuse limit", self.rate_limited.clone());
             r.register("websockets_open", "Open WebSocket streams on this instance", self.websockets_open.clone());
+            r.register(
+                "http_connections_open",
+                "Open client connections (HTTP and WebSocket)",
+                self.connections_open.clone(),
+            );
+            r.register("http_connections_max", "MOAT_MAX_CONNECTIONS", self.connections_max.clone());
+            r.register(
+                "http_connections_refused",
+                "Connections closed at once because MOAT_MAX_CONNECTIONS were open",
+                self.connections_refused.clone(),
+            );
             r.register(
                 "runs",
                 "Runs by status and error code (all organizations, read at scrape time)",
@@ -309,6 +326,22 @@ impl Metrics {
         self.rate_limited.inc();
     }
 
+    pub fn connection_limit(&self, max: usize) {
+        self.connections_max.set(i64::try_from(max).unwrap_or(i64::MAX));
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections_open.inc();
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections_open.dec();
+    }
+
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
+    }
+
     pub fn websocket_opened(&self) {
         self.websockets_open.inc();
     }
@@ -329,7 +362,8 @@ pub fn routes() -> Routes {
 impl Metrics {
     /// Counts and times one request by its route template (called by the
     /// outermost middleware, `http::edge`, so timeouts and caught panics count too).
-    pub fn record_http(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+    /// `method` must come from a closed set (`crate::http::method_label`): labels are never taken raw from a request.
+    pub fn record_http(&self, route: &str, method: &'static str, status: u16, elapsed: Duration) {
         let labels = HttpLabels { route: route.to_owned(), method: method.to_owned(), status };
         self.http_requests.get_or_create(&labels).inc();
         self.http_latency.get_or_create(&labels).observe(elapsed.as_secs_f64());

@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::crypto::Sealer;
 use crate::db::Pool;
 use crate::http::Routes;
+use crate::http::conn::Capped;
 use crate::integrations::Providers;
 use crate::integrations::broker::Broker;
 use crate::limits::Limiter;
@@ -178,20 +179,22 @@ impl App {
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         // TCP_NODELAY: WebSocket events and small responses go out at once
         // instead of waiting for the peer's delayed ACK (~40 ms, measured).
+        // Connection limits (src/http/conn.rs): the cap is checked before the TLS handshake.
+        let (max, metrics) = (config.max_connections, self.state.metrics.clone());
         let served = match &config.tls {
             Some(tls) => {
-                axum_server::from_tcp_rustls(self.listener, RustlsConfig::from_config(tls.config()))?
-                    .map(|acceptor| acceptor.acceptor(NoDelayAcceptor::new()))
-                    .handle(handle)
-                    .serve(service)
-                    .await
+                let mut server = axum_server::from_tcp_rustls(self.listener, RustlsConfig::from_config(tls.config()))?
+                    .map(|acceptor| Capped::new(acceptor.acceptor(NoDelayAcceptor::new()), max, metrics))
+                    .first_request_timeout(config.header_timeout);
+                crate::http::conn::configure(server.http_builder(), config.header_timeout);
+                server.handle(handle).serve(service).await
             }
             None => {
-                axum_server::from_tcp(self.listener)?
-                    .acceptor(NoDelayAcceptor::new())
-                    .handle(handle)
-                    .serve(service)
-                    .await
+                let mut server = axum_server::from_tcp(self.listener)?
+                    .acceptor(Capped::new(NoDelayAcceptor::new(), max, metrics))
+                    .first_request_timeout(config.header_timeout);
+                crate::http::conn::configure(server.http_builder(), config.header_timeout);
+                server.handle(handle).serve(service).await
             }
         };
         background.cancel();

@@ -125,6 +125,10 @@ pub struct Config {
     pub agent_names: std::collections::BTreeSet<String>,
     /// How often the purge runs (`MOAT_PURGE_INTERVAL`, 60 s).
     pub purge_interval: Duration,
+    /// Most open client connections (`MOAT_MAX_CONNECTIONS`, 10,000).
+    pub max_connections: usize,
+    /// Time allowed for a request head, and idle keep-alive (`MOAT_HTTP_HEADER_TIMEOUT`, 10 s).
+    pub header_timeout: Duration,
     /// Test seam only (never set from the environment): whether the broker takes
     /// its per-integration advisory lock. Tests turn it off to prove the lock matters.
     #[doc(hidden)]
@@ -175,6 +179,15 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
         "Expired rows are purged this often: too rarely and tables grow between rounds.",
         &mut problems,
     );
+    let header_timeout = duration(
+        vars,
+        "MOAT_HTTP_HEADER_TIMEOUT",
+        "10s",
+        (1, 60),
+        "A client that trickles its headers holds a connection for as long as this allows.",
+        &mut problems,
+    );
+    let max_connections = max_connections(vars, &mut problems);
     let files = files::files(vars, &mut problems);
     let egress = egress(vars, dev, &providers.providers, &mut problems);
     let agent_names = agents::load(vars, false, &mut problems).into_keys().collect();
@@ -217,6 +230,8 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
                 egress,
                 agent_names,
                 purge_interval,
+                max_connections,
+                header_timeout,
             })
         }
         (database, ..) => Err(Box::new(Rejected { problems, environment, database })),
@@ -384,6 +399,26 @@ pub(crate) fn duration(
                 .fix(format!("export {name}={default}   # the default")),
             );
             fallback
+        }
+    }
+}
+
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+fn max_connections(vars: &Vars, problems: &mut Vec<Problem>) -> usize {
+    match vars.get("MOAT_MAX_CONNECTIONS").map(str::parse::<usize>) {
+        None => DEFAULT_MAX_CONNECTIONS,
+        Some(Ok(n)) if (1..=1_000_000).contains(&n) => n,
+        Some(_) => {
+            problems.push(
+                Problem::new(
+                    "MOAT_MAX_CONNECTIONS",
+                    "must be a whole number from 1 to 1000000",
+                    "It bounds the connections (and so the memory and file descriptors) clients can hold on one instance.",
+                )
+                .fix(format!("export MOAT_MAX_CONNECTIONS={DEFAULT_MAX_CONNECTIONS}")),
+            );
+            DEFAULT_MAX_CONNECTIONS
         }
     }
 }

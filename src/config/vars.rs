@@ -187,6 +187,18 @@ pub const VARS: &[EnvVar] = &[
         doc: "Largest file upload in bytes (25 MiB by default; at most 10 GiB), enforced while streaming: a larger upload is refused with 413 and leaves nothing on disk.",
     },
     EnvVar {
+        name: "MOAT_MAX_CONNECTIONS",
+        commands: SERVE_CHECK,
+        default: Some("10000"),
+        doc: "Most client connections (HTTP and WebSocket) one `serve` instance keeps open (1 to 1000000); beyond it a new connection is closed at once, before any TLS or HTTP, while the open ones keep working.",
+    },
+    EnvVar {
+        name: "MOAT_HTTP_HEADER_TIMEOUT",
+        commands: SERVE_CHECK,
+        default: Some("10s"),
+        doc: "A connection must send a complete request head within this (1s to 60s), counted from when it opens or last finished a response: it bounds slow-header (slowloris) clients and is also the idle keep-alive timeout.",
+    },
+    EnvVar {
         name: "MOAT_PURGE_INTERVAL",
         commands: SERVE_CHECK,
         default: Some("60s"),

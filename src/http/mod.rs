@@ -8,7 +8,9 @@
 //! 405s are wrapped too. Each `from_fn` layer costs a boxed future per
 //! request, so there is one (docs/performance.md).
 
+mod body;
 mod client_ip;
+pub mod conn;
 pub mod cookies;
 mod edge;
 pub mod error;
@@ -26,6 +28,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 
 pub use client_ip::{ClientIp, resolve as resolve_client_ip};
+pub use edge::method_label;
 pub use error::{ApiError, ApiJson};
 pub use routes::{RouteInfo, Routes};
 

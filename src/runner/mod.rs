@@ -340,9 +340,7 @@ async fn on_notification(shared: &Shared, channel: &str, payload: &str) {
 pub async fn main(vars: &crate::config::Vars) -> std::process::ExitCode {
     // Agents run as children: keep this process's memory and /proc/<pid>/environ
     // (DATABASE_URL) closed to same-user processes that are not root.
-    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
-        tracing::warn!(error = %e, "cannot mark the runner non-dumpable");
-    }
+    crate::os::non_dumpable("runner");
     let config = match crate::config::runner::load(vars) {
         Ok(config) => config,
         Err(problems) => {

@@ -18,6 +18,7 @@ mod dev_mode;
 mod egress;
 mod files;
 mod http_baseline;
+mod http_edge;
 mod integrations;
 mod launch_readiness;
 mod limits;

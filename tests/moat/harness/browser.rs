@@ -27,6 +27,11 @@ pub struct Browser {
 
 impl Browser {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// As [`Browser::start`], with extra Chromium arguments (e.g. `--ignore-certificate-errors`).
+    pub async fn start_with(extra: &[&str]) -> Self {
         for path in [CHROMIUM, CHROMEDRIVER] {
             assert!(
                 std::path::Path::new(path).exists(),
@@ -42,17 +47,28 @@ impl Browser {
             .spawn()
             .expect("start chromedriver");
         let profile = tempfile::Builder::new().prefix("moat-chromium-").tempdir().unwrap();
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--window-size=1280,900",
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .map(str::to_owned)
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
             "goog:chromeOptions".into(),
             json!({
                 "binary": CHROMIUM,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--no-first-run", "--window-size=1280,900",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
+                "args": args,
             }),
         );
         let url = format!("http://127.0.0.1:{port}");
