@@ -1,9 +1,12 @@
 //! Abuse limits, kept in PostgreSQL so every instance enforces the same limit.
 //!
-//! Each [`Limit`] counts attempts per bucket (an email, a client, an IP) in a
-//! fixed window with one atomic upsert, and may lock a bucket out after
-//! consecutive unsuccessful attempts, for a time that doubles with each
-//! further one. An attempt counts as unsuccessful from the moment it starts
+//! Each [`Limit`] counts attempts per bucket (an account, a client, an IP,
+//! or a pair of them) in a fixed window with one atomic upsert, and may lock a
+//! bucket out after consecutive unsuccessful attempts, for a time that doubles
+//! with each further one. An attempt is counted against a caller's limits in
+//! order, the address first ([`Limiter::hit_in_order`]): an address over its
+//! limit adds no row for whatever account it names, and an address locked out
+//! of one account does not count against that account's ceiling. An attempt counts as unsuccessful from the moment it starts
 //! until [`Limiter::succeed`] clears it, so concurrent attempts cannot slip
 //! past a lockout. Bucket names are HMACs under a key derived from
 //! `MOAT_ENCRYPTION_KEY`: the table holds no email or address, not even a
@@ -40,19 +43,17 @@ pub struct Limit {
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
 const NO_LOCKOUT: (i32, Duration, Duration) = (0, Duration::ZERO, Duration::ZERO);
 const PROGRESSIVE: (i32, Duration, Duration) = (5, Duration::from_secs(1), Duration::from_secs(15 * 60));
 
 impl Limit {
     const fn new(name: &'static str, max_hits: i64, lockout: (i32, Duration, Duration)) -> Self {
-        Self {
-            name,
-            max_hits,
-            window: MINUTE,
-            lockout_after: lockout.0,
-            lockout_base: lockout.1,
-            lockout_max: lockout.2,
-        }
+        Self::per(name, max_hits, MINUTE, lockout)
+    }
+
+    const fn per(name: &'static str, max_hits: i64, window: Duration, lockout: (i32, Duration, Duration)) -> Self {
+        Self { name, max_hits, window, lockout_after: lockout.0, lockout_base: lockout.1, lockout_max: lockout.2 }
     }
 
     /// How long a row must outlive its last use for the window and lockout to hold.
@@ -61,10 +62,16 @@ impl Limit {
     }
 }
 
-/// `POST /v1/auth/login`, per normalized email: 10 a minute; locks after 5 failures in a row.
-pub const LOGIN_PER_EMAIL: Limit = Limit::new("login_email", 10, PROGRESSIVE);
-/// `POST /v1/auth/login`, per client IP (IPv6: per /64): 30 a minute.
+/// `POST /v1/auth/login`, per client IP (IPv6: per /64), whatever the account: 30 a minute. Counted first.
 pub const LOGIN_PER_IP: Limit = Limit::new("login_ip", 30, NO_LOCKOUT);
+/// `POST /v1/auth/login`, per account (normalized email) **and** client IP: 10 a
+/// minute; locks after 5 failures in a row (1 s, doubling, at most 15 min).
+/// Keyed on both, so guessing from one address cannot lock the owner out from another.
+pub const LOGIN_PER_ACCOUNT_IP: Limit = Limit::new("login_account_ip", 10, PROGRESSIVE);
+/// `POST /v1/auth/login`, per account from every address together: 200 an
+/// hour — a ceiling on distributed guessing. One address's lockout lets it try
+/// about 17 times an hour, so it takes a dozen addresses or more to reach.
+pub const LOGIN_PER_ACCOUNT: Limit = Limit::per("login_account", 200, HOUR, NO_LOCKOUT);
 /// `POST /v1/oauth/token`, per client id *and* client IP: 30 a minute; locks after 5
 /// failures in a row. Keyed on both so that a stranger who knows a client id (it is
 /// not a secret) cannot lock the real client out from elsewhere.
@@ -160,6 +167,17 @@ impl Limiter {
         })
     }
 
+    /// Counts one attempt against each limit in turn, stopping at the first
+    /// that refuses: a later limit neither counts the attempt nor gains a row.
+    pub async fn hit_in_order(&self, pool: &Pool, stages: &[(Limit, &str)]) -> Result<Verdict, LimitError> {
+        for stage in stages {
+            if let limited @ Verdict::Limited { .. } = self.hit(pool, std::slice::from_ref(stage)).await? {
+                return Ok(limited);
+            }
+        }
+        Ok(Verdict::Allowed)
+    }
+
     /// Clears the unsuccessful-attempt count and any lockout after a success.
     pub async fn succeed(&self, pool: &Pool, limit: Limit, key: &str) -> Result<(), LimitError> {
         let client = pool.get().await?;
@@ -199,9 +217,9 @@ mod tests {
     fn buckets_are_keyed_and_do_not_reveal_the_key() {
         let limiter = Limiter::new(&EncryptionKey::ephemeral());
         let other = Limiter::new(&EncryptionKey::ephemeral());
-        let bucket = limiter.bucket(&LOGIN_PER_EMAIL, "ada@example.com");
-        assert!(bucket.starts_with("login_email:") && !bucket.contains("example.com"));
-        assert_eq!(bucket, limiter.bucket(&LOGIN_PER_EMAIL, "ada@example.com"));
-        assert_ne!(bucket, other.bucket(&LOGIN_PER_EMAIL, "ada@example.com"));
+        let bucket = limiter.bucket(&LOGIN_PER_ACCOUNT, "ada@example.com");
+        assert!(bucket.starts_with("login_account:") && !bucket.contains("example.com"));
+        assert_eq!(bucket, limiter.bucket(&LOGIN_PER_ACCOUNT, "ada@example.com"));
+        assert_ne!(bucket, other.bucket(&LOGIN_PER_ACCOUNT, "ada@example.com"));
     }
 }

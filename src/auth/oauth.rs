@@ -185,7 +185,7 @@ async fn issue(
     let client_key = format!("{canonical} {ip_key}");
     let verdict = state
         .limiter
-        .hit(&state.db, &[(TOKEN_PER_CLIENT, &client_key), (TOKEN_PER_IP, &ip_key)])
+        .hit_in_order(&state.db, &[(TOKEN_PER_IP, &ip_key), (TOKEN_PER_CLIENT, &client_key)])
         .await
         .map_err(internal)?;
     if let Verdict::Limited { retry_after } = verdict {

@@ -26,7 +26,7 @@ use crate::AppState;
 use crate::audit::{self, Event};
 use crate::db::tenant::{self, Lookup};
 use crate::http::{ApiJson, ClientIp, cookies};
-use crate::limits::{self, LOGIN_PER_EMAIL, LOGIN_PER_IP, Verdict};
+use crate::limits::{self, LOGIN_PER_ACCOUNT, LOGIN_PER_ACCOUNT_IP, LOGIN_PER_IP, Verdict};
 
 /// What the audit log and the limiter record instead of an input that is not
 /// a plausible email or client id (it may be a mistyped secret).
@@ -74,9 +74,9 @@ pub(super) async fn login(
     let email = normalize_email(&body.email);
     let subject = email.as_deref().unwrap_or(MALFORMED);
     let ip_key = limits::ip_key(ip);
-    if let Verdict::Limited { retry_after } =
-        state.limiter.hit(&state.db, &[(LOGIN_PER_EMAIL, subject), (LOGIN_PER_IP, &ip_key)]).await?
-    {
+    let account_ip = format!("{subject} {ip_key}");
+    let stages = [(LOGIN_PER_IP, ip_key.as_str()), (LOGIN_PER_ACCOUNT_IP, &account_ip), (LOGIN_PER_ACCOUNT, subject)];
+    if let Verdict::Limited { retry_after } = state.limiter.hit_in_order(&state.db, &stages).await? {
         state.metrics.rate_limited();
         return Err(AuthError::RateLimited(retry_after));
     }
@@ -133,7 +133,7 @@ pub(super) async fn login(
     let Some((id, org, role, token)) = outcome else {
         return Err(AuthError::InvalidCredentials);
     };
-    state.limiter.succeed(&state.db, LOGIN_PER_EMAIL, subject).await?;
+    state.limiter.succeed(&state.db, LOGIN_PER_ACCOUNT_IP, &account_ip).await?;
     session_response(&state, id, org, role, &token)
 }
 

@@ -256,3 +256,91 @@ async fn the_purge_functions_cannot_be_hijacked_with_temporary_tables() {
         .unwrap();
     assert_eq!((row.get::<_, bool>(0), row.get::<_, bool>(1)), (true, false), "the owner's rights were borrowed");
 }
+
+/// An app behind a trusted proxy (the test's loopback peer), with `ada@example.com`.
+async fn behind_proxy() -> (crate::harness::TestApp, String) {
+    let db = TestDb::migrated().await;
+    let trusted = Env::production(&db).set("MOAT_TRUSTED_PROXIES", "127.0.0.1/32, ::1");
+    let app = spawn_app(Options { env: Some(trusted), db: Some(db), ..Options::default() }).await;
+    let org = app.create_org("Acme").await;
+    let (_, password) = app.create_user(org, "ada@example.com", Role::Admin).await;
+    (app, password)
+}
+
+async fn login_from(app: &crate::harness::TestApp, ip: &str, email: &str, password: &str) -> u16 {
+    let response = app
+        .http
+        .post(app.url("/v1/auth/login"))
+        .header("x-forwarded-for", ip)
+        .json(&json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .unwrap();
+    response.status().as_u16()
+}
+
+/// Observation 5 of issue 17: 25 failed logins for an account from address A
+/// locked its owner out everywhere. Now A is locked out of that account;
+/// the owner, from an address with no failures, signs in.
+#[tokio::test]
+async fn guessing_from_one_address_cannot_lock_the_owner_out_from_another() {
+    let (app, password) = behind_proxy().await;
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        statuses.push(login_from(&app, "198.51.100.66", "ada@example.com", "guess").await);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 20, "{statuses:?}");
+    assert_eq!(login_from(&app, "198.51.100.66", "ada@example.com", &password).await, 429, "A stays locked out");
+    assert_eq!(login_from(&app, "203.0.113.10", "ada@example.com", &password).await, 200, "the owner, elsewhere");
+    // A's lockout is for that account only.
+    assert_eq!(login_from(&app, "198.51.100.66", "someone@example.com", "guess").await, 401);
+}
+
+/// Observation 6 of issue 17: every guessed email added a row even once the
+/// guessing address was over its limit. Now the address is counted first.
+#[tokio::test]
+async fn an_address_over_its_limit_adds_no_rows_for_the_accounts_it_guesses() {
+    let (app, _) = behind_proxy().await;
+    let admin = app._db.admin().await;
+    let rows = || async { admin.query_one("SELECT count(*) FROM rate_limits", &[]).await.unwrap().get::<_, i64>(0) };
+    for i in 0..30 {
+        assert_eq!(login_from(&app, "198.51.100.7", &format!("guess{i}@example.com"), "x").await, 401);
+    }
+    let at_limit = rows().await;
+    assert_eq!(at_limit, 1 + 30 * 2, "the address, and a pair and an account bucket per allowed attempt");
+    for i in 30..300 {
+        assert_eq!(login_from(&app, "198.51.100.7", &format!("guess{i}@example.com"), "x").await, 429);
+    }
+    assert_eq!(rows().await, at_limit, "refused attempts added rows");
+}
+
+/// The per-account ceiling bounds distributed guessing (many addresses, a
+/// few tries each), and an address's own lockout does not count against it.
+/// Reaching it does refuse the owner too — the documented trade-off.
+#[tokio::test]
+async fn the_account_ceiling_bounds_distributed_guessing() {
+    let (app, password) = behind_proxy().await;
+    // One address hammering while locked out: refused by its own lockout, not counted on the account.
+    for _ in 0..100 {
+        login_from(&app, "198.51.100.1", "ada@example.com", "guess").await;
+    }
+    assert_eq!(login_from(&app, "203.0.113.1", "ada@example.com", &password).await, 200);
+    let admin = app._db.admin().await;
+    let ceiling_hits = || async {
+        admin
+            .query_one("SELECT coalesce(max(hits), 0) FROM rate_limits WHERE bucket LIKE 'login_account:%'", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0)
+    };
+    assert_eq!(ceiling_hits().await, 6, "five guesses and one success counted on the account");
+    // Forty more addresses, five guesses each: the account's 200 an hour.
+    for batch in 0..8 {
+        let guesses = (0..5).flat_map(|a| (0..5).map(move |_| format!("192.0.2.{}", batch * 5 + a + 2)));
+        let guesses: Vec<String> = guesses.collect();
+        futures_util::future::join_all(guesses.iter().map(|ip| login_from(&app, ip, "ada@example.com", "guess"))).await;
+    }
+    assert!(ceiling_hits().await >= 200, "{}", ceiling_hits().await);
+    assert_eq!(login_from(&app, "203.0.113.99", "ada@example.com", &password).await, 429, "the ceiling holds");
+}
