@@ -24,7 +24,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::AppState;
-use crate::auth::{Access, Scope};
+use crate::auth::{Access, Caller, Scope};
 use crate::db::Pool;
 use crate::http::{ApiError, Routes};
 
@@ -373,7 +373,11 @@ impl Metrics {
 /// Prometheus/OpenMetrics text (docs/operations.md lists every metric).
 #[utoipa::path(get, path = "/metrics", tag = "meta",
     responses((status = 200, description = "The metrics", content_type = "application/openmetrics-text")))]
-async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn scrape(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    // The same session check as every tenant transaction: a disabled scraper is refused at once.
+    let mut client = state.db.get().await?;
+    crate::db::tenant::begin(&mut client, &caller).await?.commit().await?;
+    drop(client);
     let text = state.metrics.render(&state.db).await.map_err(|e| match e {
         RenderError::Pool(e) => e.into(),
         RenderError::Db(e) => e.into(),

@@ -147,8 +147,14 @@ pub async fn run(report: &mut Report) {
     );
     let app = spawn_app(Options { extra: Some(probes), ..Options::default() }).await;
     let (org, user, token) = app.signed_in(Role::Admin).await;
-    let caller =
-        Caller { id: user, kind: PrincipalKind::User, org, scopes: Role::Admin.scopes(), expires_at: i64::MAX };
+    let caller = Caller {
+        id: user,
+        kind: PrincipalKind::User,
+        org,
+        scopes: Role::Admin.scopes(),
+        expires_at: i64::MAX,
+        session: Default::default(),
+    };
     let bare = axum::Router::new()
         .route("/bench/minimal", axum::routing::get(minimal))
         .route("/bench/typical", axum::routing::get(typical_bare))

@@ -160,6 +160,8 @@ async fn memory_per_connection(report: &mut Report) {
             jti: Uuid::new_v4(),
             kind: PrincipalKind::Client,
             session_exp: now + 3600,
+            sid: None,
+            secret_gen: None,
         };
         keys.sign(&claims).unwrap()
     };
@@ -259,6 +261,8 @@ async fn fan_out(conversations: usize, subscribers_each: usize, load: Load) -> (
                 jti: Uuid::new_v4(),
                 kind: PrincipalKind::Client,
                 session_exp: now + 3600,
+                sid: None,
+                secret_gen: None,
             };
             let token = keys.sign(&claims).unwrap();
             sockets.push(open(&format!("ws://{}/v1/conversations/{conv}/stream?token={token}", serving.addr)).await);

@@ -18,7 +18,7 @@ use futures_util::future::Either;
 use tower::{Layer, Service};
 use uuid::Uuid;
 
-use super::jwt::{PrincipalKind, TokenError};
+use super::jwt::{PrincipalKind, SessionRef, TokenError};
 use super::scope::{Scope, Scopes};
 use super::verified::VerifiedTokens;
 use crate::http::ApiError;
@@ -43,6 +43,8 @@ pub struct Caller {
     pub scopes: Scopes,
     /// When the access token expires (unix seconds).
     pub expires_at: i64,
+    /// What else ends the token's session early (its login session, its client secret).
+    pub session: SessionRef,
 }
 
 impl Caller {

@@ -95,7 +95,7 @@ impl TokenKeys {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PrincipalKind {
     User,
@@ -111,6 +111,16 @@ impl PrincipalKind {
     }
 }
 
+/// What a token's session is, besides its principal: what revokes it early
+/// (checked by `moat_session_active` in every tenant transaction).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionRef {
+    /// A user's refresh family (login session): revoked by logout, reuse, a password reset.
+    pub sid: Option<Uuid>,
+    /// A service client's secret generation: a rotation ends tokens minted before it.
+    pub generation: Option<i32>,
+}
+
 /// The claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccessClaims {
@@ -123,6 +133,12 @@ pub struct AccessClaims {
     pub exp: i64,
     pub jti: Uuid,
     pub kind: PrincipalKind,
+    /// The user's session (refresh family), for tokens minted at login or refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<Uuid>,
+    /// The client's secret generation, for client-credentials tokens.
+    #[serde(default, rename = "sgen", skip_serializing_if = "Option::is_none")]
+    pub secret_gen: Option<i32>,
 }
 
 /// A freshly minted access token.
@@ -146,6 +162,7 @@ impl TokenKeys {
         id: Uuid,
         org: Uuid,
         scopes: &Scopes,
+        session: SessionRef,
     ) -> Result<AccessToken, jsonwebtoken::errors::Error> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
@@ -159,6 +176,8 @@ impl TokenKeys {
             exp: now.saturating_add(ttl_secs),
             jti: Uuid::new_v4(),
             kind,
+            sid: session.sid,
+            secret_gen: session.generation,
         };
         Ok(AccessToken {
             access_token: self.sign(&claims)?,

@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 pub use error::AuthError;
 pub use guard::{Access, Caller, Guard};
-pub use jwt::{AccessClaims, PrincipalKind, TokenKeys};
+pub use jwt::{AccessClaims, PrincipalKind, SessionRef, TokenKeys};
 pub use scope::{Role, Scope, Scopes};
 pub use session::normalize_email;
 pub use store::STATEMENTS;

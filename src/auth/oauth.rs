@@ -17,7 +17,7 @@ use base64::Engine as _;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::jwt::PrincipalKind;
+use super::jwt::{PrincipalKind, SessionRef};
 use super::scope::{Scope, Scopes};
 use super::session::MALFORMED;
 use super::{password, store};
@@ -237,9 +237,10 @@ async fn issue(
         ));
     }
     let (id, org): (Uuid, Uuid) = (row.get("id"), row.get("org_id"));
+    let generation = SessionRef { sid: None, generation: Some(row.get("secret_generation")) };
     let mut access = state
         .tokens
-        .mint_access(state.config.access_token_ttl, PrincipalKind::Client, id, org, &scopes)
+        .mint_access(state.config.access_token_ttl, PrincipalKind::Client, id, org, &scopes, generation)
         .map_err(internal)?;
     access.scope = Some(scopes.to_string());
     record(state, &Event::new(Some(org), "client_token_issued", format!("client:{id}")).ip(ip))

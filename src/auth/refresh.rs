@@ -44,7 +44,7 @@ pub struct Policy {
 #[derive(Debug)]
 pub enum Rotation {
     /// A valid token: here is the user and the token to send back.
-    Rotated { user: Uuid, org: Uuid, role: Role, token: String },
+    Rotated { user: Uuid, org: Uuid, family: Uuid, role: Role, token: String },
     /// Unknown, expired, revoked, or its user is disabled.
     Refused,
     /// A rotated token presented again outside the grace window: the family is now revoked.
@@ -84,18 +84,19 @@ fn aad(id: Uuid) -> Vec<u8> {
     format!("refresh_tokens.sealed_token:{id}").into_bytes()
 }
 
-/// Starts a family for `user` (within a transaction set to `org`); returns its first token.
+/// Starts a family for `user` (within a transaction set to `org`); returns its id and first token.
 pub async fn start(
     tx: &Transaction<'_>,
     sealer: &Sealer,
     org: Uuid,
     user: Uuid,
     policy: Policy,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(Uuid, String)> {
     let tag = new_tag();
     let statement = tx.prepare_cached(store::INSERT_FAMILY).await?;
     let row = tx.query_one(&statement, &[&org, &user, &SESSION_MAX_AGE.as_secs_f64(), &tag.to_vec()]).await?;
-    issue(tx, sealer, Family { id: row.get("id"), org, tag }, row.get("expires_at"), policy).await
+    let id = row.get("id");
+    Ok((id, issue(tx, sealer, Family { id, org, tag }, row.get("expires_at"), policy).await?))
 }
 
 /// A family, as a new token needs it.
@@ -160,12 +161,12 @@ pub async fn rotate(
         tx.execute(&statement, &[&id, &org]).await?;
         let tag = family_tag(tx, family, org, fam.get("tag")).await?;
         let token = issue(tx, sealer, Family { id: family, org, tag }, fam.get("expires_at"), policy).await?;
-        return Ok(Rotation::Rotated { user, org, role, token });
+        return Ok(Rotation::Rotated { user, org, family, role, token });
     }
     if token.get::<_, bool>("in_grace")
         && let Some(current) = current_token(tx, sealer, family, org, grace).await?
     {
-        return Ok(Rotation::Rotated { user, org, role, token: current });
+        return Ok(Rotation::Rotated { user, org, family, role, token: current });
     }
     revoke_family(tx, family, org, "reuse").await?;
     Ok(Rotation::Reused { user, org })

@@ -17,7 +17,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::error::AuthError;
-use super::jwt::PrincipalKind;
+use super::jwt::{PrincipalKind, SessionRef};
 use super::refresh::{self, Policy, Rotation};
 use super::scope::Role;
 use super::{password, store};
@@ -107,10 +107,10 @@ pub(super) async fn login(
             let id: Uuid = row.get("id");
             let org = org.unwrap_or_default();
             let role = Role::parse(row.get("role")).ok_or_else(|| anyhow::anyhow!("unknown role in users"))?;
-            let token = refresh::start(&tx, &state.sealer, org, id, policy(&state)).await?;
+            let (family, token) = refresh::start(&tx, &state.sealer, org, id, policy(&state)).await?;
             let event = Event::new(Some(org), "login_succeeded", format!("user:{id}")).subject(subject).ip(ip);
             audit::record(&tx, &event).await?;
-            Some((id, org, role, token))
+            Some((id, org, role, family, token))
         }
         _ => {
             let reason = match &user {
@@ -130,11 +130,11 @@ pub(super) async fn login(
     drop(client);
 
     // A failure was already counted when the attempt started.
-    let Some((id, org, role, token)) = outcome else {
+    let Some((id, org, role, family, token)) = outcome else {
         return Err(AuthError::InvalidCredentials);
     };
     state.limiter.succeed(&state.db, LOGIN_PER_ACCOUNT_IP, &account_ip).await?;
-    session_response(&state, id, org, role, &token)
+    session_response(&state, Session { user: id, org, role, family }, &token)
 }
 
 /// A new access token for the refresh cookie (rotated; reuse revokes the session).
@@ -164,7 +164,9 @@ pub(super) async fn refresh(
     }
     tx.commit().await?;
     match rotation {
-        Rotation::Rotated { user, org, role, token } => session_response(&state, user, org, role, &token),
+        Rotation::Rotated { user, org, family, role, token } => {
+            session_response(&state, Session { user, org, role, family }, &token)
+        }
         Rotation::Refused | Rotation::Reused { .. } => Ok(cleared(AuthError::NoSession.into_response(), &state)),
     }
 }
@@ -193,11 +195,22 @@ pub(super) async fn logout(
     Ok(cleared(response, &state))
 }
 
+/// A signed-in user's session, as its access tokens name it.
+struct Session {
+    user: Uuid,
+    org: Uuid,
+    role: Role,
+    /// The refresh family: ending it (logout, reuse, password reset) ends the access tokens too.
+    family: Uuid,
+}
+
 /// 200 with a fresh access token, and the refresh token in the cookie.
-fn session_response(state: &AppState, user: Uuid, org: Uuid, role: Role, token: &str) -> Result<Response, AuthError> {
+fn session_response(state: &AppState, session: Session, token: &str) -> Result<Response, AuthError> {
+    let Session { user, org, role, family } = session;
+    let sid = SessionRef { sid: Some(family), generation: None };
     let access = state
         .tokens
-        .mint_access(state.config.access_token_ttl, PrincipalKind::User, user, org, &role.scopes())
+        .mint_access(state.config.access_token_ttl, PrincipalKind::User, user, org, &role.scopes(), sid)
         .map_err(anyhow::Error::from)?;
     let max_age = state.config.refresh_token_ttl.min(refresh::SESSION_MAX_AGE);
     let mut response = Json(access).into_response();

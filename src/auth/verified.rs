@@ -26,7 +26,7 @@ use quick_cache::sync::Cache;
 use sha2::{Digest, Sha256};
 
 use super::guard::Caller;
-use super::jwt::{API_AUDIENCE, AccessClaims, TokenError, TokenKeys};
+use super::jwt::{API_AUDIENCE, AccessClaims, SessionRef, TokenError, TokenKeys};
 use super::scope::Scopes;
 
 /// Tokens remembered at most (≈ 150 bytes each, so about 1.5 MiB). Beyond it
@@ -70,7 +70,9 @@ impl VerifiedTokens {
         }
         let claims = self.keys.verify::<AccessClaims>(token, API_AUDIENCE)?;
         let scopes = Scopes::parse(&claims.scope).map_err(|_| TokenError::Invalid("unknown scope".into()))?;
-        let caller = Caller { id: claims.sub, kind: claims.kind, org: claims.org, scopes, expires_at: claims.exp };
+        let session = SessionRef { sid: claims.sid, generation: claims.secret_gen };
+        let caller =
+            Caller { id: claims.sub, kind: claims.kind, org: claims.org, scopes, expires_at: claims.exp, session };
         if caller.expires_at > now {
             self.verified.insert(key, caller.clone());
         }
@@ -103,7 +105,7 @@ mod tests {
 
     fn token(keys: &TokenKeys, ttl: Duration) -> String {
         let scopes = Role::Member.scopes();
-        keys.mint_access(ttl, PrincipalKind::User, Uuid::new_v4(), Uuid::new_v4(), &scopes)
+        keys.mint_access(ttl, PrincipalKind::User, Uuid::new_v4(), Uuid::new_v4(), &scopes, SessionRef::default())
             .map(|t| t.access_token)
             .unwrap_or_default()
     }
@@ -158,6 +160,8 @@ mod tests {
             exp,
             jti: Uuid::new_v4(),
             kind: PrincipalKind::User,
+            sid: None,
+            secret_gen: None,
         };
         keys.sign(&claims).unwrap_or_default()
     }
@@ -176,6 +180,7 @@ mod tests {
             org: Uuid::new_v4(),
             scopes: Role::Admin.scopes(),
             expires_at: now() - 60,
+            session: SessionRef::default(),
         };
         verified.verified.insert(key, caller);
         assert_eq!(verified.caller(&expired).map(|_| ()), Err(TokenError::Expired));

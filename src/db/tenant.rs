@@ -39,11 +39,13 @@ pub enum Lookup<'a> {
     FamilyTag(&'a [u8; 16]),
 }
 
-/// Starts a transaction as `caller`: its organization, after checking it is still enabled.
+/// Starts a transaction as `caller`: its organization, after checking its
+/// session is still alive (principal enabled, login session or client secret not revoked).
 pub async fn begin<'a>(client: &'a mut Client, caller: &Caller) -> Result<Transaction<'a>, TenantError> {
     let tx = client.transaction().await?;
     let statement = tx.prepare_cached(store::BEGIN_TENANT).await?;
-    let row = tx.query_one(&statement, &[&caller.org, &caller.kind.as_str(), &caller.id]).await?;
+    let (sid, generation) = (caller.session.sid, caller.session.generation);
+    let row = tx.query_one(&statement, &[&caller.org, &caller.kind.as_str(), &caller.id, &sid, &generation]).await?;
     if !row.get::<_, bool>("active") {
         return Err(TenantError::Inactive);
     }

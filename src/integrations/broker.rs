@@ -173,8 +173,15 @@ struct Stale {
 async fn fast(deps: &Deps, caller: &Caller, id: Uuid) -> Result<Result<Issued, Stale>, IntegrationError> {
     let client = deps.db.get().await?;
     let kind = caller.kind.as_str();
-    let params: [(&(dyn ToSql + Sync), Type); 4] =
-        [(&caller.org, Type::UUID), (&kind, Type::TEXT), (&caller.id, Type::UUID), (&id, Type::UUID)];
+    let (sid, generation) = (caller.session.sid, caller.session.generation);
+    let params: [(&(dyn ToSql + Sync), Type); 6] = [
+        (&caller.org, Type::UUID),
+        (&kind, Type::TEXT),
+        (&caller.id, Type::UUID),
+        (&sid, Type::UUID),
+        (&generation, Type::INT4),
+        (&id, Type::UUID),
+    ];
     let row = client.query_typed_one(store::READ_FAST, &params).await?;
     if !row.get::<_, bool>("caller_active") {
         return Err(IntegrationError::CallerInactive);

@@ -376,5 +376,5 @@ fn starter(org: Uuid, actor: &str) -> Result<Caller, IntegrationError> {
         _ => return Err(bad()),
     };
     let id = Uuid::parse_str(id).map_err(|_| bad())?;
-    Ok(Caller { id, kind, org, scopes: Scopes::default(), expires_at: 0 })
+    Ok(Caller { id, kind, org, scopes: Scopes::default(), expires_at: 0, session: Default::default() })
 }

@@ -232,7 +232,7 @@ impl RunContext {
             return Err("forbidden");
         }
         let expires_at = time::OffsetDateTime::now_utc().unix_timestamp() + 60;
-        Ok(crate::auth::Caller { id, kind, org: self.run.org, scopes, expires_at })
+        Ok(crate::auth::Caller { id, kind, org: self.run.org, scopes, expires_at, session: Default::default() })
     }
 
     /// Emits one event (sanitized), counted against the run's bounds.

@@ -15,6 +15,8 @@ use super::store;
 pub const CHANNEL_RUNS: &str = "moat_runs";
 pub const CHANNEL_COMMANDS: &str = "moat_commands";
 pub const CHANNEL_EVENTS: &str = "moat_events";
+/// A session was revoked in the organization named by the payload (sent by the triggers of V9).
+pub const CHANNEL_REVOCATIONS: &str = "moat_revocations";
 
 /// The kinds of event a run produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

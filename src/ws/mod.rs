@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::auth::{Access, Caller, PrincipalKind, Scope, Scopes};
+use crate::auth::{Access, Caller, PrincipalKind, Scope, Scopes, SessionRef};
 use crate::db::tenant;
 use crate::http::{ApiError, Routes};
 
@@ -66,6 +66,12 @@ pub struct WsClaims {
     pub kind: PrincipalKind,
     /// When the access token that minted this one expires: the socket closes then.
     pub session_exp: i64,
+    /// The minting token's login session: the socket closes when it is revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<Uuid>,
+    /// The minting client token's secret generation: the socket closes on a rotation.
+    #[serde(default, rename = "sgen", skip_serializing_if = "Option::is_none")]
+    pub secret_gen: Option<i32>,
 }
 
 /// Live sockets per principal on this instance (per-instance; docs/caches.md).
@@ -148,6 +154,8 @@ async fn mint(
         jti: Uuid::new_v4(),
         kind: caller.kind,
         session_exp: caller.expires_at,
+        sid: caller.session.sid,
+        secret_gen: caller.session.generation,
     };
     let token = state.tokens.sign(&claims).map_err(|e| ApiError::internal(&e))?;
     Ok(Json(WsToken { token, expires_in: exp - now }))
@@ -296,7 +304,9 @@ async fn check(
     if claims.session_exp <= time::OffsetDateTime::now_utc().unix_timestamp() {
         return Err(invalid_token());
     }
-    let caller = Caller { id: claims.sub, kind: claims.kind, org: claims.org, scopes, expires_at: claims.session_exp };
+    let session = SessionRef { sid: claims.sid, generation: claims.secret_gen };
+    let caller =
+        Caller { id: claims.sub, kind: claims.kind, org: claims.org, scopes, expires_at: claims.session_exp, session };
     // 4. Ownership, checked in the database on every connection.
     let conversation = Uuid::parse_str(id).map_err(|_| ApiError::not_found().into_response())?;
     if claims.conv != conversation || !caller.scopes.contains(Scope::ConversationsRead) {

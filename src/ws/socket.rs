@@ -1,6 +1,9 @@
 //! One accepted socket: `ready`, replay after `after`, live events in sequence
-//! order with no gap and no duplicate, commands, limits, and the close when
-//! the session that minted the token expires.
+//! order with no gap and no duplicate, commands, limits, the close when the
+//! session that minted the token expires, and the close (1008 `revoked`) as
+//! soon as that session is revoked — before any event committed after the
+//! revocation is sent (the hub's reads and this socket's own catch-up reads
+//! check the session in the same snapshot as the events).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +17,7 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use super::hub::{Frame, read_events};
+use super::hub::{Frame, SessionKey, Watched, read_events};
 use super::{SocketSlot, WsClaims};
 use crate::AppState;
 use crate::auth::{Caller, Scope};
@@ -55,7 +58,12 @@ struct Connection {
     conversation: Uuid,
     /// The last sequence number sent.
     last: i64,
+    /// This socket's registration with the hub (revocation).
+    watched: Watched,
 }
+
+/// The socket's session was revoked: closed, nothing more is sent.
+const REVOKED: (u16, &str) = (1008, "revoked");
 
 /// How long a close frame may take to go out (a peer that stopped reading never takes it).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -81,7 +89,17 @@ impl Connection {
         close_with(&mut self.ws, code, reason).await;
     }
 
+    /// Closes the socket if its session was revoked; `Err` then.
+    async fn alive(&mut self) -> Result<(), ()> {
+        if self.watched.revoked.is_cancelled() {
+            self.close(REVOKED.0, REVOKED.1).await;
+            return Err(());
+        }
+        Ok(())
+    }
+
     async fn send_frame(&mut self, frame: &Frame) -> Result<(), ()> {
+        self.alive().await?;
         self.send(Message::Text(frame.text.clone())).await?;
         self.last = frame.seq;
         Ok(())
@@ -89,14 +107,16 @@ impl Connection {
 
     /// Sends live frames in order (queued, one flush); a gap is filled from the table.
     async fn send_batch(&mut self, frames: &[Arc<Frame>]) -> Result<(), ()> {
+        self.alive().await?;
         let mut queued = false;
         for frame in frames {
             if frame.seq <= self.last {
                 continue; // already sent (replay overlap)
             }
-            if frame.seq != self.last + 1 {
+            // A gap (or a lag), or a read whose session check predates this socket: from the table.
+            if frame.seq != self.last + 1 || frame.read <= self.watched.since {
                 self.flush(queued).await?;
-                return self.catch_up().await; // a gap (or a lag): fill it from the table
+                return self.catch_up().await;
             }
             match tokio::time::timeout(SEND_TIMEOUT, self.ws.feed(Message::Text(frame.text.clone()))).await {
                 Ok(Ok(())) => {}
@@ -126,12 +146,19 @@ impl Connection {
         }
     }
 
-    /// Sends every stored event after `self.last`, from the table.
+    /// Sends every stored event after `self.last`, from the table (with its own session check).
     async fn catch_up(&mut self) -> Result<(), ()> {
+        let session = SessionKey::of(&self.caller);
         loop {
-            let page = read_events(&self.state.db, self.caller.org, self.conversation, self.last, REPLAY_PAGE)
+            let (org, conversation, last) = (self.caller.org, self.conversation, self.last);
+            let page = read_events(&self.state.db, org, conversation, last, REPLAY_PAGE, session)
                 .await
                 .map_err(|e| tracing::warn!(error = %format!("{e:#}"), "stream catch-up failed"))?;
+            let Some(page) = page else {
+                self.watched.revoked.cancel();
+                self.close(REVOKED.0, REVOKED.1).await;
+                return Err(());
+            };
             let full = page.len() as i64 == REPLAY_PAGE;
             for event in &page {
                 self.send_frame(&Frame::from(event)).await?;
@@ -143,6 +170,7 @@ impl Connection {
     }
 
     async fn command(&mut self, raw: &str) -> Result<(), ()> {
+        self.alive().await?;
         let reply = match serde_json::from_str::<Command>(raw) {
             Err(_) => {
                 json!({ "type": "error", "id": Value::Null, "code": "bad_message", "message": "not a command this protocol knows" })
@@ -214,7 +242,9 @@ async fn run(state: AppState, ws: WebSocket, caller: Caller, claims: WsClaims, a
             return;
         }
     };
-    let mut connection = Connection { state, ws, caller, conversation, last: after.unwrap_or(live_from) };
+    // Registered before the first read of the table, so no revocation can fall between.
+    let watched = state.hub.watch(caller.org, conversation, SessionKey::of(&caller));
+    let mut connection = Connection { state, ws, caller, conversation, last: after.unwrap_or(live_from), watched };
     let ready = json!({
         "type": "ready",
         "conversation_id": conversation,
@@ -228,8 +258,14 @@ async fn run(state: AppState, ws: WebSocket, caller: Caller, claims: WsClaims, a
     ping.tick().await;
     let mut awaiting_pong = false;
     let (mut window_start, mut commands_in_window) = (tokio::time::Instant::now(), 0u32);
+    let revoked = connection.watched.revoked.clone();
     loop {
         tokio::select! {
+            biased;
+            () = revoked.cancelled() => {
+                connection.close(REVOKED.0, REVOKED.1).await;
+                return;
+            }
             () = &mut expiry => {
                 connection.close(1008, "token_expired").await;
                 return;

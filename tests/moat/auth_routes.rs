@@ -112,3 +112,42 @@ async fn a_valid_signature_for_an_unknown_principal_is_refused() {
     assert_eq!(response.status(), 401);
     assert_eq!(error_code(response).await, "invalid_token");
 }
+
+/// A valid, unexpired token whose user was disabled is refused on every
+/// protected route, `/metrics` included — not only where a query happens to
+/// run. A request whose shape is invalid may be refused for that first (it
+/// reads and writes nothing); with a well-formed body it is refused too.
+#[tokio::test]
+async fn every_protected_route_refuses_a_disabled_principal() {
+    let app = spawn_app(Options::default()).await;
+    let org = app.create_org("Acme").await;
+    let email = format!("{}@example.com", Uuid::new_v4());
+    let (user, _) = app.create_user(org, &email, moat::auth::Role::Admin).await;
+    let token = app.token(PrincipalKind::User, user, org, &Scope::ALL.iter().copied().collect());
+    assert_eq!(app.get_as(&token, "/v1/me").await.status(), 200);
+    moat::admin::disable_user(&app.state.db, &email).await.unwrap();
+    let shape = ["invalid_request", "invalid_upload", "unknown_provider"];
+    let mut answered = Vec::new();
+    for route in moat::http::route_table().iter().filter(|r| r.access != Access::Public) {
+        let response = send(&app, &route.method, &concrete(route.path), Some(&token)).await;
+        let status = response.status().as_u16();
+        let code = if status >= 400 { error_code(response).await } else { String::new() };
+        let refused = (status, code.as_str()) == (401, "invalid_token");
+        let malformed = matches!(status, 400 | 404 | 422) && shape.contains(&code.as_str());
+        if !(refused || malformed) {
+            answered.push(format!("{} {} -> {status} {code}", route.method, route.path));
+        }
+    }
+    assert!(answered.is_empty(), "a disabled principal was not refused:\n{}", answered.join("\n"));
+    // Well-formed bodies for the routes that check their shape first.
+    let conv = Uuid::new_v4();
+    for (path, body) in [
+        ("/v1/conversations".to_owned(), serde_json::json!({"title": "t", "agent": "demo"})),
+        (format!("/v1/conversations/{conv}/runs"), serde_json::json!({"input": {}})),
+        (format!("/v1/inputs/{}", Uuid::new_v4()), serde_json::json!({"value": "yes"})),
+    ] {
+        let response = app.http.post(app.url(&path)).bearer_auth(&token).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{path}");
+        assert_eq!(error_code(response).await, "invalid_token", "{path}");
+    }
+}

@@ -22,6 +22,8 @@ fn claims(app: &TestApp, org: Uuid, user: Uuid) -> AccessClaims {
         exp: now + 300,
         jti: Uuid::new_v4(),
         kind: PrincipalKind::User,
+        sid: None,
+        secret_gen: None,
     }
 }
 

@@ -29,6 +29,7 @@ mod openapi;
 mod pooler;
 mod readiness;
 mod request_ids;
+mod revocation;
 mod roles_script;
 mod runs;
 mod sanitize;

@@ -146,6 +146,8 @@ async fn every_refusal_is_an_http_error_before_any_upgrade() {
             jti: Uuid::new_v4(),
             kind: PrincipalKind::User,
             session_exp: now + 600,
+            sid: None,
+            secret_gen: None,
         };
         edit(&mut claims);
         w.app.state.tokens.sign(&claims).unwrap()
@@ -295,7 +297,7 @@ async fn the_socket_closes_when_the_session_expires_and_a_reconnect_misses_nothi
         .app
         .state
         .tokens
-        .mint_access(Duration::from_secs(2), PrincipalKind::User, user, org, &scopes)
+        .mint_access(Duration::from_secs(2), PrincipalKind::User, user, org, &scopes, Default::default())
         .unwrap()
         .access_token;
     let mut socket =

@@ -130,7 +130,7 @@ impl TestApp {
     pub fn token(&self, kind: PrincipalKind, id: Uuid, org: Uuid, scopes: &Scopes) -> String {
         self.state
             .tokens
-            .mint_access(self.state.config.access_token_ttl, kind, id, org, scopes)
+            .mint_access(self.state.config.access_token_ttl, kind, id, org, scopes, Default::default())
             .expect("mint")
             .access_token
     }
