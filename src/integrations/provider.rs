@@ -128,7 +128,7 @@ impl ProviderClient {
             .await
             .map_err(unavailable)?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| ProviderError::Unavailable(describe(&e)))?;
+        let body = read_bounded(response).await?;
         // Some providers answer errors with 200: an `error` field wins over the status.
         let error = serde_json::from_slice::<ErrorResponse>(&body).ok().map(|e| oauth_error_code(&e.error));
         if let Some(code) = &error {
@@ -151,6 +151,23 @@ impl ProviderClient {
             refresh_token: tokens.refresh_token.filter(|t| !t.is_empty()),
             expires_in: expires_in.min(10.0 * 365.0 * 86400.0),
         })
+    }
+}
+
+/// Largest token-endpoint answer read; a provider (or whatever answers in its
+/// place) cannot make Moat buffer more.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// The response body, at most [`MAX_RESPONSE_BYTES`] (more is a provider failure, read no further).
+async fn read_bounded(response: reqwest::Response) -> Result<axum::body::Bytes, ProviderError> {
+    use http_body_util::BodyExt as _;
+    let body = http_body_util::Limited::new(reqwest::Body::from(response), MAX_RESPONSE_BYTES);
+    match body.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(ProviderError::Unavailable(format!("an answer larger than {MAX_RESPONSE_BYTES} bytes")))
+        }
+        Err(e) => Err(ProviderError::Unavailable(format!("reading the answer failed: {e}"))),
     }
 }
 

@@ -268,6 +268,26 @@ async fn a_failing_provider_is_a_502_with_tokens_unchanged_and_a_cooldown() {
     assert_eq!(s.provider.refreshes(), 1);
 }
 
+/// A provider answer is read to at most 1 MiB: one that never ends is a
+/// provider failure within the provider timeout, not memory growing without bound.
+#[tokio::test]
+async fn an_endless_provider_answer_is_cut_at_one_mebibyte() {
+    let s = setup().await;
+    let seed = s.provider.issue_refresh_token();
+    let id = import(&s.app, &s.token, "cal", Some(&seed), 0).await["id"].as_str().unwrap().to_owned();
+    s.provider.set_failure(Some(Failure::Endless));
+    let started = std::time::Instant::now();
+    let response = broker(&s.app.http, &s.app.url(""), &s.token, &id).await;
+    assert_eq!(response.status(), 502);
+    assert_eq!(error_code(response).await, "provider_unavailable");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(status_of(&s.app, &s.token, &id).await, "active");
+    // The provider back: the untouched refresh token still works after the cooldown.
+    s.provider.set_failure(None);
+    tokio::time::sleep(moat::integrations::broker::COOLDOWN + Duration::from_millis(200)).await;
+    assert_eq!(broker(&s.app.http, &s.app.url(""), &s.token, &id).await.status(), 200);
+}
+
 /// A lock held longer than the lock timeout is "busy", never "bad credentials".
 #[tokio::test]
 async fn a_lock_held_too_long_is_refresh_busy() {

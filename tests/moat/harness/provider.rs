@@ -34,6 +34,8 @@ pub enum Failure {
     Hang,
     /// Answer `{"error":"invalid_grant"}` with status 200, as some providers do.
     InvalidGrantWith200,
+    /// Answer 200 with a body that never ends (an access token growing forever), rotating nothing.
+    Endless,
 }
 
 #[derive(Default)]
@@ -246,6 +248,12 @@ async fn token(
             }
             if failure == Some(Failure::InvalidGrantWith200) {
                 return oauth_error(StatusCode::OK, "invalid_grant");
+            }
+            if failure == Some(Failure::Endless) {
+                let head = futures_util::stream::once(async { Ok::<_, std::io::Error>(b"{\"access_token\":\"".to_vec()) });
+                let tail = futures_util::stream::repeat_with(|| Ok(vec![b'a'; 64 * 1024]));
+                let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(head, tail));
+                return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
             }
             let presented = form.get("refresh_token").cloned().unwrap_or_default();
             {
