@@ -7,6 +7,7 @@
 //! command = "/usr/bin/python3"          # absolute path
 //! args = ["/srv/moat/agents/echo.py"]
 //! env = ["LANG", "PATH"]                # copied from the runner's environment; nothing else is
+//!                                       # (never MOAT_*, DATABASE_URL*, PG* or a provider's client secret)
 //! working_dir = "/srv/moat/agents"      # optional (default /)
 //! cancel_grace = "5s"                   # optional: SIGTERM → SIGKILL delay
 //! providers = ["calendar"]              # optional: integrations whose tokens it may request
@@ -16,6 +17,10 @@
 //! Without `user` the agent runs as the runner's user and could read what
 //! that user can (the runner marks itself non-dumpable, so its own
 //! `/proc/<pid>/environ` is closed to same-user processes unless they are root).
+//!
+//! Every agent is started through `setpriv --pdeathsig KILL`: if the runner
+//! dies (even SIGKILLed), the kernel kills the agent, so no agent outlives the
+//! runner that supervises it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -66,9 +71,21 @@ struct Raw {
     user: Option<String>,
 }
 
+/// Whether an agent may be given the variable `name`: never Moat's own
+/// configuration (`MOAT_*`, `DATABASE_URL*`), PostgreSQL's (`PG*`: a password,
+/// a passfile, a service file), or a provider's client secret (`secret_vars`).
+fn forbidden(name: &str, secret_vars: &[String]) -> bool {
+    name.starts_with("MOAT_")
+        || name.starts_with("DATABASE_URL")
+        || name.starts_with("PG")
+        || secret_vars.iter().any(|s| s == name)
+}
+
 /// Reads `MOAT_AGENTS_FILE` (none: no external agents). With `check_programs`
-/// (the runner, which starts them) commands and working directories must exist.
+/// (the runner, which starts them) commands and working directories must exist,
+/// and so must `setpriv` (every agent starts through it).
 pub fn load(vars: &Vars, check_programs: bool, problems: &mut Vec<Problem>) -> BTreeMap<String, ExecAgent> {
+    let secret_vars = super::providers::secret_var_names(vars);
     let Some(path) = vars.get("MOAT_AGENTS_FILE") else {
         return BTreeMap::new();
     };
@@ -118,8 +135,14 @@ pub fn load(vars: &Vars, check_programs: bool, problems: &mut Vec<Problem>) -> B
             bad(format!("working_dir {} is not a directory", working_dir.display()));
             continue;
         }
-        if let Some(secret) = raw.env.iter().find(|n| n.starts_with("MOAT_") || n.as_str() == "DATABASE_URL") {
-            bad(format!("env may not pass {secret} (Moat's own configuration never reaches an agent)"));
+        if let Some(secret) = raw.env.iter().find(|n| forbidden(n, &secret_vars)) {
+            bad(format!(
+                "env may not pass {secret} (Moat's configuration, PostgreSQL's and providers' client secrets never reach an agent)"
+            ));
+            continue;
+        }
+        if check_programs && !std::path::Path::new(SETPRIV).is_file() {
+            bad(format!("{SETPRIV} (util-linux) is needed: agents start through it so they die with the runner"));
             continue;
         }
         let cancel_grace = match raw.cancel_grace.as_deref().map(humantime::parse_duration) {

@@ -126,6 +126,17 @@ pub(super) fn load(vars: &Vars, dev: Option<DevMode>, problems: &mut Vec<Problem
     loaded
 }
 
+/// The client-secret variables `MOAT_PROVIDERS_FILE` names, without judging
+/// the rest of the file (for what must never reach an agent; [`load`] reports problems).
+pub fn secret_var_names(vars: &Vars) -> Vec<String> {
+    let Some(text) = vars.get("MOAT_PROVIDERS_FILE").and_then(|path| std::fs::read_to_string(path).ok()) else {
+        return Vec::new();
+    };
+    toml::from_str::<File>(&text)
+        .map(|file| file.providers.into_values().map(|p| p.client_secret_env).collect())
+        .unwrap_or_default()
+}
+
 fn provider(
     name: &str,
     raw: RawProvider,

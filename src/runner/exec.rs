@@ -2,8 +2,9 @@
 //! (docs/agents.md).
 //!
 //! The child gets a clean environment (only its declared pass-through
-//! variables), its own process group, the run input as data on stdin, and
-//! nothing else. Everything it prints passes the credential sanitizer (via
+//! variables), its own process group, a parent-death signal (started through
+//! `setpriv --pdeathsig KILL`: it is killed if the runner dies, even by
+//! SIGKILL), the run input as data on stdin, and nothing else. Everything it prints passes the credential sanitizer (via
 //! the run context) before it is stored or streamed; stdout is capped (5 MB,
 //! 1 MiB per line), stderr is capped, sanitized and logged. However the run
 //! ends — done, cancel, timeout, lease loss, an error — the process group is
@@ -96,16 +97,14 @@ impl Agent for Exec {
     fn run<'a>(&'a self, ctx: &'a mut RunContext) -> BoxFuture<'a, Result<(), AgentError>> {
         Box::pin(async move {
             let spec = &self.0;
-            // With `user`: setpriv switches to it (supplementary groups cleared) and execs the agent.
-            let mut command = match spec.run_as {
-                Some((uid, gid)) => {
-                    let mut c = tokio::process::Command::new(crate::config::agents::SETPRIV);
-                    c.arg(format!("--reuid={uid}")).arg(format!("--regid={gid}")).arg("--clear-groups").arg("--");
-                    c.arg(&spec.command);
-                    c
-                }
-                None => tokio::process::Command::new(&spec.command),
-            };
+            // setpriv sets the parent-death signal (after switching user, with `user`:
+            // supplementary groups cleared), then execs the agent in place.
+            let mut command = tokio::process::Command::new(crate::config::agents::SETPRIV);
+            command.arg("--pdeathsig").arg("KILL");
+            if let Some((uid, gid)) = spec.run_as {
+                command.arg(format!("--reuid={uid}")).arg(format!("--regid={gid}")).arg("--clear-groups");
+            }
+            command.arg("--").arg(&spec.command);
             let mut child = command
                 .args(&spec.args)
                 .env_clear()

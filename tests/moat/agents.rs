@@ -266,6 +266,24 @@ async fn nothing_an_agent_started_outlives_its_runner() {
     gone(child).await;
 }
 
+/// A runner killed outright (SIGKILL: no shutdown, no cleanup) takes its
+/// agents with it: they start with a parent-death signal.
+#[tokio::test]
+async fn an_agent_dies_with_a_killed_runner() {
+    let w = world().await;
+    let (conv, _run) = w.start("stubborn", json!({})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !w.events(&conv).await.iter().any(|e| e["kind"] == "message.delta") {
+        assert!(tokio::time::Instant::now() < deadline, "the agent never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let agent = w.pid();
+    assert!(alive(agent));
+    let World { runner, .. } = w;
+    runner.kill().await;
+    gone(agent).await;
+}
+
 #[tokio::test]
 async fn children_an_agent_forks_do_not_outlive_it() {
     let w = world().await;
@@ -335,6 +353,13 @@ async fn only_declared_agents_exist_and_secret_variables_cannot_be_passed() {
             format!("[agents.x]\ncommand = \"{PYTHON}\"\nenv = [\"MOAT_SIGNING_KEY\"]\n"),
             "env may not pass MOAT_SIGNING_KEY",
         ),
+        (format!("[agents.x]\ncommand = \"{PYTHON}\"\nenv = [\"PGPASSWORD\"]\n"), "env may not pass PGPASSWORD"),
+        (format!("[agents.x]\ncommand = \"{PYTHON}\"\nenv = [\"PGPASSFILE\"]\n"), "env may not pass PGPASSFILE"),
+        (
+            format!("[agents.x]\ncommand = \"{PYTHON}\"\nenv = [\"DATABASE_URL_FILE\"]\n"),
+            "env may not pass DATABASE_URL_FILE",
+        ),
+        (format!("[agents.x]\ncommand = \"{PYTHON}\"\nenv = [\"CAL_SECRET\"]\n"), "env may not pass CAL_SECRET"),
         ("[agents.x]\ncommand = \"python3\"\n".to_owned(), "must be an absolute path"),
         ("[agents.x]\ncommand = \"/nonexistent/agent\"\n".to_owned(), "does not exist"),
         (format!("[agents.demo]\ncommand = \"{PYTHON}\"\n"), "`demo` is built in"),
@@ -343,9 +368,18 @@ async fn only_declared_agents_exist_and_secret_variables_cannot_be_passed() {
         (format!("[agents.x]\ncommand = \"{PYTHON}\"\nuser = \"no-such-user-here\"\n"), "does not exist"),
     ] {
         std::fs::write(&bad, toml).unwrap();
+        // A provider's client secret is named by the providers file: it must not reach an agent either.
+        let providers = dir.path().join("providers.toml");
+        std::fs::write(
+            &providers,
+            "[providers.cal]\nauthorize_url = \"https://cal.example.com/a\"\ntoken_url = \"https://cal.example.com/t\"\n\
+             client_id = \"x\"\nclient_secret_env = \"CAL_SECRET\"\n",
+        )
+        .unwrap();
         let env = Env::default()
             .set("DATABASE_URL", "host=/nonexistent user=x dbname=x")
-            .set("MOAT_AGENTS_FILE", bad.to_str().unwrap());
+            .set("MOAT_AGENTS_FILE", bad.to_str().unwrap())
+            .set("MOAT_PROVIDERS_FILE", providers.to_str().unwrap());
         let out = harness::run(&["runner"], &env).await;
         assert_eq!(out.status.code(), Some(1), "{expected}");
         assert!(out.stderr.contains(expected), "{expected}: {}", out.stderr);

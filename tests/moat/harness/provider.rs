@@ -250,7 +250,8 @@ async fn token(
                 return oauth_error(StatusCode::OK, "invalid_grant");
             }
             if failure == Some(Failure::Endless) {
-                let head = futures_util::stream::once(async { Ok::<_, std::io::Error>(b"{\"access_token\":\"".to_vec()) });
+                let head =
+                    futures_util::stream::once(async { Ok::<_, std::io::Error>(b"{\"access_token\":\"".to_vec()) });
                 let tail = futures_util::stream::repeat_with(|| Ok(vec![b'a'; 64 * 1024]));
                 let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(head, tail));
                 return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
