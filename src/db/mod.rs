@@ -175,6 +175,17 @@ pub fn connection_lost(e: &tokio_postgres::Error) -> bool {
     })
 }
 
+/// Whether `e`, anywhere in its cause chain, means the database could not be
+/// reached: a lost or refused connection ([`connection_lost`]) or no pooled
+/// connection (the pool could not connect in time). Worth waiting for; not a
+/// verdict on the work that failed.
+pub fn unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.downcast_ref::<tokio_postgres::Error>().is_some_and(connection_lost)
+            || cause.downcast_ref::<deadpool_postgres::PoolError>().is_some()
+    })
+}
+
 /// A database error for operators: the server's message and SQLSTATE, or the
 /// client-side cause chain (tokio-postgres' own `Display` says only "db error").
 pub fn describe_error(e: &tokio_postgres::Error) -> String {

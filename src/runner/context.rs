@@ -374,16 +374,18 @@ pub(super) async fn writer(
 }
 
 /// Appends one batch; `false` when fenced out (or the database keeps failing).
+/// While the database is unreachable it waits ([`patiently`]): an outage is
+/// not a reason to give up a run.
 async fn append_batch(pool: &Pool, run: RunRef, batch: &[NewEvent], bytes: i64) -> bool {
     for attempt in 0..3u32 {
-        let result: anyhow::Result<Option<i64>> = async {
+        let result: anyhow::Result<Option<i64>> = patiently("appending events", run.run, || async {
             let mut client = pool.get().await?;
             let tx = client.transaction().await?;
             scope(&tx, run.org).await?;
             let first = events::append(&tx, run.conversation, Some(run.run), Some(run.epoch), batch, bytes).await?;
             tx.commit().await?;
             Ok(first)
-        }
+        })
         .await;
         match result {
             Ok(Some(_)) => return true,
@@ -410,5 +412,43 @@ fn token_error_code(e: &crate::integrations::IntegrationError) -> &'static str {
         E::ProviderUnavailable { .. } | E::RefreshBusy | E::Unavailable => "provider_unavailable",
         E::EgressRefused => "egress_refused",
         _ => "token_error",
+    }
+}
+
+/// How long a runner keeps retrying a run's writes while the database is
+/// unreachable (a restart, a failover): longer than any failover, shorter
+/// than forever. Leases are given back for the time nobody could reach the
+/// database (`crate::runs::recovery`), so the run is still this runner's.
+pub(super) const PATIENCE: Duration = Duration::from_secs(300);
+
+/// Runs `attempt` until it succeeds, fails for a reason other than an
+/// unreachable database, or [`PATIENCE`] has passed (backing off 100 ms to
+/// 1 s; logged once when the wait starts and once when it ends).
+pub(super) async fn patiently<T, F, Fut>(what: &str, run: Uuid, mut attempt: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut delay = Duration::from_millis(100);
+    let mut waiting = false;
+    loop {
+        match attempt().await {
+            Ok(value) => {
+                if waiting {
+                    tracing::info!(%run, "{what}: the database is reachable again");
+                }
+                return Ok(value);
+            }
+            Err(e) if crate::db::unreachable(&e) && tokio::time::Instant::now() < deadline => {
+                if !waiting {
+                    tracing::warn!(%run, error = %format!("{e:#}"), "{what}: the database is unreachable; retrying until it is back");
+                    waiting = true;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
+        }
     }
 }

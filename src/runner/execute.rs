@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::agents;
-use super::context::{AgentError, Limits, RunContext, RunRef, scope, writer};
+use super::context::{AgentError, Limits, RunContext, RunRef, patiently, scope, writer};
 use crate::runs::events::{self, Kind, NewEvent};
 use crate::runs::store;
 
@@ -46,7 +46,7 @@ pub(super) async fn execute(
     // Whatever happens below (even a panic), the heartbeat stops and the slot is freed.
     let _leave = Leave { shared: shared.clone(), run: run.run, done: done.clone() };
 
-    let ending = match start(&shared, run).await {
+    let ending = match patiently("starting the run", run.run, || start(&shared, run)).await {
         Ok(true) => drive(&shared, &claim, answers, &cancel, &fenced).await,
         Ok(false) => Ending::Fenced,
         Err(e) => {
@@ -54,7 +54,7 @@ pub(super) async fn execute(
             Ending::Fenced
         }
     };
-    if let Err(e) = finish(&shared, run, &ending).await {
+    if let Err(e) = patiently("recording the run's end", run.run, || finish(&shared, run, &ending)).await {
         tracing::error!(run = %run.run, error = %format!("{e:#}"), "cannot record the run's end; its lease will expire");
     }
 }
@@ -192,13 +192,16 @@ async fn cancel_pending(tx: &deadpool_postgres::Transaction<'_>, run: RunRef) ->
     Ok(tx.query_one(&statement, &[&run.run, &run.org]).await?.get("pending"))
 }
 
-/// Renews the lease every heartbeat; when the lease is no longer ours, fences the run.
+/// Renews the lease every heartbeat; when the lease is no longer ours, fences
+/// the run. After a failed renewal (the database unreachable) it tries again
+/// within [`RETRY_HEARTBEAT`], so a lease given back after an outage is renewed at once.
 async fn heartbeat(shared: Arc<Shared>, run: RunRef, fenced: CancellationToken, done: CancellationToken) {
     let lease = shared.config.lease.as_secs_f64();
+    let (mut next, mut failing) = (shared.config.heartbeat, false);
     loop {
         tokio::select! {
             () = done.cancelled() => return,
-            () = tokio::time::sleep(shared.config.heartbeat) => {}
+            () = tokio::time::sleep(next) => {}
         }
         let renewed: anyhow::Result<u64> = async {
             let mut client = shared.heartbeat_pool.get().await?;
@@ -218,8 +221,22 @@ async fn heartbeat(shared: Arc<Shared>, run: RunRef, fenced: CancellationToken, 
                 }
                 return;
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(run = %run.run, error = %format!("{e:#}"), "heartbeat failed; will retry"),
+            Ok(_) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!(run = %run.run, "heartbeat renewed the lease again");
+                }
+                next = shared.config.heartbeat;
+            }
+            Err(e) => {
+                // Logged once per failure streak (an outage would otherwise log twice a second per run).
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(run = %run.run, error = %format!("{e:#}"), "heartbeat failed; retrying");
+                }
+                next = shared.config.heartbeat.min(RETRY_HEARTBEAT);
+            }
         }
     }
 }
+
+/// The longest wait before a failed lease renewal is tried again.
+const RETRY_HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(500);

@@ -1,10 +1,20 @@
 //! Stale-run recovery: runs whose lease expired (their runner died or stalled)
 //! end as `failed` with error `runner_lost` and a `run.failed` event.
 //!
-//! Every `serve` and `runner` instance does this periodically; it is safe
-//! with many at once: `moat_fail_stale_runs` claims stale runs with `FOR
-//! UPDATE SKIP LOCKED` and bumps their lease epoch (fencing out the old
-//! holder), and the event is appended in the same transaction.
+//! Every `serve` and `runner` instance does this every [`INTERVAL`]; it is
+//! safe with many at once: `moat_recover_runs` (V10) serializes on the
+//! database clock row, claims stale runs with `FOR UPDATE SKIP LOCKED` and
+//! bumps their lease epoch (fencing out the old holder), and the event is
+//! appended in the same transaction.
+//!
+//! An unavailable database is not evidence that a runner died: each tick
+//! also advances the clock of when any Moat process last reached the
+//! database, and a tick that finds it older than [`INTERVAL`] gives that time
+//! back to every lease that was still valid (after a gap longer than
+//! [`OUTAGE`], a whole lease), before judging any. So a PostgreSQL restart
+//! or failover longer than the lease fails no run whose runner comes back
+//! and heartbeats; a runner that died meanwhile loses its runs one lease of
+//! database availability after the database returns.
 
 use std::time::Duration;
 
@@ -17,16 +27,19 @@ use super::store;
 use crate::db::Pool;
 use crate::db::tenant;
 
-/// How often each instance looks for stale runs.
-pub const INTERVAL: Duration = Duration::from_secs(2);
+/// How often each instance looks for stale runs (and advances the database clock).
+pub const INTERVAL: Duration = Duration::from_secs(1);
+/// A gap in the database clock this long was an outage: live leases restart whole.
+pub const OUTAGE: Duration = Duration::from_secs(3);
 const BATCH: i32 = 200;
 
 /// One round; returns how many runs it ended.
 pub async fn recover_once(pool: &Pool) -> anyhow::Result<usize> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let statement = tx.prepare_cached(store::FAIL_STALE).await?;
-    let stale = tx.query(&statement, &[&BATCH]).await?;
+    let statement = tx.prepare_cached(store::RECOVER_RUNS).await?;
+    let (tick, outage) = (INTERVAL.as_secs_f64(), OUTAGE.as_secs_f64());
+    let stale = tx.query(&statement, &[&BATCH, &tick, &outage]).await?;
     for row in &stale {
         let (run, org, conversation): (Uuid, Uuid, Uuid) =
             (row.get("run_id"), row.get("org_id"), row.get("conversation_id"));

@@ -26,6 +26,7 @@ mod maintenance;
 mod metrics;
 mod oauth;
 mod openapi;
+mod outage;
 mod pooler;
 mod readiness;
 mod request_ids;
