@@ -12,9 +12,13 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin moat
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin moat \
+ # The uploads directory: a named volume mounted here takes this owner and mode
+ # (the root filesystem is read-only in docker-compose.yml).
+ && install -d -o 10001 -g 10001 -m 0700 /var/lib/moat/files
 COPY --from=build /src/target/release/moat /usr/local/bin/moat
 USER 10001:10001
+WORKDIR /
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/moat"]
 CMD ["serve"]

@@ -1,4 +1,4 @@
-//! The `moat` command line: `serve`, `dev`, `runner`, `migrate`, `check`, `keygen`, `admin`.
+//! The `moat` command line: `serve`, `dev`, `runner`, `migrate`, `check`, `keygen`, `probe`, `admin`.
 //!
 //! Arguments never carry secrets; configuration comes from the environment
 //! (`--help` on each command lists what it reads). Exit codes: 0 success,
@@ -49,6 +49,12 @@ enum Command {
     },
     /// Execute runs: claim queued runs, run their agents, apply cancel and answer commands. Needs no inbound port.
     Runner,
+    /// GET a loopback `http://` URL; exit 0 on a 2xx answer within 5 s, else 1. A health check for
+    /// containers without curl, e.g. `moat probe http://127.0.0.1:8080/readyz`.
+    Probe {
+        /// The URL to probe (loopback only).
+        url: String,
+    },
     /// Create organizations, users and service clients, straight in the database (no API key exists).
     Admin {
         #[command(subcommand)]
@@ -77,6 +83,7 @@ pub fn main() -> ExitCode {
              (must be unset), the keys (from .moat/dev.env), MOAT_BIND (127.0.0.1:--port), MOAT_PUBLIC_URL.",
         )
     });
+    command = command.mut_subcommand("probe", |sub| sub.after_help("Reads no environment variables."));
     command = command.mut_subcommand("keygen", |sub| {
         sub.after_help(
             "Reads no environment variables. Equivalent: openssl rand -base64 48 (signing) or 32 (encryption).",
@@ -118,6 +125,7 @@ pub fn main() -> ExitCode {
             Command::Migrate => migrate(&vars).await,
             Command::Admin { command } => crate::admin_cli::run(command, &vars).await,
             Command::Runner => crate::runner::main(&vars).await,
+            Command::Probe { url } => probe(&url).await,
             Command::Keygen { .. } => ExitCode::SUCCESS,
         }
     })
@@ -172,17 +180,50 @@ async fn serve(vars: &Vars) -> ExitCode {
     }
 }
 
-async fn migrate(vars: &Vars) -> ExitCode {
-    let Some(raw) = vars.get("DATABASE_URL") else {
-        eprintln!("moat migrate: DATABASE_URL is not set (use the owner role's connection string)");
-        return ExitCode::FAILURE;
+/// `moat probe URL`: one GET to a loopback address (never anywhere else: it
+/// is a health check, not an HTTP client).
+async fn probe(url: &str) -> ExitCode {
+    let loopback = url::Url::parse(url).ok().filter(|u| {
+        u.scheme() == "http"
+            && match u.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(name)) => name == "localhost",
+                None => false,
+            }
+    });
+    let Some(url) = loopback else {
+        eprintln!("moat probe: {url:?} is not an http:// URL on a loopback address");
+        return ExitCode::from(2);
     };
-    let settings = match db::DatabaseSettings::parse(raw) {
-        Ok(settings) => settings,
+    let client = match reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build() {
+        Ok(client) => client,
         Err(e) => {
-            eprintln!("moat migrate: DATABASE_URL is invalid: {e}");
+            eprintln!("moat probe: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    match client.get(url).send().await {
+        Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
+        Ok(response) => {
+            eprintln!("moat probe: answered {}", response.status());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("moat probe: no answer ({})", if e.is_timeout() { "timed out" } else { "connection failed" });
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(vars: &Vars) -> ExitCode {
+    let mut problems = Vec::new();
+    let Some(settings) = config::database::database(vars, &mut problems) else {
+        eprintln!("moat migrate: needs the owner role's connection string");
+        for problem in &problems {
+            eprintln!("{problem}");
+        }
+        return ExitCode::FAILURE;
     };
     match db::migrate::migrate(&settings).await {
         Ok(applied) if applied.is_empty() => {

@@ -17,14 +17,15 @@ pub struct Listen {
     pub separate: bool,
 }
 
-/// `DATABASE_URL`, parsed and marked with `MOAT_DATABASE_POOLER`.
+/// `DATABASE_URL` (or the file `DATABASE_URL_FILE` names: the URL holds a
+/// password), parsed and marked with `MOAT_DATABASE_POOLER`.
 pub fn database(vars: &Vars, problems: &mut Vec<Problem>) -> Option<DatabaseSettings> {
     let pooler = pooler(vars, problems);
-    let Some(raw) = vars.get("DATABASE_URL") else {
-        problems.push(database_url_problem("is not set"));
+    let Some(raw) = super::secrets::secret(vars, "DATABASE_URL", problems).ok()? else {
+        problems.push(database_url_problem("is not set (nor DATABASE_URL_FILE)"));
         return None;
     };
-    DatabaseSettings::parse(raw)
+    DatabaseSettings::parse(&raw)
         .map(|settings| settings.with_pooler(pooler))
         .map_err(|e| problems.push(database_url_problem(&format!("is invalid: {e}"))))
         .ok()

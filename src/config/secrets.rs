@@ -9,7 +9,7 @@ use crate::dev::DevMode;
 
 /// Reads a secret from `NAME` or the file named by `NAME_FILE` (only one may be set).
 /// `Err` means a problem was recorded; `Ok(None)` that neither is set.
-fn secret(vars: &Vars, name: &str, problems: &mut Vec<Problem>) -> Result<Option<String>, ()> {
+pub(super) fn secret(vars: &Vars, name: &str, problems: &mut Vec<Problem>) -> Result<Option<String>, ()> {
     let file_var = format!("{name}_FILE");
     match (vars.get(name), vars.get(&file_var)) {
         (Some(_), Some(_)) => {
@@ -17,7 +17,7 @@ fn secret(vars: &Vars, name: &str, problems: &mut Vec<Problem>) -> Result<Option
                 Problem::new(
                     name,
                     format!("is set both directly and through {file_var}"),
-                    "Moat will not guess which of two keys you meant.",
+                    "Moat will not guess which of two values you meant.",
                 )
                 .fix(format!("unset {name}   # or unset {file_var}")),
             );

@@ -35,6 +35,12 @@ pub const VARS: &[EnvVar] = &[
         doc: "PostgreSQL connection string (URL or key=value). `serve`/`check` use the runtime role, `migrate` the owner role. `sslmode=require|verify-full` and `sslrootcert=PATH` are honoured; certificates are always verified.",
     },
     EnvVar {
+        name: "DATABASE_URL_FILE",
+        commands: ALL,
+        default: None,
+        doc: "Path of a file holding DATABASE_URL instead (a container secret: the URL holds a password). Set one of the two, not both.",
+    },
+    EnvVar {
         name: "MOAT_SIGNING_KEY",
         commands: SERVE_CHECK,
         default: None,

@@ -58,7 +58,9 @@ async fn run(options: Options, vars: &Vars) -> anyhow::Result<()> {
     if options.reset {
         return reset(&options.dir);
     }
-    if let Some(name) = ["DATABASE_URL", "MOAT_LISTEN_DATABASE_URL"].into_iter().find(|n| vars.get(n).is_some()) {
+    if let Some(name) =
+        ["DATABASE_URL", "DATABASE_URL_FILE", "MOAT_LISTEN_DATABASE_URL"].into_iter().find(|n| vars.get(n).is_some())
+    {
         bail!(
             "{name} is set, but moat dev runs its own private PostgreSQL under {}.\n\
              Unset it (`env -u {name} moat dev`), or run against your server with \

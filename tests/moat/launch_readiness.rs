@@ -299,7 +299,7 @@ fn each_rule_fires_on_a_planted_example() {
 #[test]
 fn every_key_placeholder_in_the_repository_is_refused() {
     let assignment = rx(r#"(MOAT_SIGNING_KEY|MOAT_ENCRYPTION_KEY)\s*[=:]\s*["']?([^"'\s]+)"#);
-    let mut seen = Vec::new();
+    let mut matched = 0;
     for entry in WalkDir::new(repository())
         .into_iter()
         .filter_entry(|e| !matches!(e.file_name().to_str(), Some("target" | ".git" | ".moat" | "tests" | "src")))
@@ -309,6 +309,7 @@ fn every_key_placeholder_in_the_repository_is_refused() {
             continue;
         };
         for capture in assignment.captures_iter(&text) {
+            matched += 1;
             let value = &capture[2];
             // Shell expansions and documentation markers are not values.
             if value.starts_with('$') || value.starts_with('<') || value.starts_with('`') || value == "..." {
@@ -319,13 +320,11 @@ fn every_key_placeholder_in_the_repository_is_refused() {
                 _ => moat::config::EncryptionKey::parse(value, None).is_err(),
             };
             assert!(refused, "{}: placeholder {value:?} would be accepted", entry.path().display());
-            seen.push(value.to_owned());
         }
     }
-    assert!(
-        seen.iter().any(|v| v.contains("keygen-signing")),
-        "the .env.example placeholders were not found: {seen:?}"
-    );
+    // The compose setup keeps keys in secret files (no placeholder values any more);
+    // the documentation's `MOAT_SIGNING_KEY=<new>` proves the scan still looks.
+    assert!(matched > 0, "the scan found no key assignment at all");
 }
 
 /// The README's configuration table names every variable Moat reads.

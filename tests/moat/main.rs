@@ -12,6 +12,7 @@ mod auth_routes;
 mod auth_sessions;
 mod auth_tokens;
 mod browser;
+mod compose;
 mod db_tls;
 mod dev_command;
 mod dev_mode;

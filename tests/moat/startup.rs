@@ -253,7 +253,7 @@ async fn concurrent_migrations_apply_once() {
 async fn migrate_without_database_url_fails_clearly() {
     let out = run(&["migrate"], &Env::default()).await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(out.stderr.contains("DATABASE_URL is not set"), "{}", out.stderr);
+    assert!(out.stderr.contains("[DATABASE_URL] is not set"), "{}", out.stderr);
 }
 
 #[tokio::test]
