@@ -249,3 +249,36 @@ async fn a_browser_that_sends_the_whole_oversized_body_reads_the_413() {
         serving.terminate().await;
     }
 }
+
+/// The request-head limits: HTTP/1.1 heads over 64 KiB, and HTTP/2 header
+/// lists over 16 KiB, are refused; HTTP/2 advertises 100 concurrent streams.
+#[tokio::test]
+async fn oversized_request_heads_are_refused_and_http2_advertises_its_stream_limit() {
+    let db = TestDb::migrated().await;
+    let (serving, _) = serve_with(&db, &[]).await;
+    // HTTP/1.1: a 70 KiB header.
+    let mut stream = TcpStream::connect(serving.addr).await.unwrap();
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(70 * 1024));
+    let _ = stream.write_all(request.as_bytes()).await;
+    let answer = read_until_closed(&mut stream, Duration::from_secs(5)).await.expect("closed");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 431"), "{}", String::from_utf8_lossy(&answer));
+
+    // HTTP/2 (prior knowledge): the settings, then a 20 KiB header list.
+    let tcp = TcpStream::connect(serving.addr).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let ok = http::Request::get(serving.url("/healthz")).body(()).unwrap();
+    let (response, _) = client.send_request(ok, true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+    assert_eq!(client.current_max_send_streams(), 100, "the server's SETTINGS_MAX_CONCURRENT_STREAMS");
+    let big = http::Request::get(serving.url("/healthz")).header("x-big", "a".repeat(20 * 1024)).body(()).unwrap();
+    let refused = match client.send_request(big, true) {
+        Err(_) => true,
+        Ok((response, _)) => match response.await {
+            Err(_) => true,
+            Ok(response) => response.status() == 431,
+        },
+    };
+    assert!(refused, "a 20 KiB header list was accepted over HTTP/2");
+    serving.terminate().await;
+}

@@ -285,6 +285,55 @@ async fn scrape_dev_bypass(url: &str, token: Option<&str>) -> String {
     text
 }
 
+/// The purge succeeded, on every `serve` instance, in a round that started
+/// after this call; then no purged table holds a row its purge would have
+/// removed then. Returns the rows each instance's purge counted, by step.
+async fn bounded_tables(db: &TestDb, serves: &[harness::process::Serving], token: &str) -> Vec<(String, f64)> {
+    let admin = db.admin().await;
+    let checked_at: f64 = admin.query_one("SELECT extract(epoch FROM now())::float8", &[]).await.unwrap().get(0);
+    let mut purged: HashMap<String, f64> = HashMap::new();
+    for serving in serves {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = reqwest::Client::new()
+                .get(serving.url("/metrics"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let value = |series: &str| crate::maintenance::metric(&text, series);
+            if value("moat_purge_last_success_timestamp_seconds").is_some_and(|t| t > checked_at + 1.0) {
+                for (step, _) in moat::maintenance::STEPS {
+                    let rows = value(&format!("moat_purge_rows_total{{step=\"{step}\"}}")).unwrap_or(0.0);
+                    *purged.entry((*step).to_owned()).or_default() += rows;
+                }
+                break;
+            }
+            assert!(Instant::now() < deadline, "no purge round succeeded on {}:\n{text}", serving.url(""));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let at = format!("to_timestamp({checked_at})");
+    for (table, stale) in [
+        ("rate_limits", format!("expires_at < {at}")),
+        ("ws_tokens_used", format!("expires_at < {at}")),
+        ("oauth_states", format!("expires_at < {at}")),
+        ("refresh_tokens", format!("expires_at < {at} OR used_at < {at} - interval '120 seconds'")),
+        ("refresh_families", format!("expires_at < {at} OR revoked_at < {at} - interval '1 day'")),
+        ("audit_log", format!("org_id IS NULL AND at < {at} - interval '90 days'")),
+    ] {
+        let left: i64 =
+            admin.query_one(&format!("SELECT count(*) FROM {table} WHERE {stale}"), &[]).await.unwrap().get(0);
+        assert_eq!(left, 0, "{table} kept {left} rows its purge should have removed");
+    }
+    let mut purged: Vec<(String, f64)> = purged.into_iter().filter(|(_, n)| *n > 0.0).collect();
+    purged.sort_by(|a, b| a.0.cmp(&b.0));
+    purged
+}
+
 /// The whole soak; with `faults`, the fault schedule runs during the load.
 async fn soak(faults: bool) {
     let seconds = setting("MOAT_SOAK_SECS", if faults { 40 } else { 15 });
@@ -300,7 +349,8 @@ async fn soak(faults: bool) {
     let env = Env::production(&db)
         .set("MOAT_PROVIDERS_FILE", provider.providers_file(dir.path()).to_str().unwrap())
         .set("MOAT_EGRESS_ALLOW", &provider.egress_allow())
-        .set("FAKE_PROVIDER_SECRET", CLIENT_SECRET);
+        .set("FAKE_PROVIDER_SECRET", CLIENT_SECRET)
+        .set("MOAT_PURGE_INTERVAL", "2s");
     let mut serves = vec![harness::serve(&env).await, harness::serve(&env).await];
     let runner_env = |port: u16| {
         Env::default()
@@ -486,6 +536,8 @@ async fn soak(faults: bool) {
     for serving in &serves {
         scrape_dev_bypass(&serving.url("/metrics"), Some(&client.token)).await;
     }
+    // The purge ran and kept every purged table within its bound (docs/operations.md).
+    let purged = bounded_tables(&db, &serves, &client.token).await;
     let mut logs: Vec<String> = killed_runner.into_iter().map(|f| f.all_output()).collect();
     for process in serves.into_iter().chain(runners.into_iter().map(|(runner, _)| runner)) {
         logs.push(process.terminate().await.all_output());
@@ -495,7 +547,7 @@ async fn soak(faults: bool) {
         assert!(!log.contains("panicked"), "{log}");
     }
     eprintln!(
-        "soak{}: {seconds} s, {clients} sockets ({reconnects} reconnects), {runs} runs ({lost} runner_lost), broker answers {answers:?}, steady serve RSS {baseline_kib} KiB before the sockets, {after_kib} KiB after",
+        "soak{}: {seconds} s, {clients} sockets ({reconnects} reconnects), {runs} runs ({lost} runner_lost), broker answers {answers:?}, steady serve RSS {baseline_kib} KiB before the sockets, {after_kib} KiB after, rows purged {purged:?}",
         if faults { " with faults" } else { "" }
     );
 }
