@@ -12,10 +12,10 @@
 //! - A hit is used only while the token has not expired (`exp` strictly in
 //!   the future, no leeway); afterwards it is verified again — and refused.
 //! - What verification depends on does not change while the process runs:
-//!   the keys and the issuer are fixed at startup. Access tokens are not
-//!   revocable individually (short-lived by design); disabled users and
-//!   clients are refused by the database check in every tenant transaction,
-//!   which a cached token does not skip.
+//!   the keys and the issuer are fixed at startup. Revocation is not a
+//!   property of the token but of its session (principal enabled, login
+//!   session not revoked, client secret not rotated), checked in the database
+//!   by every protected route, which a remembered token does not skip.
 //!
 //! Per-instance by nature (docs/caches.md): each instance verifies the same
 //! tokens with the same keys; nothing is shared or needs to be.

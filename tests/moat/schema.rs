@@ -42,3 +42,26 @@ async fn the_runtime_role_cannot_clear_the_dev_taint_or_rewrite_history() {
         assert!(matches!(code.as_deref(), Some("42501")), "{sql}: expected permission denied, got {error:?}");
     }
 }
+
+/// Every table of the schema is listed, with its bound or purge, in
+/// docs/operations.md ("Bounded tables and the purge"): a new table cannot
+/// grow unnoticed.
+#[tokio::test]
+async fn every_table_has_a_documented_bound_or_purge() {
+    let db = TestDb::migrated().await;
+    let admin = db.admin().await;
+    let rows = admin.query("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'", &[]).await.unwrap();
+    let doc = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md")).unwrap();
+    let section = doc.split("## Bounded tables and the purge").nth(1).expect("the section");
+    let listed: Vec<&str> = section.lines().filter(|l| l.starts_with("| `")).collect();
+    let missing: Vec<String> = rows
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .filter(|table| !listed.iter().any(|line| line.split('|').nth(1).is_some_and(|c| c.contains(&format!("`{table}`")))))
+        .collect();
+    assert!(missing.is_empty(), "tables without a documented bound or purge: {missing:?}");
+    // Every purge step has its table's row.
+    for (step, _) in moat::maintenance::STEPS {
+        assert!(section.contains(&format!("(`{step}`)")), "purge step {step} is not documented");
+    }
+}
