@@ -5,6 +5,8 @@
 // Reconnection rules:
 // - close 1008 `token_expired`: refresh the access token, mint a new
 //   ws-token and reconnect at once (no backoff);
+// - close 1008 `revoked` (the session was ended: logout elsewhere, account
+//   disabled): the same refresh, which then fails, so the app signs out at once;
 // - any other unexpected close or error: exponential backoff 1, 2, 4 … 30 s,
 //   each jittered down by up to half, reset after a connection that lived a minute;
 // - the session ends (refresh refused): stop, state `offline`;
@@ -213,7 +215,8 @@ export class ConversationStream {
     }
     this.setState('reconnecting');
 
-    if (code === 1008 && reason === 'token_expired' && this.quickExpired < MAX_QUICK_EXPIRED) {
+    const sessionClose = reason === 'token_expired' || reason === 'revoked';
+    if (code === 1008 && sessionClose && this.quickExpired < MAX_QUICK_EXPIRED) {
       // The access token that minted the ws-token expired: refresh it and
       // reconnect right away with after=lastSeq.
       this.quickExpired += 1;
