@@ -13,27 +13,33 @@
 --    now begins with its family's random *tag*, so presenting any earlier
 --    token of a family still finds the family (and revokes it). A family's
 --    tag appears only in its refresh tokens (never in access tokens, logs or
---    the API), so only someone who held one of its tokens can name it.
+--    the API); the database keeps only its SHA-256, so only someone who held
+--    one of the family's tokens can name it. Tokens issued before this
+--    migration carry no tag: their rows are kept (until they expire) so that
+--    their reuse is still detected.
 -- 3. Audit events without an organization (failed logins for unknown emails,
 --    unknown clients) are the only audit rows an anonymous caller adds; they
 --    are kept 90 days.
 
-ALTER TABLE refresh_families ADD COLUMN tag bytea;
-ALTER TABLE refresh_families ADD CONSTRAINT refresh_families_tag_length CHECK (octet_length(tag) = 16);
-CREATE UNIQUE INDEX refresh_families_tag_key ON refresh_families (tag) WHERE tag IS NOT NULL;
+-- SHA-256 of the family's tag.
+ALTER TABLE refresh_families ADD COLUMN tag_hash bytea;
+ALTER TABLE refresh_families ADD CONSTRAINT refresh_families_tag_hash_length CHECK (octet_length(tag_hash) = 32);
+CREATE UNIQUE INDEX refresh_families_tag_hash_key ON refresh_families (tag_hash) WHERE tag_hash IS NOT NULL;
+-- Whether the token begins with its family's tag (every token issued from now on).
+ALTER TABLE refresh_tokens ADD COLUMN tagged boolean NOT NULL DEFAULT false;
 
 -- A refresh token whose row is gone (superseded) still names its family by tag.
 ALTER POLICY refresh_families_tenant ON refresh_families TO moat_runtime
-    USING (org_id = moat_org() OR encode(tag, 'hex') = moat_lookup('family_tag'))
+    USING (org_id = moat_org() OR encode(tag_hash, 'hex') = moat_lookup('family_tag'))
     WITH CHECK (org_id = moat_org());
 
--- Superseded tokens: deleted once past the grace window.
-CREATE INDEX refresh_tokens_used_idx ON refresh_tokens (used_at) WHERE used_at IS NOT NULL;
+-- Superseded tagged tokens: deleted once past the grace window.
+CREATE INDEX refresh_tokens_used_idx ON refresh_tokens (used_at) WHERE used_at IS NOT NULL AND tagged;
 ALTER POLICY refresh_tokens_purge_read ON refresh_tokens TO CURRENT_USER
-    USING (expires_at < now() OR used_at < now() - interval '120 seconds'
+    USING (expires_at < now() OR (tagged AND used_at < now() - interval '120 seconds')
            OR (sealed_token IS NOT NULL AND created_at < now() - interval '120 seconds'));
 ALTER POLICY refresh_tokens_purge ON refresh_tokens TO CURRENT_USER
-    USING (expires_at < now() OR used_at < now() - interval '120 seconds');
+    USING (expires_at < now() OR (tagged AND used_at < now() - interval '120 seconds'));
 -- What clearing a sealed copy leaves behind must stay visible to the owner,
 -- or the UPDATE fails (the V1 bug): an unsealed token past the window.
 CREATE POLICY refresh_tokens_purge_unsealed ON refresh_tokens FOR SELECT TO CURRENT_USER
@@ -89,9 +95,8 @@ DECLARE n bigint;
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(1836020080, 3) THEN RETURN 0; END IF;
     DELETE FROM public.refresh_tokens WHERE id IN (
-        SELECT id FROM public.refresh_tokens WHERE expires_at < now()
-        UNION ALL
-        SELECT id FROM public.refresh_tokens WHERE used_at < now() - interval '120 seconds'
+        SELECT id FROM public.refresh_tokens
+        WHERE expires_at < now() OR (tagged AND used_at < now() - interval '120 seconds')
         LIMIT least(greatest(batch, 1), 10000));
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -125,6 +130,35 @@ BEGIN
     DELETE FROM public.audit_log WHERE id IN (
         SELECT id FROM public.audit_log
         WHERE org_id IS NULL AND at < now() - interval '90 days' LIMIT least(greatest(batch, 1), 10000));
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- V3's and V5's steps, now also one instance at a time.
+CREATE OR REPLACE FUNCTION moat_purge_oauth_states(batch integer) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE n bigint;
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(1836020080, 6) THEN RETURN 0; END IF;
+    DELETE FROM public.oauth_states WHERE state_hash IN (
+        SELECT state_hash FROM public.oauth_states WHERE expires_at < now() LIMIT least(greatest(batch, 1), 10000));
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION moat_purge_ws_tokens(batch integer) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE n bigint;
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(1836020080, 7) THEN RETURN 0; END IF;
+    DELETE FROM public.ws_tokens_used WHERE jti IN (
+        SELECT jti FROM public.ws_tokens_used WHERE expires_at < now() LIMIT least(greatest(batch, 1), 10000));
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END

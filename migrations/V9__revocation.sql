@@ -14,6 +14,11 @@
 -- Bumped by every secret rotation; client access tokens carry the generation they were minted under.
 ALTER TABLE service_clients ADD COLUMN secret_generation integer NOT NULL DEFAULT 0;
 
+-- A connect flow is completed as the session that started it: if that session
+-- is revoked meanwhile, the callback stores nothing.
+ALTER TABLE oauth_states ADD COLUMN starter_sid uuid;
+ALTER TABLE oauth_states ADD COLUMN starter_generation integer;
+
 -- Whether a session is still alive, in the caller's row-level-security context
 -- (moat.org_id already set to `org`): the principal exists in `org` and is
 -- enabled; a user session's refresh family (`sid`, when the token names one)

@@ -26,7 +26,8 @@ use crate::db::Pool;
 
 pub const HIT: &str = include_str!("../sql/limits/hit.sql");
 pub const SUCCEED: &str = include_str!("../sql/limits/succeed.sql");
-pub const STATEMENTS: &[(&str, &str)] = &[("limits/hit", HIT), ("limits/succeed", SUCCEED)];
+pub const REFUND: &str = include_str!("../sql/limits/refund.sql");
+pub const STATEMENTS: &[(&str, &str)] = &[("limits/hit", HIT), ("limits/succeed", SUCCEED), ("limits/refund", REFUND)];
 
 /// One kind of limit (docs/security.md lists them).
 #[derive(Debug, Clone, Copy)]
@@ -168,10 +169,17 @@ impl Limiter {
     }
 
     /// Counts one attempt against each limit in turn, stopping at the first
-    /// that refuses: a later limit neither counts the attempt nor gains a row.
+    /// that refuses: a later limit neither counts the attempt nor gains a row,
+    /// and an earlier limit with a lockout gets it back (the attempt never
+    /// reached the password check, so it is no failure of that bucket's — a
+    /// refusal by the account ceiling cannot lock the owner's own address out).
     pub async fn hit_in_order(&self, pool: &Pool, stages: &[(Limit, &str)]) -> Result<Verdict, LimitError> {
-        for stage in stages {
+        for (i, stage) in stages.iter().enumerate() {
             if let limited @ Verdict::Limited { .. } = self.hit(pool, std::slice::from_ref(stage)).await? {
+                let client = pool.get().await?;
+                for (limit, key) in stages[..i].iter().filter(|(l, _)| l.lockout_after > 0) {
+                    client.query_typed(REFUND, &[(&self.bucket(limit, key), Type::TEXT)]).await?;
+                }
                 return Ok(limited);
             }
         }

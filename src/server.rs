@@ -184,14 +184,16 @@ impl App {
         let served = match &config.tls {
             Some(tls) => {
                 let mut server = axum_server::from_tcp_rustls(self.listener, RustlsConfig::from_config(tls.config()))?
-                    .map(|acceptor| Capped::new(acceptor.acceptor(NoDelayAcceptor::new()), max, metrics))
+                    .map(|acceptor| {
+                        Capped::new(acceptor.acceptor(NoDelayAcceptor::new()), max, config.header_timeout, metrics)
+                    })
                     .first_request_timeout(config.header_timeout);
                 crate::http::conn::configure(server.http_builder(), config.header_timeout);
                 server.handle(handle).serve(service).await
             }
             None => {
                 let mut server = axum_server::from_tcp(self.listener)?
-                    .acceptor(Capped::new(NoDelayAcceptor::new(), max, metrics))
+                    .acceptor(Capped::new(NoDelayAcceptor::new(), max, config.header_timeout, metrics))
                     .first_request_timeout(config.header_timeout);
                 crate::http::conn::configure(server.http_builder(), config.header_timeout);
                 server.handle(handle).serve(service).await

@@ -9,11 +9,12 @@
 //! refreshes of one token serialize on its row lock.
 //!
 //! A token is `base64url(tag ‖ 32 random bytes)`, where the 16-byte tag is
-//! the family's (random, and found nowhere but in its refresh tokens). Used
-//! tokens are purged once past the longest grace window, so a family keeps
-//! one or two rows however often it refreshes; a token whose row is gone
-//! still names its family by the tag, so reusing any earlier token of a
-//! session still revokes it.
+//! the family's (random, and found nowhere but in its refresh tokens; the
+//! database keeps its SHA-256). Used tokens are purged once past the longest
+//! grace window, so a family keeps one or two rows however often it
+//! refreshes; a token whose row is gone still names its family by the tag,
+//! so reusing any earlier token of a session still revokes it. (Tokens
+//! issued before tags existed keep their rows until they expire.)
 
 use std::time::Duration;
 
@@ -64,6 +65,12 @@ fn new_tag() -> [u8; TAG_LEN] {
     tag
 }
 
+/// What the database keeps of a tag: its SHA-256 (a reader of the table or a
+/// backup cannot build a token of the family from it).
+fn tag_hash(tag: &[u8; TAG_LEN]) -> Vec<u8> {
+    Sha256::digest(tag).to_vec()
+}
+
 /// A new token of the family tagged `tag`.
 fn new_token(tag: &[u8; TAG_LEN]) -> String {
     use base64::Engine as _;
@@ -94,7 +101,7 @@ pub async fn start(
 ) -> anyhow::Result<(Uuid, String)> {
     let tag = new_tag();
     let statement = tx.prepare_cached(store::INSERT_FAMILY).await?;
-    let row = tx.query_one(&statement, &[&org, &user, &SESSION_MAX_AGE.as_secs_f64(), &tag.to_vec()]).await?;
+    let row = tx.query_one(&statement, &[&org, &user, &SESSION_MAX_AGE.as_secs_f64(), &tag_hash(&tag)]).await?;
     let id = row.get("id");
     Ok((id, issue(tx, sealer, Family { id, org, tag }, row.get("expires_at"), policy).await?))
 }
@@ -159,7 +166,7 @@ pub async fn rotate(
     if !token.get::<_, bool>("used") {
         let statement = tx.prepare_cached(store::USE_REFRESH_TOKEN).await?;
         tx.execute(&statement, &[&id, &org]).await?;
-        let tag = family_tag(tx, family, org, fam.get("tag")).await?;
+        let tag = family_tag(tx, family, org, presented, fam.get("tag_hash")).await?;
         let token = issue(tx, sealer, Family { id: family, org, tag }, fam.get("expires_at"), policy).await?;
         return Ok(Rotation::Rotated { user, org, family, role, token });
     }
@@ -172,20 +179,25 @@ pub async fn rotate(
     Ok(Rotation::Reused { user, org })
 }
 
-/// The family's tag; a family started before tags existed gets one now.
+/// The family's tag, which the presented (current) token begins with; a
+/// family started before tags existed gets one now.
 async fn family_tag(
     tx: &Transaction<'_>,
     family: Uuid,
     org: Uuid,
+    presented: &str,
     stored: Option<Vec<u8>>,
 ) -> anyhow::Result<[u8; TAG_LEN]> {
-    if let Some(tag) = stored.and_then(|t| <[u8; TAG_LEN]>::try_from(t).ok()) {
-        return Ok(tag);
+    match (tag_of(presented), stored) {
+        (Some(tag), Some(stored)) if tag_hash(&tag) == stored => Ok(tag),
+        (_, Some(_)) => anyhow::bail!("a family's current refresh token does not carry its tag"),
+        (_, None) => {
+            let tag = new_tag();
+            let statement = tx.prepare_cached(store::TAG_FAMILY).await?;
+            tx.execute(&statement, &[&family, &org, &tag_hash(&tag)]).await?;
+            Ok(tag)
+        }
     }
-    let tag = new_tag();
-    let statement = tx.prepare_cached(store::TAG_FAMILY).await?;
-    tx.execute(&statement, &[&family, &org, &tag.to_vec()]).await?;
-    Ok(tag)
 }
 
 /// A presented token with no row: if its tag names a family that still has a
@@ -216,9 +228,10 @@ async fn family_by_tag(tx: &Transaction<'_>, presented: &str) -> anyhow::Result<
     let Some(tag) = tag_of(presented) else {
         return Ok(None);
     };
-    tenant::set_lookup(tx, Lookup::FamilyTag(&tag)).await?;
+    let hashed: [u8; 32] = Sha256::digest(tag).into();
+    tenant::set_lookup(tx, Lookup::FamilyTag(&hashed)).await?;
     let statement = tx.prepare_cached(store::FIND_FAMILY_BY_TAG).await?;
-    let Some(row) = tx.query_opt(&statement, &[&tag.to_vec()]).await? else {
+    let Some(row) = tx.query_opt(&statement, &[&hashed.to_vec()]).await? else {
         return Ok(None);
     };
     let (family, org): (Uuid, Uuid) = (row.get("id"), row.get("org_id"));

@@ -135,7 +135,7 @@ pub fn load(vars: &Vars, check_programs: bool, problems: &mut Vec<Problem>) -> B
             bad(format!("working_dir {} is not a directory", working_dir.display()));
             continue;
         }
-        if let Some(secret) = raw.env.iter().find(|n| forbidden(n, &secret_vars)) {
+        if let Some(secret) = raw.env.iter().find(|n| forbidden(n.trim(), &secret_vars)) {
             bad(format!(
                 "env may not pass {secret} (Moat's configuration, PostgreSQL's and providers' client secrets never reach an agent)"
             ));

@@ -183,7 +183,7 @@ pub fn load(vars: &Vars) -> Result<Config, Box<Rejected>> {
         vars,
         "MOAT_HTTP_HEADER_TIMEOUT",
         "10s",
-        (1, 60),
+        (1, 300),
         "A client that trickles its headers holds a connection for as long as this allows.",
         &mut problems,
     );

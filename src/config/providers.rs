@@ -133,7 +133,7 @@ pub fn secret_var_names(vars: &Vars) -> Vec<String> {
         return Vec::new();
     };
     toml::from_str::<File>(&text)
-        .map(|file| file.providers.into_values().map(|p| p.client_secret_env).collect())
+        .map(|file| file.providers.into_values().map(|p| p.client_secret_env.trim().to_owned()).collect())
         .unwrap_or_default()
 }
 

@@ -202,7 +202,7 @@ pub const VARS: &[EnvVar] = &[
         name: "MOAT_HTTP_HEADER_TIMEOUT",
         commands: SERVE_CHECK,
         default: Some("10s"),
-        doc: "A connection must send a complete request head within this (1s to 60s), counted from when it opens or last finished a response: it bounds slow-header (slowloris) clients and is also the idle keep-alive timeout.",
+        doc: "A connection must send a complete request head within this (1s to 300s), counted from when it opened or last finished a response: it bounds slow-header (slowloris) clients and is also the idle timeout of HTTP/1.1 keep-alive and HTTP/2 connections. Behind a proxy that keeps upstream connections open, set it above the proxy's upstream idle timeout (e.g. 75s for nginx's 60s).",
     },
     EnvVar {
         name: "MOAT_PURGE_INTERVAL",

@@ -35,8 +35,8 @@ pub enum Lookup<'a> {
     Refresh(&'a [u8; 32]),
     /// The SHA-256 of a presented OAuth `state` (connect callback).
     State(&'a [u8; 32]),
-    /// The family tag a presented refresh token begins with (its row may be gone).
-    FamilyTag(&'a [u8; 16]),
+    /// The SHA-256 of the family tag a presented refresh token begins with (its row may be gone).
+    FamilyTag(&'a [u8; 32]),
 }
 
 /// Starts a transaction as `caller`: its organization, after checking its

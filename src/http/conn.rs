@@ -14,12 +14,21 @@
 //!   streams, 16 KiB of headers, and pings an idle peer. The first request of
 //!   a connection must arrive within the same timeout (protocol detection
 //!   included; set by the caller on the server).
+//! - hyper has no idle timeout for HTTP/2 (its pings only drop peers that stop
+//!   answering them, which no client library does), so an idle HTTP/2
+//!   connection would hold its place forever. Every admitted connection
+//!   therefore tracks its requests ([`Tracked`]: a request is busy until its
+//!   response body is done), and its stream reads as closed once it has had no
+//!   request in progress for the same timeout ([`Counted`]). A connection
+//!   upgraded to a WebSocket is exempt: the socket has its own pings and
+//!   bounds (docs/websocket.md).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum_server::accept::Accept;
@@ -51,20 +60,22 @@ pub fn configure(builder: &mut Builder<TokioExecutor>, header_timeout: Duration)
         .keep_alive_timeout(H2_KEEP_ALIVE);
 }
 
-/// An acceptor admitting at most a fixed number of open connections.
+/// An acceptor admitting at most a fixed number of open connections, each
+/// closed once idle for `idle` (no request in progress).
 #[derive(Clone)]
 pub struct Capped<A> {
     inner: A,
     permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    idle: Duration,
     /// Unix second of the last "cap reached" warning (one a minute at most).
     warned: Arc<AtomicU64>,
 }
 
 impl<A> Capped<A> {
-    pub fn new(inner: A, max: usize, metrics: Arc<Metrics>) -> Self {
+    pub fn new(inner: A, max: usize, idle: Duration, metrics: Arc<Metrics>) -> Self {
         metrics.connection_limit(max);
-        Self { inner, permits: Arc::new(Semaphore::new(max)), metrics, warned: Arc::default() }
+        Self { inner, permits: Arc::new(Semaphore::new(max)), metrics, idle, warned: Arc::default() }
     }
 
     fn warn_at_most_once_a_minute(&self) {
@@ -86,7 +97,7 @@ where
     S: Send + 'static,
 {
     type Stream = Counted<A::Stream>;
-    type Service = A::Service;
+    type Service = Tracked<A::Service>;
     type Future = BoxFuture<'static, io::Result<(Self::Stream, Self::Service)>>;
 
     fn accept(&self, stream: I, service: S) -> Self::Future {
@@ -96,31 +107,109 @@ where
             drop(stream);
             return Box::pin(std::future::ready(Err(io::Error::other("connection cap reached"))));
         };
-        let (inner, metrics) = (self.inner.clone(), self.metrics.clone());
+        // Counted from the permit (a TLS handshake holds a place too).
+        let place = Place { _permit: permit, metrics: self.metrics.clone() };
+        place.metrics.connection_opened();
+        let (inner, idle) = (self.inner.clone(), self.idle);
         Box::pin(async move {
             let (stream, service) = inner.accept(stream, service).await?;
-            metrics.connection_opened();
-            Ok((Counted { inner: stream, _permit: permit, metrics }, service))
+            let activity = Arc::new(Activity::new());
+            let counted = Counted { inner: stream, _place: place, activity: activity.clone(), idle, timer: None };
+            Ok((counted, Tracked { inner: service, activity }))
         })
     }
 }
 
-/// An admitted connection: holds its place until it closes.
-pub struct Counted<S> {
-    inner: S,
+/// A connection's place under the cap: released (and counted out) when dropped.
+struct Place {
     _permit: OwnedSemaphorePermit,
     metrics: Arc<Metrics>,
 }
 
-impl<S> Drop for Counted<S> {
+impl Drop for Place {
     fn drop(&mut self) {
         self.metrics.connection_closed();
     }
 }
 
+/// What a connection is doing: requests in progress, since when it has had
+/// none, and whether it became a WebSocket.
+struct Activity {
+    opened: std::time::Instant,
+    busy: AtomicUsize,
+    /// Milliseconds after `opened` when the last request ended.
+    idle_since: AtomicU64,
+    upgraded: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            opened: std::time::Instant::now(),
+            busy: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            upgraded: AtomicBool::new(false),
+        }
+    }
+
+    /// When the connection counts as idle for `idle`; `None` while a request
+    /// is in progress or once it is a WebSocket.
+    fn idle_deadline(&self, idle: Duration) -> Option<tokio::time::Instant> {
+        if self.upgraded.load(Ordering::Acquire) || self.busy.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = Duration::from_millis(self.idle_since.load(Ordering::Acquire));
+        Some(tokio::time::Instant::from_std(self.opened + since + idle))
+    }
+}
+
+/// One request in progress on a connection, until its response body is done.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(activity: Arc<Activity>) -> Self {
+        activity.busy.fetch_add(1, Ordering::AcqRel);
+        Self(activity)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let now = u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.idle_since.fetch_max(now, Ordering::AcqRel);
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An admitted connection: holds its place until it closes, and reads as
+/// closed once idle (see the module docs).
+pub struct Counted<S> {
+    inner: S,
+    _place: Place,
+    activity: Arc<Activity>,
+    idle: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let this = &mut *self;
+        if let Poll::Ready(read) = Pin::new(&mut this.inner).poll_read(cx, buf) {
+            return Poll::Ready(read);
+        }
+        let Some(deadline) = this.activity.idle_deadline(this.idle) else {
+            this.timer = None;
+            return Poll::Pending;
+        };
+        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        match timer.as_mut().poll(cx) {
+            // Idle too long: end of stream, and the server closes the connection.
+            Poll::Ready(()) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -147,5 +236,95 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The connection's service, marking each request busy until its response
+/// body is done (and the connection upgraded on a `101`).
+#[derive(Clone)]
+pub struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S, R, B> tower::Service<R> for Tracked<S>
+where
+    S: tower::Service<R, Response = http::Response<B>>,
+{
+    type Response = http::Response<TrackedBody<B>>;
+    type Error = S::Error;
+    type Future = TrackedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        let busy = Busy::new(self.activity.clone());
+        TrackedFuture { inner: self.inner.call(request), busy: Some(busy) }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's response future, busy until the response body is done.
+    pub struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        busy: Option<Busy>,
+    }
+}
+
+impl<F, B, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<TrackedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let busy = this.busy.take();
+        Poll::Ready(result.map(|response| {
+            if response.status() == http::StatusCode::SWITCHING_PROTOCOLS
+                && let Some(busy) = &busy
+            {
+                busy.0.upgraded.store(true, Ordering::Release);
+            }
+            response.map(|inner| TrackedBody { inner, busy })
+        }))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body; its request stops being busy when it is done (or dropped).
+    pub struct TrackedBody<B> {
+        #[pin]
+        inner: B,
+        busy: Option<Busy>,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if frame.is_none() {
+            this.busy.take();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -30,7 +30,7 @@ use super::store;
 use crate::AppState;
 use crate::audit::{self, Event};
 use crate::auth::password::random_secret;
-use crate::auth::{Caller, PrincipalKind, Scopes};
+use crate::auth::{Caller, PrincipalKind, Scopes, SessionRef};
 use crate::db::tenant::{self, Lookup};
 use crate::http::cookies;
 
@@ -123,6 +123,8 @@ pub(super) async fn connect(
             &account,
             &binding_hash,
             &sealed_verifier,
+            &caller.session.sid,
+            &caller.session.generation,
         ],
     )
     .await?;
@@ -212,6 +214,8 @@ pub(super) async fn callback(
 struct Flow {
     org: Uuid,
     created_by: String,
+    /// The session that started the flow (checked again when it completes).
+    session: SessionRef,
     provider: String,
     account: String,
     verifier: String,
@@ -284,6 +288,7 @@ async fn consume(state: &AppState, state_hash: &[u8; 32], headers: &HeaderMap) -
     Ok(Flow {
         org: row.get("org_id"),
         created_by: row.get("created_by"),
+        session: SessionRef { sid: row.get("starter_sid"), generation: row.get("starter_generation") },
         provider: row.get("provider"),
         account: row.get("account"),
         verifier,
@@ -293,7 +298,7 @@ async fn consume(state: &AppState, state_hash: &[u8; 32], headers: &HeaderMap) -
 /// Stores the tokens as the principal that started the flow, if still enabled:
 /// a new integration, or a reconnect of that principal's own.
 async fn store(state: &AppState, flow: &Flow, tokens: super::provider::Tokens) -> Result<Uuid, IntegrationError> {
-    let caller = starter(flow.org, &flow.created_by)?;
+    let caller = starter(flow.org, &flow.created_by, flow.session)?;
     let mut client = state.db.get().await?;
     let tx = tenant::begin(&mut client, &caller).await?;
     let statement = tx.prepare_cached(store::FIND_ACCOUNT).await?;
@@ -366,8 +371,8 @@ async fn store(state: &AppState, flow: &Flow, tokens: super::provider::Tokens) -
     Ok(id)
 }
 
-/// The principal that started a flow, from its `user:<id>` / `client:<id>` actor string.
-fn starter(org: Uuid, actor: &str) -> Result<Caller, IntegrationError> {
+/// The principal (and session) that started a flow, from its `user:<id>` / `client:<id>` actor string.
+fn starter(org: Uuid, actor: &str, session: SessionRef) -> Result<Caller, IntegrationError> {
     let bad = || IntegrationError::Internal(anyhow::anyhow!("unreadable flow starter {actor:?}"));
     let (kind, id) = actor.split_once(':').ok_or_else(bad)?;
     let kind = match kind {
@@ -376,5 +381,5 @@ fn starter(org: Uuid, actor: &str) -> Result<Caller, IntegrationError> {
         _ => return Err(bad()),
     };
     let id = Uuid::parse_str(id).map_err(|_| bad())?;
-    Ok(Caller { id, kind, org, scopes: Scopes::default(), expires_at: 0, session: Default::default() })
+    Ok(Caller { id, kind, org, scopes: Scopes::default(), expires_at: 0, session })
 }

@@ -375,14 +375,16 @@ pub(super) async fn writer(
 
 /// Appends one batch; `false` when fenced out (or the database keeps failing).
 /// While the database is unreachable it waits ([`patiently`]): an outage is
-/// not a reason to give up a run.
+/// not a reason to give up a run. Every attempt carries the same batch id, so
+/// a retry after a commit whose outcome was lost cannot append it twice.
 async fn append_batch(pool: &Pool, run: RunRef, batch: &[NewEvent], bytes: i64) -> bool {
+    let id = Uuid::new_v4();
     for attempt in 0..3u32 {
         let result: anyhow::Result<Option<i64>> = patiently("appending events", run.run, || async {
             let mut client = pool.get().await?;
             let tx = client.transaction().await?;
             scope(&tx, run.org).await?;
-            let first = events::append(&tx, run.conversation, Some(run.run), Some(run.epoch), batch, bytes).await?;
+            let first = events::append_once(&tx, id, (run.conversation, run.run, run.epoch), batch, bytes).await?;
             tx.commit().await?;
             Ok(first)
         })
@@ -391,6 +393,11 @@ async fn append_batch(pool: &Pool, run: RunRef, batch: &[NewEvent], bytes: i64) 
             Ok(Some(_)) => return true,
             Ok(None) => {
                 tracing::warn!(run = %run.run, "run's lease is no longer ours; stopping it without writing");
+                return false;
+            }
+            // Patience exhausted: the database has been unreachable for PATIENCE.
+            Err(e) if crate::db::unreachable(&e) => {
+                tracing::warn!(run = %run.run, error = %format!("{e:#}"), "appending events failed; giving up");
                 return false;
             }
             Err(e) => {

@@ -46,7 +46,9 @@ pub(super) async fn execute(
     // Whatever happens below (even a panic), the heartbeat stops and the slot is freed.
     let _leave = Leave { shared: shared.clone(), run: run.run, done: done.clone() };
 
-    let ending = match patiently("starting the run", run.run, || start(&shared, run)).await {
+    // One batch id for every attempt: a retried `run.started` is appended once.
+    let started = uuid::Uuid::new_v4();
+    let ending = match patiently("starting the run", run.run, || start(&shared, run, started)).await {
         Ok(true) => drive(&shared, &claim, answers, &cancel, &fenced).await,
         Ok(false) => Ending::Fenced,
         Err(e) => {
@@ -73,13 +75,13 @@ impl Drop for Leave {
     }
 }
 
-/// Appends `run.started`; `false` if the claim was already fenced out.
-async fn start(shared: &Shared, run: RunRef) -> anyhow::Result<bool> {
+/// Appends `run.started` (as the batch `batch`); `false` if the claim was already fenced out.
+async fn start(shared: &Shared, run: RunRef, batch: uuid::Uuid) -> anyhow::Result<bool> {
     let mut client = shared.pool.get().await?;
     let tx = client.transaction().await?;
     scope(&tx, run.org).await?;
     let event = NewEvent::new(Kind::RunStarted, json!({ "run_id": run.run }));
-    let first = events::append(&tx, run.conversation, Some(run.run), Some(run.epoch), &[event], 0).await?;
+    let first = events::append_once(&tx, batch, (run.conversation, run.run, run.epoch), &[event], 0).await?;
     let statement = tx.prepare_cached(store::QUEUE_WAIT).await?;
     let wait = tx.query_opt(&statement, &[&run.run, &run.org]).await?;
     tx.commit().await?;

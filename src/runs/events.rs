@@ -81,6 +81,25 @@ pub async fn append(
     Ok(row.get("first_seq"))
 }
 
+/// A runner's fenced append of `events` as the batch `batch`: applying the
+/// same batch again (a retry after a commit whose outcome was lost) writes
+/// nothing and returns `Some(0)`. `None` when fenced out.
+pub async fn append_once(
+    tx: &Transaction<'_>,
+    batch: Uuid,
+    run: (Uuid, Uuid, i64),
+    events: &[NewEvent],
+    output_bytes: i64,
+) -> Result<Option<i64>, tokio_postgres::Error> {
+    let (conversation, run, epoch) = run;
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let datas: Vec<&Value> = events.iter().map(|e| &e.data).collect();
+    let statement = tx.prepare_cached(store::APPEND_RUN_EVENTS).await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
+        [&batch, &conversation, &run, &epoch, &kinds, &datas, &output_bytes];
+    Ok(tx.query_one(&statement, &params).await?.get("first_seq"))
+}
+
 /// Sends a NOTIFY (delivered at commit).
 pub async fn notify(tx: &Transaction<'_>, channel: &str, payload: &str) -> Result<(), tokio_postgres::Error> {
     let statement = tx.prepare_cached(store::NOTIFY).await?;

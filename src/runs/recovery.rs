@@ -2,16 +2,16 @@
 //! end as `failed` with error `runner_lost` and a `run.failed` event.
 //!
 //! Every `serve` and `runner` instance does this every [`INTERVAL`]; it is
-//! safe with many at once: `moat_recover_runs` (V10) serializes on the
-//! database clock row, claims stale runs with `FOR UPDATE SKIP LOCKED` and
-//! bumps their lease epoch (fencing out the old holder), and the event is
-//! appended in the same transaction.
+//! safe with many at once: `moat_recover_runs` (V10) claims stale runs with
+//! `FOR UPDATE SKIP LOCKED` and bumps their lease epoch (fencing out the old
+//! holder), and the event is appended in the same transaction.
 //!
 //! An unavailable database is not evidence that a runner died: each tick
-//! also advances the clock of when any Moat process last reached the
-//! database, and a tick that finds it older than [`INTERVAL`] gives that time
-//! back to every lease that was still valid (after a gap longer than
-//! [`OUTAGE`], a whole lease), before judging any. So a PostgreSQL restart
+//! first advances, in a statement of its own, the clock of when any Moat
+//! process last reached the database (`moat_advance_clock`); a tick that
+//! finds it older than twice [`INTERVAL`] gives that time back to every lease
+//! that was still valid (after a gap longer than [`OUTAGE`], a whole lease),
+//! before any lease is judged. So a PostgreSQL restart
 //! or failover longer than the lease fails no run whose runner comes back
 //! and heartbeats; a runner that died meanwhile loses its runs one lease of
 //! database availability after the database returns.
@@ -19,6 +19,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use tokio_postgres::types::Type;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -36,10 +37,11 @@ const BATCH: i32 = 200;
 /// One round; returns how many runs it ended.
 pub async fn recover_once(pool: &Pool) -> anyhow::Result<usize> {
     let mut client = pool.get().await?;
+    let (tick, outage) = (INTERVAL.as_secs_f64(), OUTAGE.as_secs_f64());
+    client.query_typed_one(store::ADVANCE_CLOCK, &[(&tick, Type::FLOAT8), (&outage, Type::FLOAT8)]).await?;
     let tx = client.transaction().await?;
     let statement = tx.prepare_cached(store::RECOVER_RUNS).await?;
-    let (tick, outage) = (INTERVAL.as_secs_f64(), OUTAGE.as_secs_f64());
-    let stale = tx.query(&statement, &[&BATCH, &tick, &outage]).await?;
+    let stale = tx.query(&statement, &[&BATCH]).await?;
     for row in &stale {
         let (run, org, conversation): (Uuid, Uuid, Uuid) =
             (row.get("run_id"), row.get("org_id"), row.get("conversation_id"));

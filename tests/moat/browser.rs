@@ -273,6 +273,23 @@ async fn a_run_streams_across_several_token_expiries_without_gap_or_duplicate() 
     browser.close().await;
 }
 
+/// An open conversation page whose session is revoked (the account disabled
+/// by an operator) is signed out at once: the socket closes `revoked`, the
+/// refresh is refused, the app shows the sign-in screen with its notice.
+#[tokio::test]
+async fn a_revoked_session_signs_the_app_out() {
+    let site = site("15m").await;
+    let browser = Browser::start().await;
+    log_in(&browser, &site).await;
+    open_new_conversation(&browser, "watched").await;
+    moat::admin::disable_user(&site.admin.pool, site.admin.email).await.unwrap();
+    let started = std::time::Instant::now();
+    browser.until("the signed-out notice", || async { browser.displayed("#signed-out").await }).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(browser.displayed("#login-submit").await);
+    browser.close().await;
+}
+
 /// The README's promise, end to end: `moat dev` from nothing, then in the
 /// browser the printed URL and password, a demo run watched and answered,
 /// and a long one cancelled.

@@ -104,8 +104,50 @@ async fn slow_headers_and_idle_connections_are_closed_within_the_header_timeout(
     read_until_closed(&mut idle, Duration::from_secs(10)).await.expect("an idle connection stays open");
     assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
 
+    // An idle HTTP/2 connection (hyper has no idle timeout of its own; pings are answered).
+    let tcp = TcpStream::connect(serving.addr).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let (response, _) =
+        client.send_request(http::Request::get(serving.url("/healthz")).body(()).unwrap(), true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), connection).await.expect("an idle HTTP/2 connection stays open").ok();
+    assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+
     // A client that sends its request promptly is unaffected.
     assert_eq!(reqwest::get(serving.url("/healthz")).await.unwrap().status(), 200);
+    serving.terminate().await;
+}
+
+/// A WebSocket is a connection with nothing in progress at the HTTP level:
+/// it is not closed as idle (it has its own pings and bounds).
+#[tokio::test]
+async fn a_quiet_websocket_outlives_the_idle_timeout() {
+    let db = TestDb::migrated().await;
+    let (serving, _) = serve_with(&db, &[("MOAT_HTTP_HEADER_TIMEOUT", "2s")]).await;
+    let http = reqwest::Client::new();
+    let admin = admin_in(&db).await;
+    let token = login_at(&http, &serving.url(""), admin.email, &admin.password).await;
+    let conv = crate::harness::http::post_json(
+        &http,
+        &serving.url("/v1/conversations"),
+        Some(&token),
+        serde_json::json!({"title": "quiet", "agent": "demo"}),
+    )
+    .await;
+    let conv = conv["id"].as_str().unwrap().to_owned();
+    let mut socket = crate::harness::ws::open(&http, &serving, &token, &conv, None).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Still open: a ping command is answered.
+    futures_util::SinkExt::send(
+        &mut socket,
+        tokio_tungstenite::tungstenite::Message::Text(r#"{"type":"ping","id":1}"#.into()),
+    )
+    .await
+    .unwrap();
+    let reply = crate::harness::ws::next_json(&mut socket).await;
+    assert_eq!(reply["type"], "ack", "{reply}");
     serving.terminate().await;
 }
 

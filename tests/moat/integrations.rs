@@ -522,6 +522,20 @@ async fn integration_count(s: &Setup) -> usize {
     list["items"].as_array().unwrap().len()
 }
 
+/// A connect flow completes as the session that started it: if that session
+/// is revoked before the provider redirects back, nothing is stored.
+#[tokio::test]
+async fn a_connect_flow_whose_session_was_revoked_stores_nothing() {
+    let s = setup().await;
+    let (callback_url, binding, _) = connect(&s).await;
+    let admin = s.app._db.admin().await;
+    admin.batch_execute("UPDATE refresh_families SET revoked_at = now(), revoked_reason = 'logout'").await.unwrap();
+    let response = callback(&s, &callback_url, Some(&binding)).await;
+    assert_ne!(response.status(), 303, "the flow completed for a revoked session");
+    let stored: i64 = admin.query_one("SELECT count(*) FROM integrations", &[]).await.unwrap().get(0);
+    assert_eq!(stored, 0);
+}
+
 #[tokio::test]
 async fn the_connect_flow_end_to_end_with_pkce() {
     let s = setup().await;

@@ -51,13 +51,16 @@ async fn every_table_has_a_documented_bound_or_purge() {
     let db = TestDb::migrated().await;
     let admin = db.admin().await;
     let rows = admin.query("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'", &[]).await.unwrap();
-    let doc = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md")).unwrap();
+    let doc =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md")).unwrap();
     let section = doc.split("## Bounded tables and the purge").nth(1).expect("the section");
     let listed: Vec<&str> = section.lines().filter(|l| l.starts_with("| `")).collect();
     let missing: Vec<String> = rows
         .iter()
         .map(|r| r.get::<_, String>(0))
-        .filter(|table| !listed.iter().any(|line| line.split('|').nth(1).is_some_and(|c| c.contains(&format!("`{table}`")))))
+        .filter(|table| {
+            !listed.iter().any(|line| line.split('|').nth(1).is_some_and(|c| c.contains(&format!("`{table}`"))))
+        })
         .collect();
     assert!(missing.is_empty(), "tables without a documented bound or purge: {missing:?}");
     // Every purge step has its table's row.
