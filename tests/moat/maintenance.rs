@@ -123,6 +123,15 @@ async fn the_scheduled_purge_removes_what_it_should_as_the_runtime_role() {
         )))
         .await
         .unwrap();
+    // A token issued before family tags existed (V8), superseded long ago: kept, so its reuse is still detected.
+    admin_db
+        .batch_execute(
+            "INSERT INTO refresh_tokens (family_id, org_id, token_hash, expires_at, used_at, tagged)
+             SELECT id, org_id, sha256('pre-v8'), now() + interval '1 day', now() - interval '1 hour', false
+             FROM refresh_families LIMIT 1",
+        )
+        .await
+        .unwrap();
     let rate_limits_before = count(&db, "SELECT count(*) FROM rate_limits").await;
     assert!(rate_limits_before >= 3, "login buckets and the live test bucket");
     // Age everything the way time would: three minutes for the refresh tokens
@@ -137,7 +146,7 @@ async fn the_scheduled_purge_removes_what_it_should_as_the_runtime_role() {
         )
         .await
         .unwrap();
-    assert_eq!(count(&db, "SELECT count(*) FROM refresh_tokens WHERE used_at IS NOT NULL").await, 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM refresh_tokens WHERE used_at IS NOT NULL AND tagged").await, 1);
     assert_eq!(count(&db, "SELECT count(*) FROM refresh_tokens WHERE sealed_token IS NOT NULL").await, 2);
 
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
@@ -145,8 +154,13 @@ async fn the_scheduled_purge_removes_what_it_should_as_the_runtime_role() {
         metric(text, "moat_purge_last_success_timestamp_seconds").is_some_and(|t| t > started + 1.0)
     })
     .await;
-    // Superseded token gone; the current token stays, without its sealed copy.
-    assert_eq!(count(&db, "SELECT count(*) FROM refresh_tokens WHERE used_at IS NOT NULL").await, 0);
+    // Superseded token gone (but the untagged pre-V8 one); the current token stays, without its sealed copy.
+    assert_eq!(count(&db, "SELECT count(*) FROM refresh_tokens WHERE used_at IS NOT NULL AND tagged").await, 0);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM refresh_tokens WHERE NOT tagged").await,
+        1,
+        "a pre-V8 token was purged"
+    );
     assert_eq!(count(&db, "SELECT count(*) FROM refresh_tokens WHERE sealed_token IS NOT NULL").await, 0);
     assert_eq!(count(&db, "SELECT count(*) FROM refresh_tokens WHERE used_at IS NULL").await, 2, "two live sessions");
     assert_eq!(count(&db, "SELECT count(*) FROM ws_tokens_used").await, 0);
