@@ -24,23 +24,36 @@ ALTER TABLE oauth_states ADD COLUMN starter_generation integer;
 -- enabled; a user session's refresh family (`sid`, when the token names one)
 -- is neither revoked nor purged; a client token's secret generation (`gen`,
 -- when it names one) is still the client's.
+-- PL/pgSQL with one simple query per condition: its plans are cached per
+-- connection and stay index lookups (a SQL function with a SET clause is
+-- planned anew at every call, and `EXISTS … AND (sid IS NULL OR EXISTS …)` as
+-- one expression cost three times moat_begin; measured). STABLE: inside a
+-- query it sees that query's snapshot, which the WebSocket hub relies on
+-- (docs/websocket.md).
 CREATE FUNCTION moat_session_active(org uuid, principal_kind text, principal uuid, sid uuid, gen integer)
 RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, public, pg_temp
 AS $$
-    SELECT CASE principal_kind
-        WHEN 'user' THEN
-            EXISTS (SELECT 1 FROM public.users u
-                    WHERE u.id = principal AND u.org_id = org AND u.disabled_at IS NULL)
-            AND (sid IS NULL OR EXISTS (SELECT 1 FROM public.refresh_families f
-                                        WHERE f.id = sid AND f.org_id = org AND f.revoked_at IS NULL))
-        WHEN 'client' THEN
-            EXISTS (SELECT 1 FROM public.service_clients c
-                    WHERE c.id = principal AND c.org_id = org AND c.disabled_at IS NULL
-                      AND (gen IS NULL OR c.secret_generation = gen))
-        ELSE false
-    END
+BEGIN
+    IF principal_kind = 'user' THEN
+        IF sid IS NOT NULL AND NOT EXISTS (SELECT 1 FROM public.refresh_families f
+                                           WHERE f.id = sid AND f.org_id = org AND f.revoked_at IS NULL) THEN
+            RETURN false;
+        END IF;
+        RETURN EXISTS (SELECT 1 FROM public.users u
+                       WHERE u.id = principal AND u.org_id = org AND u.disabled_at IS NULL);
+    ELSIF principal_kind = 'client' THEN
+        IF gen IS NULL THEN
+            RETURN EXISTS (SELECT 1 FROM public.service_clients c
+                           WHERE c.id = principal AND c.org_id = org AND c.disabled_at IS NULL);
+        END IF;
+        RETURN EXISTS (SELECT 1 FROM public.service_clients c
+                       WHERE c.id = principal AND c.org_id = org AND c.disabled_at IS NULL
+                         AND c.secret_generation = gen);
+    END IF;
+    RETURN false;
+END
 $$;
 
 -- moat_begin (V2) with the whole session check: opens a tenant transaction.

@@ -146,15 +146,10 @@ pub async fn run(report: &mut Report) {
         typical_guarded,
     );
     let app = spawn_app(Options { extra: Some(probes), ..Options::default() }).await;
-    let (org, user, token) = app.signed_in(Role::Admin).await;
-    let caller = Caller {
-        id: user,
-        kind: PrincipalKind::User,
-        org,
-        scopes: Role::Admin.scopes(),
-        expires_at: i64::MAX,
-        session: Default::default(),
-    };
+    let (_, _, token) = app.signed_in(Role::Admin).await;
+    // The very caller the guard makes of the token (its login session included,
+    // so both servers run the same session check).
+    let caller = moat::auth::VerifiedTokens::new(app.state.tokens.clone()).caller(&token).unwrap();
     let bare = axum::Router::new()
         .route("/bench/minimal", axum::routing::get(minimal))
         .route("/bench/typical", axum::routing::get(typical_bare))
