@@ -18,10 +18,12 @@
 //!   answering them, which no client library does), so an idle HTTP/2
 //!   connection would hold its place forever. Every admitted connection
 //!   therefore tracks its requests ([`Tracked`]: a request is busy until its
-//!   response body is done), and its stream reads as closed once it has had no
-//!   request in progress for the same timeout ([`Counted`]). A connection
-//!   upgraded to a WebSocket is exempt: the socket has its own pings and
-//!   bounds (docs/websocket.md).
+//!   response body is done), and an HTTP/2 connection's stream reads as
+//!   closed once it has had no request in progress for the same timeout
+//!   ([`Counted`]). HTTP/1.1 connections are left to hyper's header timer
+//!   (which already closes them when idle), and a connection upgraded to a
+//!   WebSocket is never idle-closed: the socket has its own pings and bounds
+//!   (docs/websocket.md).
 
 use std::future::Future;
 use std::io;
@@ -140,6 +142,8 @@ struct Activity {
     /// Milliseconds after `opened` when the last request ended.
     idle_since: AtomicU64,
     upgraded: AtomicBool,
+    /// It speaks HTTP/2 (seen on its first request).
+    h2: AtomicBool,
 }
 
 impl Activity {
@@ -149,13 +153,17 @@ impl Activity {
             busy: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             upgraded: AtomicBool::new(false),
+            h2: AtomicBool::new(false),
         }
     }
 
-    /// When the connection counts as idle for `idle`; `None` while a request
-    /// is in progress or once it is a WebSocket.
+    /// When the connection counts as idle for `idle`; `None` unless it speaks
+    /// HTTP/2, while a request is in progress, and once it is a WebSocket.
     fn idle_deadline(&self, idle: Duration) -> Option<tokio::time::Instant> {
-        if self.upgraded.load(Ordering::Acquire) || self.busy.load(Ordering::Acquire) > 0 {
+        if !self.h2.load(Ordering::Relaxed)
+            || self.upgraded.load(Ordering::Acquire)
+            || self.busy.load(Ordering::Acquire) > 0
+        {
             return None;
         }
         let since = Duration::from_millis(self.idle_since.load(Ordering::Acquire));
@@ -198,8 +206,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
             return Poll::Ready(read);
         }
         let Some(deadline) = this.activity.idle_deadline(this.idle) else {
-            this.timer = None;
-            return Poll::Pending;
+            return Poll::Pending; // (a timer left armed only wakes a read that finds it busy)
         };
         let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if timer.deadline() != deadline {
@@ -247,9 +254,9 @@ pub struct Tracked<S> {
     activity: Arc<Activity>,
 }
 
-impl<S, R, B> tower::Service<R> for Tracked<S>
+impl<S, R, B> tower::Service<http::Request<R>> for Tracked<S>
 where
-    S: tower::Service<R, Response = http::Response<B>>,
+    S: tower::Service<http::Request<R>, Response = http::Response<B>>,
 {
     type Response = http::Response<TrackedBody<B>>;
     type Error = S::Error;
@@ -259,7 +266,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: R) -> Self::Future {
+    fn call(&mut self, request: http::Request<R>) -> Self::Future {
+        if request.version() == http::Version::HTTP_2 {
+            self.activity.h2.store(true, Ordering::Relaxed);
+        }
         let busy = Busy::new(self.activity.clone());
         TrackedFuture { inner: self.inner.call(request), busy: Some(busy) }
     }
