@@ -129,9 +129,15 @@ async fn cached_versus_select_one(report: &mut Report) {
 async fn where_the_time_goes(app: &TestApp, org: uuid::Uuid, user: uuid::Uuid, id: uuid::Uuid) {
     use tokio_postgres::types::{ToSql, Type};
     let read = include_str!("../../sql/integrations/read_fast.sql");
-    let kind = "user";
-    let params: [(&(dyn ToSql + Sync), Type); 4] =
-        [(&org, Type::UUID), (&kind, Type::TEXT), (&user, Type::UUID), (&id, Type::UUID)];
+    let (kind, sid, generation): (&str, Option<uuid::Uuid>, Option<i32>) = ("user", None, None);
+    let params: [(&(dyn ToSql + Sync), Type); 6] = [
+        (&org, Type::UUID),
+        (&kind, Type::TEXT),
+        (&user, Type::UUID),
+        (&sid, Type::UUID),
+        (&generation, Type::INT4),
+        (&id, Type::UUID),
+    ];
     let client = app.state.db.get().await.unwrap();
     let (mut statement, mut select) = (Vec::new(), Vec::new());
     for i in 0..(WARMUP + SAMPLES) {
