@@ -68,10 +68,12 @@ $$;
 -- lock is held for microseconds) and gives back the time nobody could reach
 -- the database. `tick` is how often instances tick (seconds, clamped to
 -- 1..60): a gap over twice that is time nobody reached the database, and
--- live leases get it back (minus one tick); a gap over `outage` (clamped to
--- at least 3 s and twice the tick) was an outage, after which live leases
--- restart whole. Clamped because the runtime role may call it: it can never
--- push a lease further than the real gap (plus one lease after an outage).
+-- each lease still valid when the database was last seen gets back what it
+-- had left then, pushed past the gap (a lease renewed since is not pushed
+-- further); a gap over `outage` (clamped to at least 3 s and twice the tick)
+-- was an outage, after which live leases restart whole. Clamped because the
+-- runtime role may call it: it cannot push a lease past the real gap plus
+-- what the lease had left (plus one lease after an outage).
 CREATE FUNCTION moat_advance_clock(tick float8, outage float8) RETURNS float8
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
@@ -86,12 +88,12 @@ BEGIN
     gap := extract(epoch FROM clock_timestamp() - last);
     IF gap > 2 * t THEN
         UPDATE public.runs r
-           SET lease_expires_at = CASE
-                   WHEN gap > o
-                   THEN greatest(r.lease_expires_at + make_interval(secs => gap - t),
-                                 clock_timestamp() + make_interval(secs => coalesce(r.lease_secs, 30)))
-                   ELSE r.lease_expires_at + make_interval(secs => gap - t)
-               END
+           SET lease_expires_at = greatest(
+                   r.lease_expires_at,
+                   least(r.lease_expires_at, last + make_interval(secs => coalesce(r.lease_secs, 30)))
+                       + make_interval(secs => gap - t),
+                   CASE WHEN gap > o
+                        THEN clock_timestamp() + make_interval(secs => coalesce(r.lease_secs, 30)) END)
          WHERE r.status IN ('running', 'waiting_input') AND r.lease_expires_at > last;
     END IF;
     UPDATE public.moat_clock SET seen_at = greatest(seen_at, clock_timestamp());
@@ -100,6 +102,32 @@ END
 $$;
 REVOKE ALL ON FUNCTION moat_advance_clock(float8, float8) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION moat_advance_clock(float8, float8) TO moat_runtime;
+
+-- Leases are judged against the clock, not the wall clock: a recovery
+-- statement delayed across an outage (queued in a pooler, a stalled
+-- network, a frozen database) cannot fail runs before a tick has given the
+-- outage back. In normal operation the clock lags by at most one tick.
+CREATE OR REPLACE FUNCTION moat_fail_stale_runs(max integer)
+RETURNS TABLE (run_id uuid, org_id uuid, conversation_id uuid)
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+    WITH stale AS (
+        SELECT r.id, r.org_id, r.conversation_id FROM public.runs r
+         WHERE r.status IN ('running', 'waiting_input')
+           AND r.lease_expires_at < (SELECT c.seen_at FROM public.moat_clock c)
+         ORDER BY r.lease_expires_at
+         LIMIT least(greatest(moat_fail_stale_runs.max, 0), 1000)
+         FOR UPDATE SKIP LOCKED
+    ), failed AS (
+        UPDATE public.runs r
+           SET status = 'failed', error_code = 'runner_lost', finished_at = now(),
+               lease_epoch = r.lease_epoch + 1, lease_expires_at = NULL
+          FROM stale
+         WHERE r.id = stale.id
+    )
+    SELECT stale.id, stale.org_id, stale.conversation_id FROM stale
+$$;
 
 -- Judging leases without the clock is no longer the runtime role's business:
 -- a release that still calls it directly (during a rolling upgrade) fails

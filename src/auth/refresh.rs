@@ -179,8 +179,10 @@ pub async fn rotate(
     Ok(Rotation::Reused { user, org })
 }
 
-/// The family's tag, which the presented (current) token begins with; a
-/// family started before tags existed gets one now.
+/// The family's tag, which the presented (current) token begins with. A
+/// current token without one (issued before tags existed, or by an instance
+/// of the previous release during a rolling upgrade) gets the family a new
+/// tag, and the family's older rows are kept for reuse detection.
 async fn family_tag(
     tx: &Transaction<'_>,
     family: Uuid,
@@ -190,8 +192,8 @@ async fn family_tag(
 ) -> anyhow::Result<[u8; TAG_LEN]> {
     match (tag_of(presented), stored) {
         (Some(tag), Some(stored)) if tag_hash(&tag) == stored => Ok(tag),
-        (_, Some(_)) => anyhow::bail!("a family's current refresh token does not carry its tag"),
-        (_, None) => {
+        (Some(_), Some(_)) => anyhow::bail!("a family's current refresh token carries another family's tag"),
+        (_, _) => {
             let tag = new_tag();
             let statement = tx.prepare_cached(store::TAG_FAMILY).await?;
             tx.execute(&statement, &[&family, &org, &tag_hash(&tag)]).await?;

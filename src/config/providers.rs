@@ -118,7 +118,7 @@ pub(super) fn load(vars: &Vars, dev: Option<DevMode>, problems: &mut Vec<Problem
         }
     };
     for (name, raw) in file.providers {
-        loaded.secret_vars.push(raw.client_secret_env.clone());
+        loaded.secret_vars.push(raw.client_secret_env.trim().to_owned());
         if let Some(provider) = provider(&name, raw, vars, dev, problems) {
             loaded.providers.insert(name, provider);
         }

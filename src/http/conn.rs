@@ -19,8 +19,13 @@
 //!   connection would hold its place forever. Every admitted connection
 //!   therefore tracks its requests ([`Tracked`]: a request is busy until its
 //!   response body is done), and an HTTP/2 connection's stream reads as
-//!   closed once it has had no request in progress for the same timeout
-//!   ([`Counted`]). HTTP/1.1 connections are left to hyper's header timer
+//!   closed once it has had no request in progress, and written no data, for
+//!   the same timeout ([`Counted`]): a response still being delivered to a
+//!   slow reader keeps it open (hyper hands the last body bytes over before
+//!   they are sent), and bytes just read (a request not yet dispatched) defer
+//!   the close briefly. Closing is an end of stream, not a GOAWAY (axum-server
+//!   keeps the connection's handle), so a request a client sends at that very
+//!   moment fails as on any idle close; clients retry idempotent requests. HTTP/1.1 connections are left to hyper's header timer
 //!   (which already closes them when idle), and a connection upgraded to a
 //!   WebSocket is never idle-closed: the socket has its own pings and bounds
 //!   (docs/websocket.md).
@@ -50,6 +55,12 @@ pub const H2_MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 pub const H1_MAX_BUF_BYTES: usize = 64 * 1024;
 /// HTTP/2 pings an idle peer this often, and drops it if no answer comes as long.
 const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+/// A write at least this large, or one that had to wait, is data being
+/// delivered (HTTP/2 control frames — pings, window updates — are smaller).
+const DATA_WRITE: usize = 64;
+/// Bytes just read defer an idle close by this much: they may be a request
+/// hyper has read but not yet handed to the service.
+const SETTLE: Duration = Duration::from_millis(200);
 
 /// Applies the HTTP/1.1 and HTTP/2 limits to the server's protocol builder.
 pub fn configure(builder: &mut Builder<TokioExecutor>, header_timeout: Duration) {
@@ -135,15 +146,23 @@ impl Drop for Place {
 }
 
 /// What a connection is doing: requests in progress, since when it has had
-/// none, and whether it became a WebSocket.
+/// none, when it last wrote data or read anything, and whether it became a
+/// WebSocket.
 struct Activity {
     opened: std::time::Instant,
     busy: AtomicUsize,
     /// Milliseconds after `opened` when the last request ended.
     idle_since: AtomicU64,
+    /// Milliseconds after `opened` of the last data written (see [`DATA_WRITE`]).
+    wrote: AtomicU64,
+    /// Milliseconds after `opened` of the last bytes read.
+    read: AtomicU64,
     upgraded: AtomicBool,
     /// It speaks HTTP/2 (seen on its first request).
     h2: AtomicBool,
+    /// The connection's reader, woken when its last request ends (its idle
+    /// timer starts then, not at the next keep-alive ping).
+    reader: futures_util::task::AtomicWaker,
 }
 
 impl Activity {
@@ -152,9 +171,16 @@ impl Activity {
             opened: std::time::Instant::now(),
             busy: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
+            wrote: AtomicU64::new(0),
+            read: AtomicU64::new(0),
             upgraded: AtomicBool::new(false),
             h2: AtomicBool::new(false),
+            reader: futures_util::task::AtomicWaker::new(),
         }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// When the connection counts as idle for `idle`; `None` unless it speaks
@@ -166,8 +192,9 @@ impl Activity {
         {
             return None;
         }
-        let since = Duration::from_millis(self.idle_since.load(Ordering::Acquire));
-        Some(tokio::time::Instant::from_std(self.opened + since + idle))
+        let at = |field: &AtomicU64| self.opened + Duration::from_millis(field.load(Ordering::Acquire));
+        let deadline = (at(&self.idle_since) + idle).max(at(&self.wrote) + idle).max(at(&self.read) + SETTLE);
+        Some(tokio::time::Instant::from_std(deadline))
     }
 }
 
@@ -183,9 +210,10 @@ impl Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let now = u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.0.idle_since.fetch_max(now, Ordering::AcqRel);
-        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+        self.0.idle_since.fetch_max(self.0.now(), Ordering::AcqRel);
+        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.reader.wake();
+        }
     }
 }
 
@@ -202,9 +230,14 @@ pub struct Counted<S> {
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        let before = buf.filled().len();
         if let Poll::Ready(read) = Pin::new(&mut this.inner).poll_read(cx, buf) {
+            if buf.filled().len() > before {
+                this.activity.read.fetch_max(this.activity.now(), Ordering::AcqRel);
+            }
             return Poll::Ready(read);
         }
+        this.activity.reader.register(cx.waker());
         let Some(deadline) = this.activity.idle_deadline(this.idle) else {
             return Poll::Pending; // (a timer left armed only wakes a read that finds it busy)
         };
@@ -220,9 +253,25 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     }
 }
 
+impl<S> Counted<S> {
+    /// Data is being delivered: a large write, or one that had to wait.
+    fn wrote(&self, written: &Poll<io::Result<usize>>) {
+        let data = match written {
+            Poll::Pending => true,
+            Poll::Ready(Ok(n)) => *n >= DATA_WRITE,
+            Poll::Ready(Err(_)) => false,
+        };
+        if data {
+            self.activity.wrote.fetch_max(self.activity.now(), Ordering::AcqRel);
+        }
+    }
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(&written);
+        written
     }
 
     fn poll_write_vectored(
@@ -230,7 +279,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(&written);
+        written
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -263,28 +263,18 @@ impl RunContext {
     }
 
     /// Asks the user a question: the run waits in `waiting_input` until an
-    /// answer arrives (first answer wins, through whichever path).
+    /// answer arrives (first answer wins, through whichever path). Both writes
+    /// wait out an unreachable database ([`patiently`]) and are safe to retry
+    /// after a commit whose outcome was lost (the question's id and each
+    /// write's batch id are chosen once).
     pub async fn ask(&mut self, question: &str) -> Result<Value, AgentError> {
         self.flush().await?;
         let question = sanitize(question).into_owned();
-        let input_id = Uuid::new_v4();
-        let run = self.run;
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        scope(&tx, run.org).await?;
-        let statement = tx.prepare_cached(store::SET_STATUS).await?;
-        if tx.execute(&statement, &[&run.run, &run.org, &run.epoch, &"waiting_input"]).await? == 0 {
+        let (input_id, batch) = (Uuid::new_v4(), Uuid::new_v4());
+        let asked = patiently("asking a question", self.run.run, || self.request_input(input_id, batch, &question));
+        if !asked.await? {
             return Err(AgentError::Fenced);
         }
-        let statement = tx.prepare_cached(store::REQUEST_INPUT).await?;
-        tx.execute(&statement, &[&input_id, &run.run, &run.conversation, &run.org, &question]).await?;
-        let event = NewEvent::new(Kind::InputRequested, json!({ "input_id": input_id, "question": question }));
-        events::append(&tx, run.conversation, Some(run.run), Some(run.epoch), &[event], 0)
-            .await?
-            .ok_or(AgentError::Fenced)?;
-        tx.commit().await?;
-        drop(client);
-
         loop {
             let answer = self.answers.recv().await.ok_or(AgentError::Fenced)?;
             if answer.input_id != input_id {
@@ -292,28 +282,80 @@ impl RunContext {
             }
             let mut value = answer.value.clone();
             sanitize_value(&mut value);
-            let mut client = self.pool.get().await?;
-            let tx = client.transaction().await?;
-            scope(&tx, run.org).await?;
-            let statement = tx.prepare_cached(store::APPLY_COMMAND).await?;
-            let Some(applied) = tx.query_opt(&statement, &[&answer.command_id, &run.org]).await? else {
-                continue; // a second delivery of an answer already applied
-            };
-            let statement = tx.prepare_cached(store::SET_STATUS).await?;
-            if tx.execute(&statement, &[&run.run, &run.org, &run.epoch, &"running"]).await? == 0 {
-                return Err(AgentError::Fenced);
+            let batch = Uuid::new_v4();
+            let applied = patiently("recording an answer", self.run.run, || self.apply_answer(&answer, &value, batch));
+            match applied.await? {
+                Applied::Now(latency) => {
+                    if let Some(metrics) = &self.metrics {
+                        metrics.command_applied("input", latency);
+                    }
+                    return Ok(value);
+                }
+                Applied::Before => return Ok(value),
+                Applied::Duplicate => continue, // a second delivery of an answer already applied
+                Applied::Fenced => return Err(AgentError::Fenced),
             }
-            let event = NewEvent::new(Kind::InputAnswered, json!({ "input_id": input_id, "value": value }));
-            events::append(&tx, run.conversation, Some(run.run), Some(run.epoch), &[event], 0)
-                .await?
-                .ok_or(AgentError::Fenced)?;
-            tx.commit().await?;
-            if let Some(metrics) = &self.metrics {
-                metrics.command_applied("input", applied.get("latency_secs"));
-            }
-            return Ok(value);
         }
     }
+
+    /// The question, the `waiting_input` status and `input.requested`, in one
+    /// transaction; `false` when the run is no longer this runner's.
+    async fn request_input(&self, input_id: Uuid, batch: Uuid, question: &str) -> anyhow::Result<bool> {
+        let run = self.run;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        scope(&tx, run.org).await?;
+        let statement = tx.prepare_cached(store::SET_STATUS).await?;
+        if tx.execute(&statement, &[&run.run, &run.org, &run.epoch, &"waiting_input"]).await? == 0 {
+            return Ok(false);
+        }
+        let statement = tx.prepare_cached(store::REQUEST_INPUT).await?;
+        tx.execute(&statement, &[&input_id, &run.run, &run.conversation, &run.org, &question]).await?;
+        let event = NewEvent::new(Kind::InputRequested, json!({ "input_id": input_id, "question": question }));
+        let appended = events::append_once(&tx, batch, (run.conversation, run.run, run.epoch), &[event], 0).await?;
+        if appended.is_none() {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Applies an answer: the command, the `running` status and `input.answered`, in one transaction.
+    async fn apply_answer(&self, answer: &Answer, value: &Value, batch: Uuid) -> anyhow::Result<Applied> {
+        let run = self.run;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        scope(&tx, run.org).await?;
+        let statement = tx.prepare_cached(store::APPLY_COMMAND).await?;
+        let Some(applied) = tx.query_opt(&statement, &[&answer.command_id, &run.org]).await? else {
+            // Applied already: by this very write, if a commit's outcome was lost (its batch is the run's last).
+            let statement = tx.prepare_cached(store::BATCH_APPLIED).await?;
+            let ours = tx.query_one(&statement, &[&run.run, &run.org, &batch]).await?.get::<_, bool>("applied");
+            return Ok(if ours { Applied::Before } else { Applied::Duplicate });
+        };
+        let statement = tx.prepare_cached(store::SET_STATUS).await?;
+        if tx.execute(&statement, &[&run.run, &run.org, &run.epoch, &"running"]).await? == 0 {
+            return Ok(Applied::Fenced);
+        }
+        let event = NewEvent::new(Kind::InputAnswered, json!({ "input_id": answer.input_id, "value": value }));
+        if events::append_once(&tx, batch, (run.conversation, run.run, run.epoch), &[event], 0).await?.is_none() {
+            return Ok(Applied::Fenced);
+        }
+        tx.commit().await?;
+        Ok(Applied::Now(applied.get("latency_secs")))
+    }
+}
+
+/// What recording an answer did.
+enum Applied {
+    /// Recorded now (with the command's latency, for the metrics).
+    Now(f64),
+    /// Recorded by an earlier attempt whose commit's outcome was lost.
+    Before,
+    /// Another delivery of an answer recorded earlier.
+    Duplicate,
+    /// The run is no longer this runner's.
+    Fenced,
 }
 
 /// The per-run writer: batches events, appends them fenced; on fencing it

@@ -41,6 +41,7 @@ statements! { "runner":
     BEGIN_RUNNER => "begin",
     TOKEN_GRANT => "token_grant",
     QUEUE_WAIT => "queue_wait",
+    BATCH_APPLIED => "batch_applied",
 }
 
 /// Every statement, so one test can `prepare` them all against a migrated database.
@@ -74,6 +75,7 @@ pub const STATEMENTS: &[(&str, &str)] = &[
     ("runner/recover_runs", RECOVER_RUNS),
     ("runner/apply_cancels", APPLY_CANCELS),
     ("runner/queue_wait", QUEUE_WAIT),
+    ("runner/batch_applied", BATCH_APPLIED),
     ("runner/expire_inputs", EXPIRE_INPUTS),
     ("runner/begin", BEGIN_RUNNER),
 ];

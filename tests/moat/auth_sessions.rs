@@ -286,3 +286,36 @@ async fn a_password_typed_as_the_email_never_reaches_the_audit_log() {
         .collect();
     assert_eq!(subjects, [Some("malformed".to_owned())]);
 }
+
+/// During a rolling upgrade an instance of the previous release may rotate a
+/// tagged session and hand out an untagged token. Refreshing with it on this
+/// release works (the family is tagged anew), and the older tokens' reuse is
+/// still detected (their rows are kept).
+#[tokio::test]
+async fn a_session_refreshed_by_the_previous_release_keeps_working_and_detecting_reuse() {
+    let app = spawn_app(Options::default()).await;
+    let org = app.create_org("Acme").await;
+    let (_, password) = app.create_user(org, "ada@example.com", Role::Member).await;
+    let login = app.login("ada@example.com", &password).await;
+    let (tagged, _) = set_cookie(&login);
+    // The previous release rotates it: marks it used long ago, stores an untagged successor.
+    let old_format = moat::auth::password::random_secret(32);
+    let admin = app._db.admin().await;
+    admin
+        .execute(
+            "WITH used AS (UPDATE refresh_tokens SET used_at = now() - interval '1 hour' RETURNING family_id, org_id)
+             INSERT INTO refresh_tokens (family_id, org_id, token_hash, expires_at, tagged)
+             SELECT family_id, org_id, sha256(convert_to($1, 'UTF8')), now() + interval '1 day', false FROM used",
+            &[&old_format],
+        )
+        .await
+        .unwrap();
+    let response = refresh(&app, &old_format).await;
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    // The purge keeps every earlier row of the family now; the first token's reuse revokes the session.
+    let kept: i64 = admin.query_one("SELECT count(*) FROM refresh_tokens WHERE NOT tagged", &[]).await.unwrap().get(0);
+    assert_eq!(kept, 2);
+    assert_eq!(refresh(&app, &tagged).await.status(), 401);
+    let revoked: String = admin.query_one("SELECT revoked_reason FROM refresh_families", &[]).await.unwrap().get(0);
+    assert_eq!(revoked, "reuse");
+}

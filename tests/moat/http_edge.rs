@@ -324,3 +324,35 @@ async fn oversized_request_heads_are_refused_and_http2_advertises_its_stream_lim
     assert!(refused, "a 20 KiB header list was accepted over HTTP/2");
     serving.terminate().await;
 }
+
+/// An HTTP/2 response still being delivered to a slow reader keeps its
+/// connection open past the idle timeout: hyper hands a response body over
+/// (and the request stops being in progress) before it is sent, so the
+/// connection counts writes of data too. The OpenAPI document (one chunk),
+/// read through a 4 KiB window released every 400 ms with a 2 s timeout,
+/// arrives whole.
+#[tokio::test]
+async fn a_slow_http2_reader_is_not_cut_by_the_idle_timeout() {
+    let db = TestDb::migrated().await;
+    let (serving, _) = serve_with(&db, &[("MOAT_HTTP_HEADER_TIMEOUT", "2s")]).await;
+    let whole = reqwest::get(serving.url("/v1/openapi.json")).await.unwrap().bytes().await.unwrap().len();
+    let tcp = TcpStream::connect(serving.addr).await.unwrap();
+    let (mut client, connection) =
+        h2::client::Builder::new().initial_window_size(4096).handshake::<_, axum::body::Bytes>(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get(serving.url("/v1/openapi.json")).body(()).unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let (mut received, started) = (0usize, Instant::now());
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap_or_else(|e| panic!("the response broke off after {received} of {whole} bytes: {e}"));
+        received += chunk.len();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    assert_eq!(received, whole, "the response was cut short");
+    assert!(started.elapsed() > Duration::from_secs(3), "the reader was not slow: {:?}", started.elapsed());
+    serving.terminate().await;
+}

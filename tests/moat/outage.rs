@@ -154,3 +154,42 @@ async fn a_runner_killed_during_an_outage_loses_its_runs_one_lease_after_the_dat
     assert!(recovered_after >= LEASE - Duration::from_millis(1500), "recovered {recovered_after:?} after the return");
     assert!(recovered_after <= LEASE + Duration::from_secs(5), "recovered {recovered_after:?} after the return");
 }
+
+/// A run that asks its question while the database is down asks it once the
+/// database is back (not `agent_error`), and an answer then completes it.
+#[tokio::test]
+async fn a_question_asked_during_an_outage_is_asked_when_the_database_returns() {
+    let site = Site::start().await;
+    let _runner = site.runner().await;
+    let base = site.serving.url("");
+    let conv = post_json(
+        &site.http,
+        &format!("{base}/v1/conversations"),
+        Some(&site.token),
+        json!({"title": "q", "agent": "demo"}),
+    )
+    .await;
+    let conv = conv["id"].as_str().unwrap().to_owned();
+    let run = post_json(
+        &site.http,
+        &format!("{base}/v1/conversations/{conv}/runs"),
+        Some(&site.token),
+        json!({"input": {"steps": 20, "delay_ms": 100, "ask": "Go on?"}}),
+    )
+    .await;
+    let run = run["id"].as_str().unwrap().to_owned();
+    site.wait_status(&run, |s| s == "running", Duration::from_secs(10)).await;
+    // The question comes ~2 s in: the database goes away before it.
+    site.outage(async {}).await;
+    let view = site.wait_status(&run, |s| s != "running", Duration::from_secs(30)).await;
+    assert_eq!(view["status"], "waiting_input", "{view}");
+    let input = view["pending_input"]["id"].as_str().unwrap().to_owned();
+    let answered =
+        post_json(&site.http, &format!("{base}/v1/inputs/{input}"), Some(&site.token), json!({"value": "yes"})).await;
+    assert_eq!(answered["status"], "answered", "{answered}");
+    let view = site.wait_status(&run, |s| s != "waiting_input" && s != "running", Duration::from_secs(30)).await;
+    assert_eq!(view["status"], "succeeded", "{view}");
+    let questions: i64 =
+        site.db.admin().await.query_one("SELECT count(*) FROM input_requests", &[]).await.unwrap().get(0);
+    assert_eq!(questions, 1, "the question was asked more than once");
+}
