@@ -53,6 +53,12 @@ async fn refresh(http: &reqwest::Client, base: &str, token: &str) -> reqwest::Re
         .unwrap()
 }
 
+/// `POST /v1/auth/login` as the organization's admin (a new session each time).
+async fn sign_in(http: &reqwest::Client, base: &str, admin: &crate::harness::http::Admin) -> reqwest::Response {
+    let body = json!({"email": admin.email, "password": admin.password});
+    http.post(format!("{base}/v1/auth/login")).json(&body).send().await.unwrap()
+}
+
 fn refresh_cookie(response: &reqwest::Response) -> String {
     let cookie = response.headers()["set-cookie"].to_str().unwrap();
     let value = cookie.split(';').next().unwrap().split_once('=').unwrap().1;
@@ -71,22 +77,9 @@ async fn the_scheduled_purge_removes_what_it_should_as_the_runtime_role() {
     let admin = admin_in(&db).await;
     let base = serving.url("");
     // A session refreshed once: a superseded token and a current one (with its sealed copy).
-    let login = http
-        .post(format!("{base}/v1/auth/login"))
-        .json(&json!({"email": admin.email, "password": admin.password}))
-        .send()
-        .await
-        .unwrap();
+    let login = sign_in(&http, &base, &admin).await;
     let access = login.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
-    let first = {
-        let again = http
-            .post(format!("{base}/v1/auth/login"))
-            .json(&json!({"email": admin.email, "password": admin.password}))
-            .send()
-            .await
-            .unwrap();
-        refresh_cookie(&again)
-    };
+    let first = refresh_cookie(&sign_in(&http, &base, &admin).await);
     let rotated = refresh(&http, &base, &first).await;
     assert_eq!(rotated.status(), 200);
     let current = refresh_cookie(&rotated);
@@ -226,13 +219,7 @@ async fn superseded_refresh_tokens_are_purged_and_their_reuse_still_revokes_the_
     let http = reqwest::Client::new();
     let admin = admin_in(&db).await;
     let base = serving.url("");
-    let login = http
-        .post(format!("{base}/v1/auth/login"))
-        .json(&json!({"email": admin.email, "password": admin.password}))
-        .send()
-        .await
-        .unwrap();
-    let first = refresh_cookie(&login);
+    let first = refresh_cookie(&sign_in(&http, &base, &admin).await);
     let mut current = first.clone();
     for _ in 0..20 {
         let response = refresh(&http, &base, &current).await;
