@@ -193,3 +193,40 @@ async fn a_question_asked_during_an_outage_is_asked_when_the_database_returns() 
         site.db.admin().await.query_one("SELECT count(*) FROM input_requests", &[]).await.unwrap().get(0);
     assert_eq!(questions, 1, "the question was asked more than once");
 }
+
+/// The clock is the runtime role's to advance, not to abuse: whatever it
+/// asks (a negative tick, no outage threshold), a lease moves no further
+/// than the real gap allows.
+#[tokio::test]
+async fn the_runtime_role_cannot_push_leases_with_the_clock() {
+    let db = TestDb::migrated().await;
+    let admin = db.admin().await;
+    let org = admin_in(&db).await.org;
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO conversations (id, org_id, title, agent, created_by) VALUES (gen_random_uuid(), '{org}', 't', 'demo', 'cli');
+             INSERT INTO runs (id, conversation_id, org_id, status, input, created_by, runner_id, lease_epoch, lease_expires_at, lease_secs)
+             SELECT gen_random_uuid(), id, org_id, 'running', '{{}}', 'cli', 'r', 1, now() + interval '30 seconds', 30 FROM conversations;
+             UPDATE moat_clock SET seen_at = clock_timestamp();"
+        ))
+        .await
+        .unwrap();
+    let (runtime, connection) =
+        db.url(DbRole::App).parse::<tokio_postgres::Config>().unwrap().connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let lease = || async {
+        let row = admin.query_one("SELECT extract(epoch FROM lease_expires_at - now())::float8 FROM runs", &[]).await;
+        row.unwrap().get::<_, f64>(0)
+    };
+    // No gap: nothing to give back, whatever the arguments.
+    runtime.query_one("SELECT moat_advance_clock(-1e9, 0)", &[]).await.unwrap();
+    assert!(lease().await <= 31.0, "{}", lease().await);
+    // A real 10 s gap: at most that, plus a whole lease after an outage.
+    admin.batch_execute("UPDATE moat_clock SET seen_at = clock_timestamp() - interval '10 seconds'").await.unwrap();
+    runtime.query_one("SELECT moat_advance_clock(-1e9, 0)", &[]).await.unwrap();
+    let pushed = lease().await;
+    assert!(pushed <= 41.0, "a lease was pushed {pushed} s ahead");
+    // And it may not judge leases itself any more (only through the clock).
+    let direct = runtime.query("SELECT * FROM moat_fail_stale_runs(10)", &[]).await;
+    assert!(direct.is_err(), "the runtime role can still fail leases without the clock");
+}
