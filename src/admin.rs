@@ -10,10 +10,10 @@ use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::audit::{self, Event};
-use crate::auth::password::{self, random_secret};
-use crate::auth::{Role, Scopes, normalize_email};
 use crate::db::Pool;
 use crate::db::tenant::{self, Lookup};
+use crate::identity::password::{self, random_secret};
+use crate::identity::{Role, Scopes, normalize_email};
 
 macro_rules! statements {
     ($($name:ident => $file:literal),* $(,)?) => {
@@ -67,7 +67,7 @@ pub enum AdminError {
 }
 
 fn known_scopes() -> String {
-    crate::auth::Scope::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
+    crate::identity::Scope::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
 }
 
 impl From<tokio_postgres::Error> for AdminError {

@@ -11,10 +11,10 @@ use clap::Subcommand;
 use uuid::Uuid;
 
 use crate::admin::{self, AdminError};
-use crate::auth::Role;
 use crate::config::Vars;
 use crate::db;
 use crate::db::Pool;
+use crate::identity::Role;
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {

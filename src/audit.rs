@@ -16,11 +16,12 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::AppState;
-use crate::auth::{Access, Caller, Scope};
+use crate::db::Pool;
 use crate::db::tenant;
 use crate::http::pagination::{Cursor, Page, Paged};
 use crate::http::{ApiError, Routes};
+use crate::identity::{Access, Caller, Scope};
+use axum::extract::FromRef;
 
 pub const INSERT_EVENT: &str = include_str!("../sql/audit/insert_event.sql");
 pub const LIST_EVENTS: &str = include_str!("../sql/audit/list_events.sql");
@@ -70,7 +71,11 @@ pub async fn record(tx: &Transaction<'_>, event: &Event) -> Result<(), tokio_pos
         .map(|_| ())
 }
 
-pub fn routes() -> Routes {
+pub fn routes<S>() -> Routes<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Pool: FromRef<S>,
+{
     Routes::new().get("/v1/audit-log", Access::Scope(Scope::AuditRead), list)
 }
 
@@ -93,9 +98,9 @@ struct AuditEntry {
 /// `GET /v1/audit-log`: the caller's organization's events, newest first.
 #[utoipa::path(get, path = "/v1/audit-log", tag = "audit", params(crate::http::openapi::PageQuery),
     responses((status = 200, description = "One page of audit events", body = Paged<AuditEntry>)))]
-async fn list(State(state): State<AppState>, caller: Caller, page: Page) -> Result<Json<Paged<AuditEntry>>, ApiError> {
-    let mut client = state.db.get().await?;
-    let tx = tenant::begin(&mut client, &caller).await?;
+async fn list(State(db): State<Pool>, caller: Caller, page: Page) -> Result<Json<Paged<AuditEntry>>, ApiError> {
+    let mut client = db.get().await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     let statement = tx.prepare_cached(LIST_EVENTS).await?;
     let (after_at, after_id) = (page.after.map(|c| c.at()), page.after.map(|c| c.id()));
     let rows = tx.query(&statement, &[&caller.org, &after_at, &after_id, &(page.limit + 1)]).await?;

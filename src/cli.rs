@@ -8,8 +8,9 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 
+use crate::app::{self, check};
 use crate::config::{self, LogFormat, Vars};
-use crate::{check, db, server, telemetry};
+use crate::{db, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(name = "moat", version, about = "The secure backbone of an AI-agent platform, on PostgreSQL alone.")]
@@ -116,7 +117,7 @@ pub fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve => serve(&vars).await,
+            Command::Serve => app::serve::main(&vars).await,
             Command::Dev { port, dir, reset, reset_password } => {
                 crate::dev::command::main(crate::dev::command::Options { port, dir, reset, reset_password }, &vars)
                     .await
@@ -124,7 +125,7 @@ pub fn main() -> ExitCode {
             Command::Check => check_only(&vars).await,
             Command::Migrate => migrate(&vars).await,
             Command::Admin { command } => crate::admin_cli::run(command, &vars).await,
-            Command::Runner => crate::runner::main(&vars).await,
+            Command::Runner => app::runner::main(&vars).await,
             Command::Probe { url } => probe(&url).await,
             Command::Keygen { .. } => ExitCode::SUCCESS,
         }
@@ -139,44 +140,6 @@ async fn check_only(vars: &Vars) -> ExitCode {
     } else {
         eprint!("{}", outcome.report());
         ExitCode::FAILURE
-    }
-}
-
-async fn serve(vars: &Vars) -> ExitCode {
-    // Like the runner: its memory and /proc/<pid>/environ hold the keys and DATABASE_URL.
-    crate::os::non_dumpable("server");
-    let outcome = check::run(vars).await;
-    if !outcome.problems.is_empty() {
-        eprint!("{}", outcome.report());
-        return ExitCode::FAILURE;
-    }
-    let Some(config) = outcome.config else {
-        return ExitCode::FAILURE;
-    };
-    let environment = config.environment;
-    crate::os::raise_fd_limit(config.max_connections);
-    crate::db::warn_if_plaintext(&config.database, &config.listen);
-    let tls = config.tls.is_some();
-    let kid = config.signing_key.key_id();
-    let app = match server::App::build(config).await {
-        Ok(app) => app,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "moat cannot start");
-            eprintln!("moat: cannot start: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let addr = app.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(%addr, tls, environment = ?environment, signing_kid = %kid, "moat listening on {addr}");
-    match app.run_until(server::shutdown_signal()).await {
-        Ok(()) => {
-            tracing::info!("moat stopped");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "server failed");
-            ExitCode::FAILURE
-        }
     }
 }
 

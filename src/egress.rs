@@ -24,7 +24,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use crate::dev::DevMode;
+use crate::devmode::DevMode;
 
 /// Why a destination was refused (shown to operators; no secrets in it).
 #[derive(Debug, Clone, thiserror::Error)]

@@ -6,85 +6,76 @@
 //!
 //! # Layout
 //!
-//! | module | owns |
-//! |---|---|
-//! | [`cli`] | the `moat` command line (`serve`, `dev`, `runner`, `migrate`, `check`, `keygen`, `admin`) |
-//! | [`config`] | reading the environment into a validated [`config::Config`]; the keys |
-//! | [`dev`] | the development-mode proof token, the single `DEV_BYPASS` logger, `moat dev` and its private PostgreSQL |
-//! | [`check`] | every startup check, collected into one report |
-//! | [`db`] | connection settings, the pool, embedded migrations, database checks |
-//! | [`tls`] | rustls server/client configuration (TLS 1.2 and 1.3 only) |
-//! | [`http`] | the router, security headers, error shape, access log |
-//! | [`health`] | `/healthz` and `/readyz` |
-//! | [`auth`] | bearer tokens and scopes, the route guard, login/refresh/logout, OAuth client credentials |
-//! | [`admin`] | `moat admin …`: organizations, users and service clients, straight to the database |
-//! | [`integrations`] | OAuth integrations, tokens sealed at rest, the credential broker (refresh exactly once) |
-//! | [`runs`] | conversations, runs, the gapless event log, cancel/answer commands, stale-run recovery |
-//! | [`runner`] | `moat runner`: claims runs, executes agents under fenced leases, applies commands |
-//! | [`sanitize`] | the credential sanitizer every agent string passes through |
-//! | [`ws`] | the WebSocket edge: five checks before the upgrade, replay + live events, commands |
-//! | [`egress`] | the one outbound HTTP policy: `MOAT_EGRESS_ALLOW`, addresses checked at connect time and on redirects |
-//! | [`files`] | each organization's shared files: cleaned names, id-named paths verified before every open, atomic writes, orphan sweep |
-//! | [`web`] | the browser app at `/`: embedded static files under a strict CSP |
-//! | [`users`] | an organization's users (read-only API) |
-//! | [`audit`] | the append-only audit log of security events |
-//! | [`limits`] | abuse limits kept in PostgreSQL, shared by every instance |
-//! | [`crypto`] | AES-256-GCM-SIV sealing of secrets at rest |
-//! | [`metrics`] | Prometheus metrics at `/metrics` (route templates, pool, WebSockets, runs, broker, DEV_BYPASS) |
-//! | [`maintenance`] | periodic purge of expired rows, safe with many instances |
-//! | [`server`] | [`AppState`], binding the listener, graceful shutdown |
-//! | [`telemetry`] | logging (text or JSON) |
-//! | [`os`] | process settings `serve` and `runner` apply to themselves (non-dumpable, descriptor limit) |
+//! Five layers; a module imports only from layers below its own, and no
+//! capability imports another (`tests/moat/layering.rs` checks both, and
+//! that no two modules import each other; docs/architecture.md draws it).
+//!
+//! | layer | module | owns |
+//! |---|---|---|
+//! | app | [`app`] | the composition root: [`app::AppState`] and its sub-states, every router and OpenAPI part merged, the shared startup checks, building `serve` and `runner` |
+//! | | [`cli`] | the `moat` command line (`serve`, `dev`, `runner`, `migrate`, `check`, `keygen`, `admin`, `probe`) |
+//! | | `admin_cli` | `moat admin …` argument parsing and output |
+//! | | [`dev`] | `moat dev` and its private PostgreSQL |
+//! | process | [`runner`] | `moat runner`'s loop: claims runs, executes agents under fenced leases, applies commands |
+//! | capability | [`auth`] | login, refresh and logout (browser sessions), the OAuth client-credentials grant, `/v1/me` |
+//! | | [`users`] | an organization's users (read-only API) |
+//! | | [`integrations`] | OAuth integrations, tokens sealed at rest, the credential broker (refresh exactly once) |
+//! | | [`runs`] | conversations, runs, the gapless event log, cancel/answer commands, stale-run recovery, the WebSocket edge ([`runs::ws`]) |
+//! | | [`files`] | each organization's shared files: cleaned names, id-named paths verified before every open, atomic writes, orphan sweep |
+//! | | [`health`] | `/healthz`, `/readyz`, `/metrics` and the loopback metrics listener |
+//! | | [`web`] | the browser app at `/`: embedded static files under a strict CSP |
+//! | | [`admin`] | organizations, users and service clients, straight to the database |
+//! | | [`maintenance`] | periodic purge of expired rows, safe with many instances |
+//! | toolkit | [`http`] | the route table and its bearer guard, error shape, JSON extractor, pagination, the edge layer, connection limits |
+//! | | [`identity`] | JWTs, scopes and roles, `Caller` and `Access`, verified tokens, passwords |
+//! | | [`audit`] | the append-only audit log of security events (and its list endpoint) |
+//! | | [`limits`] | abuse limits kept in PostgreSQL, shared by every instance |
+//! | | [`metrics`] | the Prometheus registry: route templates, pool, WebSockets, runs, broker, purge, DEV_BYPASS |
+//! | | [`sanitize`] | the credential sanitizer every agent string passes through |
+//! | | [`telemetry`] | logging (text or JSON) |
+//! | | [`os`] | process settings `serve` and `runner` apply to themselves (non-dumpable, descriptor limit) |
+//! | foundation | [`config`] | reading the environment into a validated [`config::Config`]; the keys |
+//! | | [`crypto`] | AES-256-GCM-SIV sealing of secrets at rest |
+//! | | [`db`] | connection settings, the pool, embedded migrations, database checks, tenant transactions |
+//! | | [`egress`] | the one outbound HTTP policy: `MOAT_EGRESS_ALLOW`, addresses checked at connect time and on redirects |
+//! | | [`tls`] | rustls server/client configuration (TLS 1.2 and 1.3 only) |
+//! | | [`problem`] | one failed startup check: what, why, the exact fix |
+//! | | [`devmode`] | the development-mode proof token and the single `DEV_BYPASS` logger |
 //!
 //! SQL lives in `sql/<capability>/`, migrations in `migrations/`.
 
-pub mod admin;
 mod admin_cli;
-pub mod audit;
-pub mod auth;
-pub mod check;
+pub mod app;
 pub mod cli;
+pub mod dev;
+
+pub mod runner;
+
+pub mod admin;
+pub mod auth;
+pub mod files;
+pub mod health;
+pub mod integrations;
+pub mod maintenance;
+pub mod runs;
+pub mod users;
+pub mod web;
+
+pub mod audit;
+pub mod http;
+pub mod identity;
+pub mod limits;
+pub mod metrics;
+pub mod os;
+pub mod sanitize;
+pub mod telemetry;
+
 pub mod config;
 pub mod crypto;
 pub mod db;
-pub mod dev;
+pub mod devmode;
 pub mod egress;
-pub mod files;
-pub mod health;
-pub mod http;
-pub mod integrations;
-pub mod limits;
-pub mod maintenance;
-pub mod metrics;
-pub mod os;
-pub mod runner;
-pub mod runs;
-pub mod sanitize;
-pub mod server;
-pub mod telemetry;
+pub mod problem;
 pub mod tls;
-pub mod users;
-pub mod web;
-pub mod ws;
 
-pub use server::{App, AppState};
-
-/// Every SQL statement Moat runs, by name, so one test can `prepare` them all
-/// against a freshly migrated database as the runtime role.
-pub fn statements() -> Vec<(&'static str, &'static str)> {
-    [
-        db::store::ALL,
-        auth::STATEMENTS,
-        admin::STATEMENTS,
-        audit::STATEMENTS,
-        users::STATEMENTS,
-        limits::STATEMENTS,
-        maintenance::STATEMENTS,
-        integrations::STATEMENTS,
-        runs::STATEMENTS,
-        ws::STATEMENTS,
-        files::STATEMENTS,
-        metrics::STATEMENTS,
-    ]
-    .concat()
-}
+pub use app::{App, AppState};

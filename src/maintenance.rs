@@ -107,7 +107,7 @@ pub async fn run(pool: Pool, metrics: std::sync::Arc<Metrics>, interval: Duratio
             _ = ticker.tick() => {}
         }
         let round = purge_once(&pool).await;
-        metrics.purge_round(&round);
+        metrics.purge_round(round.purged.iter().copied(), round.failed.iter().map(|(step, _)| *step));
         report(&round, &mut failing);
     }
 }

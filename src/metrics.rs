@@ -1,7 +1,8 @@
-//! Prometheus metrics (`GET /metrics`, scope `metrics:read`; or, for `serve`
-//! and `runner` alike, unauthenticated on a loopback-only `MOAT_METRICS_BIND`),
-//! through `prometheus-client` with an explicit registry per process
-//! ([`crate::AppState`], the runner's shared state).
+//! Prometheus metrics through `prometheus-client`, with an explicit registry
+//! per process (held by the application state and the runner's shared state).
+//! A toolkit: what records and renders them. The endpoints that expose them
+//! (`GET /metrics`, scope `metrics:read`; the loopback-only
+//! `MOAT_METRICS_BIND`) are in [`crate::health`].
 //!
 //! Labels are bounded: HTTP requests are labelled by **route template**
 //! (`/v1/runs/{id}`, never a raw path — ids are not labels), method and
@@ -9,13 +10,9 @@
 //! PostgreSQL at scrape time. Every metric is documented in
 //! docs/operations.md.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
@@ -23,10 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::AppState;
-use crate::auth::{Access, Caller, Scope};
 use crate::db::Pool;
-use crate::http::{ApiError, Routes};
 
 const RUN_COUNTS: &str = include_str!("../sql/metrics/run_counts.sql");
 pub const STATEMENTS: &[(&str, &str)] = &[("metrics/run_counts", RUN_COUNTS)];
@@ -194,11 +188,6 @@ impl Metrics {
                 "When this instance last completed a purge round with every step succeeding (unix time; 0: never)",
                 self.purge_last_success.clone(),
             );
-            // Every step is listed from the start (at 0), so a step that never ran is visible too.
-            for (step, _) in crate::maintenance::STEPS {
-                let _ = self.purge_rows.get_or_create(&StepLabels { step: (*step).to_owned() });
-                let _ = self.purge_failures.get_or_create(&StepLabels { step: (*step).to_owned() });
-            }
             r.register("purge_rows", "Rows purged (deleted or cleared), by purge step", self.purge_rows.clone());
             r.register("purge_failures", "Purge steps that failed, by step", self.purge_failures.clone());
         } else {
@@ -251,7 +240,7 @@ impl Metrics {
         self.pool_connections.set(i64::try_from(status.size).unwrap_or(i64::MAX));
         self.pool_available.set(i64::try_from(status.available).unwrap_or(i64::MAX));
         self.pool_waiting.set(i64::try_from(status.waiting).unwrap_or(i64::MAX));
-        self.dev_bypass.set(crate::dev::bypass_count());
+        self.dev_bypass.set(crate::devmode::bypass_count());
         let client = pool.get().await?;
         let rows = client.query_typed(RUN_COUNTS, &[]).await?;
         let mut queued = 0;
@@ -307,16 +296,31 @@ impl Metrics {
         self.broker_calls.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
     }
 
-    /// Records one purge round (`crate::maintenance`).
-    pub fn purge_round(&self, round: &crate::maintenance::Round) {
-        for (step, purged) in &round.purged {
-            let counter = self.purge_rows.get_or_create(&StepLabels { step: (*step).to_owned() });
-            counter.inc_by(u64::try_from(*purged).unwrap_or(0));
+    /// Lists every purge step from the start (at 0), so a step that never ran
+    /// is visible too (`crate::maintenance` names them).
+    pub fn purge_steps<'a>(&self, steps: impl IntoIterator<Item = &'a str>) {
+        for step in steps {
+            let _ = self.purge_rows.get_or_create(&StepLabels { step: step.to_owned() });
+            let _ = self.purge_failures.get_or_create(&StepLabels { step: step.to_owned() });
         }
-        for (step, _) in &round.failed {
-            self.purge_failures.get_or_create(&StepLabels { step: (*step).to_owned() }).inc();
+    }
+
+    /// Records one purge round: rows purged and failures by step.
+    pub fn purge_round<'a>(
+        &self,
+        purged: impl IntoIterator<Item = (&'a str, i64)>,
+        failed: impl IntoIterator<Item = &'a str>,
+    ) {
+        let mut succeeded = true;
+        for (step, rows) in purged {
+            let counter = self.purge_rows.get_or_create(&StepLabels { step: step.to_owned() });
+            counter.inc_by(u64::try_from(rows).unwrap_or(0));
         }
-        if round.succeeded() {
+        for step in failed {
+            succeeded = false;
+            self.purge_failures.get_or_create(&StepLabels { step: step.to_owned() }).inc();
+        }
+        if succeeded {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             self.purge_last_success.set(now.as_secs_f64());
         }
@@ -351,14 +355,6 @@ impl Metrics {
     }
 }
 
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(scrape))]
-pub(crate) struct Api;
-
-pub fn routes() -> Routes {
-    Routes::new().get("/metrics", Access::Scope(Scope::MetricsRead), scrape)
-}
-
 impl Metrics {
     /// Counts and times one request by its route template (called by the
     /// outermost middleware, `http::edge`, so timeouts and caught panics count too).
@@ -370,27 +366,6 @@ impl Metrics {
     }
 }
 
-/// Prometheus/OpenMetrics text (docs/operations.md lists every metric).
-#[utoipa::path(get, path = "/metrics", tag = "meta",
-    responses((status = 200, description = "The metrics", content_type = "application/openmetrics-text")))]
-async fn scrape(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    // The same session check as every tenant transaction: a disabled scraper is refused at once.
-    let mut client = state.db.get().await?;
-    crate::db::tenant::begin(&mut client, &caller).await?.commit().await?;
-    drop(client);
-    let text = state.metrics.render(&state.db).await.map_err(|e| match e {
-        RenderError::Pool(e) => e.into(),
-        RenderError::Db(e) => e.into(),
-        RenderError::Encode => ApiError::internal(&e),
-    })?;
-    Ok(exposition(text))
-}
-
-fn exposition(text: String) -> Response {
-    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], text).into_response()
-}
-
 /// Why a scrape failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
@@ -400,45 +375,4 @@ pub enum RenderError {
     Db(#[from] tokio_postgres::Error),
     #[error("the metrics could not be encoded")]
     Encode,
-}
-
-/// Binds `MOAT_METRICS_BIND` (config has checked it is a loopback address);
-/// failing to bind fails startup.
-pub async fn bind_loopback(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on MOAT_METRICS_BIND {addr}: {e}")))?;
-    tracing::info!(address = %listener.local_addr()?, "metrics listening (loopback, unauthenticated)");
-    Ok(listener)
-}
-
-/// Serves `GET /metrics` without authentication on the loopback `listener`
-/// (for a scraper on the same host or pod), until `stop`.
-pub fn serve_loopback(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    pool: Pool,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let (metrics, pool) = (metrics.clone(), pool.clone());
-            async move {
-                match metrics.render(&pool).await {
-                    Ok(text) => exposition(text),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "metrics scrape failed");
-                        (StatusCode::SERVICE_UNAVAILABLE, "metrics unavailable\n").into_response()
-                    }
-                }
-            }
-        }),
-    );
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "the metrics listener failed");
-        }
-    });
 }

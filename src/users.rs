@@ -11,17 +11,22 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::AppState;
-use crate::auth::{Access, Caller, Scope};
+use crate::db::Pool;
 use crate::db::tenant;
 use crate::http::pagination::{Cursor, Page, Paged};
 use crate::http::{ApiError, Routes};
+use crate::identity::{Access, Caller, Scope};
+use axum::extract::FromRef;
 
 pub const LIST_USERS: &str = include_str!("../sql/users/list_users.sql");
 pub const GET_USER: &str = include_str!("../sql/users/get_user.sql");
 pub const STATEMENTS: &[(&str, &str)] = &[("users/list_users", LIST_USERS), ("users/get_user", GET_USER)];
 
-pub fn routes() -> Routes {
+pub fn routes<S>() -> Routes<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Pool: FromRef<S>,
+{
     Routes::new().get("/v1/users", Access::Scope(Scope::UsersRead), list).get(
         "/v1/users/{id}",
         Access::Scope(Scope::UsersRead),
@@ -58,9 +63,9 @@ impl From<&Row> for UserView {
 /// The organization's users, newest first.
 #[utoipa::path(get, path = "/v1/users", tag = "users", params(crate::http::openapi::PageQuery),
     responses((status = 200, description = "One page of users", body = Paged<UserView>)))]
-async fn list(State(state): State<AppState>, caller: Caller, page: Page) -> Result<Json<Paged<UserView>>, ApiError> {
-    let mut client = state.db.get().await?;
-    let tx = tenant::begin(&mut client, &caller).await?;
+async fn list(State(db): State<Pool>, caller: Caller, page: Page) -> Result<Json<Paged<UserView>>, ApiError> {
+    let mut client = db.get().await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     let statement = tx.prepare_cached(LIST_USERS).await?;
     let (after_at, after_id) = (page.after.map(|c| c.at()), page.after.map(|c| c.id()));
     let rows = tx.query(&statement, &[&caller.org, &after_at, &after_id, &(page.limit + 1)]).await?;
@@ -72,15 +77,11 @@ async fn list(State(state): State<AppState>, caller: Caller, page: Page) -> Resu
 /// One user of the organization.
 #[utoipa::path(get, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path, description = "User id")),
     responses((status = 200, description = "The user", body = UserView)))]
-async fn get(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<UserView>, ApiError> {
+async fn get(State(db): State<Pool>, caller: Caller, Path(id): Path<String>) -> Result<Json<UserView>, ApiError> {
     // A malformed id is as unknown as a missing one.
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found())?;
-    let mut client = state.db.get().await?;
-    let tx = tenant::begin(&mut client, &caller).await?;
+    let mut client = db.get().await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     let statement = tx.prepare_cached(GET_USER).await?;
     let row = tx.query_opt(&statement, &[&id, &caller.org]).await?;
     tx.commit().await?;

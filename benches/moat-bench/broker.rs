@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use moat::AppState;
-use moat::auth::{Access, Role};
 use moat::http::Routes;
+use moat::identity::{Access, Role};
 use serde_json::{Value, json};
 
 use crate::harness::provider::{CLIENT_SECRET, FakeProvider};
@@ -27,7 +27,7 @@ const SAMPLES: usize = 5000;
 const WARMUP: usize = 300;
 
 /// The baseline: authenticated (same guard as the broker), then one `SELECT 1`.
-async fn select_one(State(state): State<AppState>, _caller: moat::auth::Caller) -> &'static str {
+async fn select_one(State(state): State<AppState>, _caller: moat::identity::Caller) -> &'static str {
     let client = state.db.get().await.unwrap();
     // The same protocol as the broker's fast path: one unnamed statement, one round trip.
     client.query_typed_one("SELECT 1", &[]).await.unwrap();

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use axum::Extension;
 use axum::extract::State;
 use moat::AppState;
-use moat::auth::{Access, Caller, PrincipalKind, Role};
 use moat::http::Routes;
+use moat::identity::{Access, Caller, PrincipalKind, Role};
 
 use crate::harness::{Options, spawn_app};
 use crate::report::{Report, Target};
@@ -46,7 +46,7 @@ async fn minimal_guarded(state: State<AppState>, _caller: Caller) -> &'static st
 
 async fn typical(state: &AppState, caller: &Caller) -> String {
     let mut client = state.db.get().await.unwrap();
-    let tx = moat::db::tenant::begin(&mut client, caller).await.unwrap();
+    let tx = moat::db::tenant::begin(&mut client, caller.org, caller.principal()).await.unwrap();
     let statement = tx.prepare_cached(LIST).await.unwrap();
     let rows = tx.query(&statement, &[&caller.org]).await.unwrap();
     tx.commit().await.unwrap();
@@ -142,14 +142,14 @@ pub async fn run(report: &mut Report) {
     println!("\n# HTTP: the whole middleware stack vs a bare router (same handlers)");
     let probes = Routes::new().get("/bench/minimal", Access::Authenticated, minimal_guarded).get(
         "/bench/typical",
-        Access::Scope(moat::auth::Scope::ConversationsRead),
+        Access::Scope(moat::identity::Scope::ConversationsRead),
         typical_guarded,
     );
     let app = spawn_app(Options { extra: Some(probes), ..Options::default() }).await;
     let (_, _, token) = app.signed_in(Role::Admin).await;
     // The very caller the guard makes of the token (its login session included,
     // so both servers run the same session check).
-    let caller = moat::auth::VerifiedTokens::new(app.state.tokens.clone()).caller(&token).unwrap();
+    let caller = moat::identity::VerifiedTokens::new(app.state.tokens.clone()).caller(&token).unwrap();
     let bare = axum::Router::new()
         .route("/bench/minimal", axum::routing::get(minimal))
         .route("/bench/typical", axum::routing::get(typical_bare))

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use moat::auth::Role;
+use moat::identity::Role;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message as ServerMessage, WebSocketUpgrade};
 use futures_util::{SinkExt as _, StreamExt as _};
-use moat::auth::{Access, PrincipalKind, Role};
 use moat::http::Routes;
+use moat::identity::{Access, PrincipalKind, Role};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio_tungstenite::tungstenite::Message;
@@ -131,13 +131,13 @@ async fn memory_per_connection(report: &mut Report) {
             .await;
     let conv: Uuid = conv["id"].as_str().unwrap().parse().unwrap();
     // 10,000 sockets need many principals (16 sockets each): service clients, tokens signed locally.
-    let keys = moat::auth::TokenKeys::new(
+    let keys = moat::identity::TokenKeys::new(
         moat::config::SigningKey::parse(env.get("MOAT_SIGNING_KEY").unwrap()).unwrap(),
         Vec::new(),
         "https://moat.example.com".into(),
     );
     let n = 10_000;
-    let principals = n / moat::ws::MAX_SOCKETS_PER_PRINCIPAL + 1;
+    let principals = n / moat::runs::ws::MAX_SOCKETS_PER_PRINCIPAL + 1;
     let mut clients = Vec::new();
     for i in 0..principals {
         let (id, _) = moat::admin::create_client(&admin.pool, admin.org, &format!("idle-{i}"), "conversations:read")
@@ -148,7 +148,7 @@ async fn memory_per_connection(report: &mut Report) {
     // Warm up allocations with one socket, then measure.
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let ws_token = |client: Uuid| {
-        let claims = moat::ws::WsClaims {
+        let claims = moat::runs::ws::WsClaims {
             iss: "https://moat.example.com".into(),
             aud: "moat:ws".into(),
             sub: client,
@@ -170,7 +170,7 @@ async fn memory_per_connection(report: &mut Report) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = crate::harness::rss_kib(serving.pid());
     for i in 1..n {
-        sockets.push(open(&url(ws_token(clients[i / moat::ws::MAX_SOCKETS_PER_PRINCIPAL]))).await);
+        sockets.push(open(&url(ws_token(clients[i / moat::runs::ws::MAX_SOCKETS_PER_PRINCIPAL]))).await);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = crate::harness::rss_kib(serving.pid());
@@ -227,7 +227,7 @@ async fn fan_out(conversations: usize, subscribers_each: usize, load: Load) -> (
     let mut sockets = Vec::new();
     let mut convs = Vec::new();
     let (client_id, _) = moat::admin::create_client(&admin.pool, admin.org, "fan", "conversations:read").await.unwrap();
-    let keys = moat::auth::TokenKeys::new(
+    let keys = moat::identity::TokenKeys::new(
         moat::config::SigningKey::parse(env.get("MOAT_SIGNING_KEY").unwrap()).unwrap(),
         Vec::new(),
         "https://moat.example.com".into(),
@@ -240,7 +240,7 @@ async fn fan_out(conversations: usize, subscribers_each: usize, load: Load) -> (
         let conv: Uuid = conv["id"].as_str().unwrap().parse().unwrap();
         for s in 0..subscribers_each {
             let k = c * subscribers_each + s;
-            if k / moat::ws::MAX_SOCKETS_PER_PRINCIPAL >= principals.len() {
+            if k / moat::runs::ws::MAX_SOCKETS_PER_PRINCIPAL >= principals.len() {
                 principals.push(
                     moat::admin::create_client(&admin.pool, admin.org, &format!("fan-{k}"), "conversations:read")
                         .await
@@ -249,10 +249,10 @@ async fn fan_out(conversations: usize, subscribers_each: usize, load: Load) -> (
                 );
             }
             let now = OffsetDateTime::now_utc().unix_timestamp();
-            let claims = moat::ws::WsClaims {
+            let claims = moat::runs::ws::WsClaims {
                 iss: "https://moat.example.com".into(),
                 aud: "moat:ws".into(),
-                sub: principals[k / moat::ws::MAX_SOCKETS_PER_PRINCIPAL],
+                sub: principals[k / moat::runs::ws::MAX_SOCKETS_PER_PRINCIPAL],
                 org: admin.org,
                 conv,
                 scope: "conversations:read".into(),

@@ -53,8 +53,8 @@ impl From<crate::limits::LimitError> for AuthError {
     }
 }
 
-impl From<super::password::HashError> for AuthError {
-    fn from(e: super::password::HashError) -> Self {
+impl From<crate::identity::password::HashError> for AuthError {
+    fn from(e: crate::identity::password::HashError) -> Self {
         Self::Internal(e.into())
     }
 }

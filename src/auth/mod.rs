@@ -1,42 +1,59 @@
-//! Identity: who is calling, and what they may do.
+//! Signing in: browser sessions with rotating refresh tokens ([`session`],
+//! [`refresh`]), the OAuth client-credentials grant ([`oauth`]) and `/v1/me`.
 //!
-//! Owns access tokens (HS256 JWTs, [`jwt`]), the guard every protected route
-//! goes through ([`guard`]) with its per-instance memory of verified tokens
-//! ([`verified`]), scopes and roles ([`scope`]), passwords and client
-//! secrets (argon2id, [`password`]), browser sessions with rotating refresh
-//! tokens ([`session`], [`refresh`]) and the OAuth client-credentials grant
-//! ([`oauth`]). It never accepts a static key, never fails open, and never
-//! logs a token, password or secret. The model is in docs/security.md.
+//! The primitives it issues and checks (JWTs, scopes, the guard, passwords)
+//! are the [`crate::identity`] toolkit's. It never logs a token, password or
+//! secret. The model is in docs/security.md.
 
 mod error;
-pub mod guard;
-pub mod jwt;
 mod oauth;
-pub mod password;
 pub mod refresh;
-pub mod scope;
 mod session;
 mod store;
-pub mod verified;
 
 use axum::Json;
-use axum::extract::State;
+use std::sync::Arc;
+
+use axum::extract::{FromRef, State};
 use serde::Serialize;
 use uuid::Uuid;
 
 pub use error::AuthError;
-pub use guard::{Access, Caller, Guard};
-pub use jwt::{AccessClaims, PrincipalKind, SessionRef, TokenKeys};
-pub use scope::{Role, Scope, Scopes};
-pub use session::normalize_email;
 pub use store::STATEMENTS;
-pub use verified::VerifiedTokens;
 
-use crate::AppState;
+use crate::config::Config;
+use crate::crypto::Sealer;
+use crate::db::Pool;
+use crate::identity::TokenKeys;
+use crate::identity::password::Hasher;
+use crate::limits::Limiter;
+use crate::metrics::Metrics;
+
+/// What signing in needs.
+#[derive(Clone)]
+pub struct AuthState {
+    pub config: Arc<Config>,
+    pub db: Pool,
+    /// Signs access tokens.
+    pub tokens: Arc<TokenKeys>,
+    /// argon2id hashing, with the dummy hash that equalizes login timing.
+    pub hasher: Hasher,
+    /// Seals refresh tokens at rest.
+    pub sealer: Arc<Sealer>,
+    /// Login and token-endpoint limits (state in PostgreSQL).
+    pub limiter: Limiter,
+    pub metrics: Arc<Metrics>,
+}
 use crate::db::tenant;
 use crate::http::{ApiError, Routes};
+use crate::identity::{Access, Caller, PrincipalKind, Scope};
 
-pub fn routes() -> Routes {
+pub fn routes<S>() -> Routes<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AuthState: FromRef<S>,
+    Arc<Config>: FromRef<S>,
+{
     Routes::new()
         .post("/v1/auth/login", Access::Public, session::login)
         .post("/v1/auth/refresh", Access::Public, session::refresh)
@@ -63,9 +80,9 @@ struct Me {
 
 /// `GET /v1/me`: the caller as the token and the database describe it.
 #[utoipa::path(get, path = "/v1/me", tag = "auth", responses((status = 200, description = "The caller", body = Me)))]
-async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Me>, ApiError> {
+async fn me(State(state): State<AuthState>, caller: Caller) -> Result<Json<Me>, ApiError> {
     let mut client = state.db.get().await?;
-    let tx = tenant::begin(&mut client, &caller).await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     let user = match caller.kind {
         PrincipalKind::User => {
             let statement = tx.prepare_cached(store::GET_USER).await?;

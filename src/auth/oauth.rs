@@ -17,14 +17,14 @@ use base64::Engine as _;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::jwt::{PrincipalKind, SessionRef};
-use super::scope::{Scope, Scopes};
+use super::AuthState;
 use super::session::MALFORMED;
-use super::{password, store};
-use crate::AppState;
+use super::store;
 use crate::audit::{self, Event};
 use crate::db::tenant::{self, Lookup};
 use crate::http::ClientIp;
+use crate::identity::password;
+use crate::identity::{PrincipalKind, Scope, Scopes, SessionRef};
 use crate::limits::{self, TOKEN_PER_CLIENT, TOKEN_PER_IP, Verdict};
 
 /// An RFC 6749 §5.2 error.
@@ -109,7 +109,7 @@ pub(super) struct OAuthErrorBody {
 #[utoipa::path(post, path = "/v1/oauth/token", tag = "auth",
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 200, description = "An access token", body = crate::auth::jwt::AccessToken),
+        (status = 200, description = "An access token", body = crate::identity::jwt::AccessToken),
         (status = 400, description = "Malformed request, unsupported grant or scope", body = OAuthErrorBody),
         (status = 401, description = "Client authentication failed", body = OAuthErrorBody),
         (status = 429, description = "Too many attempts", body = OAuthErrorBody),
@@ -117,7 +117,7 @@ pub(super) struct OAuthErrorBody {
         (status = 503, description = "The database is unavailable (retry)", body = OAuthErrorBody),
 ))]
 pub(super) async fn token(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Bytes,
@@ -129,7 +129,7 @@ pub(super) async fn token(
 }
 
 async fn issue(
-    state: &AppState,
+    state: &AuthState,
     ip: std::net::IpAddr,
     headers: &HeaderMap,
     body: &[u8],
@@ -252,7 +252,7 @@ async fn issue(
 }
 
 /// Audits `event` in a transaction of its own (set to the event's organization, if any).
-async fn record(state: &AppState, event: &Event) -> anyhow::Result<()> {
+async fn record(state: &AuthState, event: &Event) -> anyhow::Result<()> {
     let mut db = state.db.get().await?;
     let tx = db.transaction().await?;
     // The same round trips whether or not the organization is known.

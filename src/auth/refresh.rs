@@ -24,10 +24,10 @@ use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::scope::Role;
 use super::store;
 use crate::crypto::Sealer;
 use crate::db::tenant::{self, Lookup};
+use crate::identity::Role;
 
 /// A session ends this long after login, however often it is refreshed.
 pub const SESSION_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -61,7 +61,7 @@ const TAG_LEN: usize = 16;
 
 fn new_tag() -> [u8; TAG_LEN] {
     let mut tag = [0u8; TAG_LEN];
-    super::password::fill_random(&mut tag);
+    crate::identity::password::fill_random(&mut tag);
     tag
 }
 
@@ -76,7 +76,7 @@ fn new_token(tag: &[u8; TAG_LEN]) -> String {
     use base64::Engine as _;
     let mut bytes = [0u8; TAG_LEN + 32];
     bytes[..TAG_LEN].copy_from_slice(tag);
-    super::password::fill_random(&mut bytes[TAG_LEN..]);
+    crate::identity::password::fill_random(&mut bytes[TAG_LEN..]);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 

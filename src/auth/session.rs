@@ -17,12 +17,12 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::error::AuthError;
-use super::jwt::{PrincipalKind, SessionRef};
 use super::refresh::{self, Policy, Rotation};
-use super::scope::Role;
-use super::{password, store};
+use super::store;
+use crate::identity::password;
+use crate::identity::{PrincipalKind, Role, SessionRef, normalize_email};
 
-use crate::AppState;
+use super::AuthState;
 use crate::audit::{self, Event};
 use crate::db::tenant::{self, Lookup};
 use crate::http::{ApiJson, ClientIp, cookies};
@@ -39,30 +39,18 @@ pub(super) struct LoginBody {
     password: String,
 }
 
-/// Lower-cased and trimmed; `None` if it cannot be an email address.
-pub fn normalize_email(raw: &str) -> Option<String> {
-    let email = raw.trim().to_lowercase();
-    let (local, domain) = email.split_once('@')?;
-    let plausible = !local.is_empty()
-        && !domain.is_empty()
-        && !domain.contains('@')
-        && email.len() <= 254
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-    plausible.then_some(email)
-}
-
-fn policy(state: &AppState) -> Policy {
+fn policy(state: &AuthState) -> Policy {
     Policy { token_ttl: state.config.refresh_token_ttl, reuse_grace: state.config.refresh_reuse_grace }
 }
 
 /// Signs a user in: an access token, and the refresh token as an HttpOnly cookie.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginBody, responses(
-    (status = 200, description = "Signed in; `Set-Cookie` carries the refresh token", body = crate::auth::jwt::AccessToken),
+    (status = 200, description = "Signed in; `Set-Cookie` carries the refresh token", body = crate::identity::jwt::AccessToken),
     (status = 401, description = "Wrong email or password", body = crate::http::openapi::ErrorBody),
     (status = 429, description = "Too many attempts (`Retry-After`)", body = crate::http::openapi::ErrorBody),
 ))]
 pub(super) async fn login(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, AuthError> {
@@ -139,12 +127,12 @@ pub(super) async fn login(
 
 /// A new access token for the refresh cookie (rotated; reuse revokes the session).
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", responses(
-    (status = 200, description = "Rotated; `Set-Cookie` carries the new refresh token", body = crate::auth::jwt::AccessToken),
+    (status = 200, description = "Rotated; `Set-Cookie` carries the new refresh token", body = crate::identity::jwt::AccessToken),
     (status = 401, description = "No valid session", body = crate::http::openapi::ErrorBody),
     (status = 403, description = "A cross-site request", body = crate::http::openapi::ErrorBody),
 ))]
 pub(super) async fn refresh(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Result<Response, AuthError> {
@@ -177,7 +165,7 @@ pub(super) async fn refresh(
     (status = 403, description = "A cross-site request", body = crate::http::openapi::ErrorBody),
 ))]
 pub(super) async fn logout(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Result<Response, AuthError> {
@@ -205,7 +193,7 @@ struct Session {
 }
 
 /// 200 with a fresh access token, and the refresh token in the cookie.
-fn session_response(state: &AppState, session: Session, token: &str) -> Result<Response, AuthError> {
+fn session_response(state: &AuthState, session: Session, token: &str) -> Result<Response, AuthError> {
     let Session { user, org, role, family } = session;
     let sid = SessionRef { sid: Some(family), generation: None };
     let access = state
@@ -220,27 +208,27 @@ fn session_response(state: &AppState, session: Session, token: &str) -> Result<R
 
 /// The cookie's name: `__Host-` prefixed (which browsers only accept with Secure, Path=/
 /// and no Domain) whenever the public URL is https.
-fn cookie_name(state: &AppState) -> &'static str {
+fn cookie_name(state: &AuthState) -> &'static str {
     if secure(state) { "__Host-moat_refresh" } else { "moat_refresh" }
 }
 
-fn secure(state: &AppState) -> bool {
+fn secure(state: &AuthState) -> bool {
     state.config.public_url.scheme() == "https"
 }
 
-fn set_cookie(response: &mut Response, state: &AppState, value: &str, max_age_secs: i64) {
+fn set_cookie(response: &mut Response, state: &AuthState, value: &str, max_age_secs: i64) {
     if let Some(value) = cookies::set(cookie_name(state), value, SameSite::Strict, secure(state), max_age_secs) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
 }
 
 /// Adds a cookie that deletes the refresh cookie.
-fn cleared(mut response: Response, state: &AppState) -> Response {
+fn cleared(mut response: Response, state: &AuthState) -> Response {
     set_cookie(&mut response, state, "", 0);
     response
 }
 
-fn refresh_cookie(state: &AppState, headers: &HeaderMap) -> Option<String> {
+fn refresh_cookie(state: &AuthState, headers: &HeaderMap) -> Option<String> {
     cookies::read(headers, cookie_name(state))
 }
 
@@ -249,7 +237,7 @@ fn refresh_cookie(state: &AppState, headers: &HeaderMap) -> Option<String> {
 /// is the second lock: an `Origin` other than `MOAT_PUBLIC_URL`'s, or a
 /// `Sec-Fetch-Site` other than `same-origin` or `none`, is refused. (Clients
 /// that send neither header — not browsers — pass.)
-fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), AuthError> {
+fn check_origin(state: &AuthState, headers: &HeaderMap) -> Result<(), AuthError> {
     let ours = state.config.public_url.origin().ascii_serialization();
     if let Some(origin) = headers.get(header::ORIGIN)
         && origin.to_str().ok() != Some(ours.as_str())
@@ -262,17 +250,4 @@ fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), AuthError> 
         return Err(AuthError::ForbiddenOrigin);
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::normalize_email;
-
-    #[test]
-    fn emails_normalize_case_insensitively() {
-        assert_eq!(normalize_email("  Alice@Example.COM "), Some("alice@example.com".into()));
-        assert_eq!(normalize_email("no-at-sign"), None);
-        assert_eq!(normalize_email("a@b@c"), None);
-        assert_eq!(normalize_email("a b@c"), None);
-    }
 }

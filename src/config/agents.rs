@@ -29,7 +29,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::vars::Vars;
-use crate::check::Problem;
+use crate::problem::Problem;
 
 /// Switches users for agents declared with `user`.
 pub const SETPRIV: &str = "/usr/bin/setpriv";

@@ -5,8 +5,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::vars::Vars;
-use crate::check::Problem;
-use crate::dev::DevMode;
+use crate::devmode::DevMode;
+use crate::problem::Problem;
 
 pub(super) struct AuthSettings {
     pub access_token_ttl: Duration,

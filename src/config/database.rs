@@ -6,16 +6,7 @@ use super::vars::Vars;
 use super::{Problem, database_url_problem};
 use crate::db::{DatabaseSettings, Pooler};
 
-/// Where the LISTEN connection goes, if anywhere.
-#[derive(Debug, Clone)]
-pub struct Listen {
-    /// The connection string for LISTEN (never through a transaction pooler).
-    pub database: DatabaseSettings,
-    /// `false` (`MOAT_LISTEN=off`): poll only.
-    pub enabled: bool,
-    /// Whether `database` came from `MOAT_LISTEN_DATABASE_URL` (not `DATABASE_URL`).
-    pub separate: bool,
-}
+pub use crate::db::listen::Listen;
 
 /// `DATABASE_URL` (or the file `DATABASE_URL_FILE` names: the URL holds a
 /// password), parsed and marked with `MOAT_DATABASE_POOLER`.

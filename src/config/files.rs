@@ -6,7 +6,7 @@ use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::PathBuf;
 
 use super::vars::Vars;
-use crate::check::Problem;
+use crate::problem::Problem;
 
 pub const DEFAULT_DIR: &str = "moat-files";
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 25 * 1024 * 1024;

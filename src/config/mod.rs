@@ -3,7 +3,7 @@
 //! [`load`] turns [`Vars`] into a typed [`Config`] or a list of **all** the
 //! [`Problem`]s found. Production is the default; in development the key and
 //! transport checks relax, each relaxation logged through
-//! [`crate::dev::DevMode::bypass`]. Secrets come from the environment or a
+//! [`crate::devmode::DevMode::bypass`]. Secrets come from the environment or a
 //! `*_FILE`, never from arguments, and no value read here is ever logged.
 
 pub mod agents;
@@ -25,9 +25,9 @@ pub use keys::{EncryptionKey, KeyFlaw, SigningKey};
 pub use providers::{ClientSecret, Provider};
 pub use vars::{EnvVar, VARS, Vars, help_for};
 
-use crate::check::Problem;
 use crate::db::DatabaseSettings;
-use crate::dev::DevMode;
+use crate::devmode::DevMode;
+use crate::problem::Problem;
 
 /// Checks `load` performs (environment, signing key, encryption key, transport).
 pub const CHECK_COUNT: usize = 4;

@@ -23,8 +23,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::vars::{VARS, Vars};
-use crate::check::Problem;
-use crate::dev::DevMode;
+use crate::devmode::DevMode;
+use crate::problem::Problem;
 
 /// A provider's client secret: read from the environment, never printed.
 #[derive(Clone)]

@@ -6,8 +6,8 @@ use std::time::Duration;
 use super::auth::duration;
 use super::vars::Vars;
 use super::{Environment, environment, unknown_vars};
-use crate::check::Problem;
 use crate::db::DatabaseSettings;
+use crate::problem::Problem;
 
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
@@ -45,7 +45,7 @@ pub struct AgentTokens {
 
 fn agent_tokens(
     vars: &Vars,
-    dev: Option<crate::dev::DevMode>,
+    dev: Option<crate::devmode::DevMode>,
     agents: &std::collections::BTreeMap<String, super::agents::ExecAgent>,
     problems: &mut Vec<Problem>,
 ) -> Option<AgentTokens> {

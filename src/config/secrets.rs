@@ -4,8 +4,8 @@
 
 use super::keys::{self, EncryptionKey, KeyFlaw, SigningKey};
 use super::vars::Vars;
-use crate::check::Problem;
-use crate::dev::DevMode;
+use crate::devmode::DevMode;
+use crate::problem::Problem;
 
 /// Reads a secret from `NAME` or the file named by `NAME_FILE` (only one may be set).
 /// `Err` means a problem was recorded; `Ok(None)` that neither is set.

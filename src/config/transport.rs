@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 
 use super::vars::Vars;
-use crate::check::Problem;
-use crate::dev::DevMode;
+use crate::devmode::DevMode;
+use crate::problem::Problem;
 
 const DEFAULT_BIND: &str = "127.0.0.1:8080";
 

@@ -4,8 +4,8 @@
 use tokio_postgres::Client;
 
 use super::{DatabaseSettings, describe_error, migrate, store};
-use crate::check::Problem;
-use crate::config::Environment;
+use crate::devmode::DevMode;
+use crate::problem::Problem;
 
 /// Checks `verify` performs (reachable, schema, role, development taint).
 pub const CHECK_COUNT: usize = 4;
@@ -13,7 +13,7 @@ pub const CHECK_COUNT: usize = 4;
 const MIGRATE_FIX: &str = "DATABASE_URL='<owner role URL>' moat migrate";
 
 /// Runs every database check and returns every problem found.
-pub async fn verify(settings: &DatabaseSettings, environment: Environment) -> Vec<Problem> {
+pub async fn verify(settings: &DatabaseSettings, dev: Option<DevMode>) -> Vec<Problem> {
     let client = match settings.connect().await {
         Ok(client) => client,
         Err(e) => return vec![unreachable(settings, &e.to_string())],
@@ -29,7 +29,7 @@ pub async fn verify(settings: &DatabaseSettings, environment: Environment) -> Ve
         _ => "BEGIN READ ONLY",
     };
     let result = match client.batch_execute(begin).await {
-        Ok(()) => checks(&client, environment).await,
+        Ok(()) => checks(&client, dev).await,
         Err(e) => Err(e),
     };
     let _ = client.batch_execute("COMMIT").await;
@@ -46,7 +46,7 @@ pub async fn verify(settings: &DatabaseSettings, environment: Environment) -> Ve
     }
 }
 
-async fn checks(client: &Client, environment: Environment) -> Result<Vec<Problem>, tokio_postgres::Error> {
+async fn checks(client: &Client, dev: Option<DevMode>) -> Result<Vec<Problem>, tokio_postgres::Error> {
     let mut problems = Vec::new();
     let status = migrate::status(client).await?;
     problems.extend(schema_problems(&status));
@@ -77,7 +77,7 @@ async fn checks(client: &Client, environment: Environment) -> Result<Vec<Problem
             .fix(format!("GRANT moat_runtime TO {name};   -- run as the owner or an administrator")),
         );
     }
-    if environment == Environment::Production
+    if dev.is_none()
         && status.pending.is_empty()
         && !status.unreadable
         && let Some(row) = client.query_opt(store::DEV_TAINT_READ, &[]).await?

@@ -13,6 +13,17 @@ use tokio_postgres::AsyncMessage;
 
 use super::{ConnectError, DatabaseSettings};
 
+/// Where the LISTEN connection goes, if anywhere.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// The connection string for LISTEN (never through a transaction pooler).
+    pub database: DatabaseSettings,
+    /// `false` (`MOAT_LISTEN=off`): poll only.
+    pub enabled: bool,
+    /// Whether `database` came from `MOAT_LISTEN_DATABASE_URL` (not `DATABASE_URL`).
+    pub separate: bool,
+}
+
 /// One notification: `(channel, payload)`.
 pub type Notification = (String, String);
 

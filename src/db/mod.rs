@@ -148,7 +148,7 @@ pub enum ConnectError {
 
 /// Warns (once, at startup) for each connection string that lets the
 /// connection fall back to plain text over a network.
-pub fn warn_if_plaintext(database: &DatabaseSettings, listen: &crate::config::database::Listen) {
+pub fn warn_if_plaintext(database: &DatabaseSettings, listen: &listen::Listen) {
     let mut urls = vec![("DATABASE_URL", database)];
     if listen.separate {
         urls.push(("MOAT_LISTEN_DATABASE_URL", &listen.database));

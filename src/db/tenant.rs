@@ -13,7 +13,6 @@ use super::Client;
 use uuid::Uuid;
 
 use super::store;
-use crate::auth::Caller;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TenantError {
@@ -39,13 +38,29 @@ pub enum Lookup<'a> {
     FamilyTag(&'a [u8; 32]),
 }
 
-/// Starts a transaction as `caller`: its organization, after checking its
-/// session is still alive (principal enabled, login session or client secret not revoked).
-pub async fn begin<'a>(client: &'a mut Client, caller: &Caller) -> Result<Transaction<'a>, TenantError> {
+/// Who a tenant transaction runs as: what [`begin`] checks is still alive.
+#[derive(Debug, Clone, Copy)]
+pub struct Principal {
+    /// `user` or `client`.
+    pub kind: &'static str,
+    pub id: Uuid,
+    /// A user's login session (refresh family), if the token names one.
+    pub sid: Option<Uuid>,
+    /// A service client's secret generation, if the token names one.
+    pub generation: Option<i32>,
+}
+
+/// Starts a transaction in `org` as `principal`, after checking its session
+/// is still alive (principal enabled, login session or client secret not revoked).
+pub async fn begin<'a>(
+    client: &'a mut Client,
+    org: Uuid,
+    principal: Principal,
+) -> Result<Transaction<'a>, TenantError> {
     let tx = client.transaction().await?;
     let statement = tx.prepare_cached(store::BEGIN_TENANT).await?;
-    let (sid, generation) = (caller.session.sid, caller.session.generation);
-    let row = tx.query_one(&statement, &[&caller.org, &caller.kind.as_str(), &caller.id, &sid, &generation]).await?;
+    let Principal { kind, id, sid, generation } = principal;
+    let row = tx.query_one(&statement, &[&org, &kind, &id, &sid, &generation]).await?;
     if !row.get::<_, bool>("active") {
         return Err(TenantError::Inactive);
     }

@@ -19,8 +19,8 @@ use anyhow::{Context as _, bail};
 use tokio_util::sync::CancellationToken;
 
 use super::cluster::{self, Cluster};
-use crate::auth::Role;
 use crate::config::{Environment, Vars};
+use crate::identity::Role;
 
 /// The demo administrator `moat dev` creates.
 pub const ADMIN_EMAIL: &str = "admin@moat.localhost";
@@ -99,7 +99,7 @@ async fn run(options: Options, vars: &Vars) -> anyhow::Result<()> {
     let signal = {
         let stop = stop.clone();
         tokio::spawn(async move {
-            crate::server::shutdown_signal().await;
+            crate::app::shutdown_signal().await;
             stop.cancel();
         })
     };
@@ -185,7 +185,7 @@ async fn prepare(
     vars: &Vars,
     cluster: &Cluster,
     secrets: &DevSecrets,
-) -> anyhow::Result<(crate::server::App, crate::config::runner::RunnerConfig, Option<String>)> {
+) -> anyhow::Result<(crate::app::App, crate::config::runner::RunnerConfig, Option<String>)> {
     let url = |user: &str, database: &str| cluster.endpoint.url(user, &secrets.db_password, database);
     bootstrap(&url("postgres", "postgres"), &secrets.db_password).await?;
     let owner = crate::db::DatabaseSettings::parse(&url(OWNER, "moat")).map_err(anyhow::Error::msg)?;
@@ -213,7 +213,7 @@ async fn prepare(
     ] {
         server_vars = server_vars.without(name);
     }
-    let outcome = crate::check::run(&server_vars).await;
+    let outcome = crate::app::check::run(&server_vars).await;
     if !outcome.problems.is_empty() {
         bail!("startup checks failed:\n{}", outcome.report());
     }
@@ -221,7 +221,7 @@ async fn prepare(
     let runner_config = crate::config::runner::load(&server_vars.clone().with("DATABASE_URL", url(RUNNER, "moat")))
         .map_err(|problems| anyhow::anyhow!("runner configuration: {problems:?}"))?;
 
-    let app = crate::server::App::build(config).await?;
+    let app = crate::app::App::build(config).await?;
     let password = demo_admin(&app.state().db, options.reset_password).await?;
     Ok((app, runner_config, password))
 }

@@ -13,19 +13,27 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{FromRequest as _, Multipart, Path, Request, State};
+use axum::extract::{FromRef, FromRequest as _, Multipart, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::AppState;
-use crate::auth::{Access, Caller, Scope};
 use crate::db::tenant;
 use crate::http::pagination::{Cursor, Page, Paged};
 use crate::http::{ApiError, Routes};
+use crate::identity::{Access, Caller, Scope};
 use disk::DiskError;
+
+/// What the files API needs.
+#[derive(Clone)]
+pub struct FilesState {
+    pub config: std::sync::Arc<crate::config::Config>,
+    pub db: crate::db::Pool,
+    /// Uploaded files' bytes (`MOAT_FILES_DIR`).
+    pub disk: disk::Disk,
+}
 
 macro_rules! statements {
     ($($name:ident => $file:literal),* $(,)?) => {
@@ -69,7 +77,11 @@ struct UploadForm {
     file: Vec<u8>,
 }
 
-pub fn routes() -> Routes {
+pub fn routes<S>() -> Routes<S>
+where
+    S: Clone + Send + Sync + 'static,
+    FilesState: FromRef<S>,
+{
     Routes::new()
         .post_streaming("/v1/files", Access::Scope(Scope::FilesWrite), upload)
         .get("/v1/files", Access::Scope(Scope::FilesRead), list)
@@ -172,7 +184,7 @@ const FRAMING_BYTES: u64 = 64 * 1024;
     (status = 400, description = "`invalid_filename` or `invalid_upload`", body = crate::http::openapi::ErrorBody),
     (status = 413, description = "Larger than MOAT_MAX_UPLOAD_BYTES", body = crate::http::openapi::ErrorBody),
 ))]
-async fn upload(State(state): State<AppState>, caller: Caller, request: Request) -> Result<Response, FileError> {
+async fn upload(State(state): State<FilesState>, caller: Caller, request: Request) -> Result<Response, FileError> {
     // The whole body is bounded before the multipart parser sees it: without
     // this, a body with no boundary would be buffered by the parser unbounded.
     let max = state.config.files.max_upload_bytes;
@@ -218,7 +230,7 @@ async fn upload(State(state): State<AppState>, caller: Caller, request: Request)
     let size = i64::try_from(size).unwrap_or(i64::MAX);
     let inserted = async {
         let mut client = state.db.get().await?;
-        let tx = tenant::begin(&mut client, &caller).await?;
+        let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
         let statement = tx.prepare_cached(INSERT_FILE).await?;
         let row = tx
             .query_one(&statement, &[&id, &caller.org, &name, &size, &sha256, &content_type, &caller.actor()])
@@ -239,9 +251,9 @@ async fn upload(State(state): State<AppState>, caller: Caller, request: Request)
 /// The organization's files, newest first.
 #[utoipa::path(get, path = "/v1/files", tag = "files", params(crate::http::openapi::PageQuery),
     responses((status = 200, description = "One page of files", body = Paged<FileView>)))]
-async fn list(State(state): State<AppState>, caller: Caller, page: Page) -> Result<Json<Paged<FileView>>, FileError> {
+async fn list(State(state): State<FilesState>, caller: Caller, page: Page) -> Result<Json<Paged<FileView>>, FileError> {
     let mut client = state.db.get().await?;
-    let tx = tenant::begin(&mut client, &caller).await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     let statement = tx.prepare_cached(LIST_FILES).await?;
     let (after_at, after_id) = (page.after.map(|c| c.at()), page.after.map(|c| c.id()));
     let rows = tx.query(&statement, &[&caller.org, &after_at, &after_id, &(page.limit + 1)]).await?;
@@ -250,9 +262,9 @@ async fn list(State(state): State<AppState>, caller: Caller, page: Page) -> Resu
     Ok(Json(Paged::from_rows(items, &page, |f| Cursor::new(f.created_at, f.id))))
 }
 
-async fn find(state: &AppState, caller: &Caller, id: Uuid) -> Result<FileView, FileError> {
+async fn find(state: &FilesState, caller: &Caller, id: Uuid) -> Result<FileView, FileError> {
     let mut client = state.db.get().await?;
-    let tx = tenant::begin(&mut client, caller).await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     let statement = tx.prepare_cached(GET_FILE).await?;
     let row = tx.query_opt(&statement, &[&id, &caller.org]).await?;
     tx.commit().await?;
@@ -263,7 +275,7 @@ async fn find(state: &AppState, caller: &Caller, id: Uuid) -> Result<FileView, F
 #[utoipa::path(get, path = "/v1/files/{id}", tag = "files", params(("id" = Uuid, Path, description = "File id")),
     responses((status = 200, description = "The file's metadata", body = FileView)))]
 async fn get(
-    State(state): State<AppState>,
+    State(state): State<FilesState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<FileView>, FileError> {
@@ -274,7 +286,11 @@ async fn get(
 /// The file's bytes, as an attachment (`nosniff`; only inert types keep their content type).
 #[utoipa::path(get, path = "/v1/files/{id}/content", tag = "files", params(("id" = Uuid, Path, description = "File id")),
     responses((status = 200, description = "The bytes: `application/octet-stream`, or the stored type when it is inert (plain text, CSV, JSON, PDF, ZIP, PNG, JPEG, GIF, WebP)", content_type = "*/*")))]
-async fn content(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, FileError> {
+async fn content(
+    State(state): State<FilesState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, FileError> {
     let view = find(&state, &caller, parse_id(&id)?).await?;
     let file = state.disk.open(caller.org, view.id).await?;
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
@@ -299,13 +315,13 @@ async fn content(State(state): State<AppState>, caller: Caller, Path(id): Path<S
 #[utoipa::path(delete, path = "/v1/files/{id}", tag = "files", params(("id" = Uuid, Path, description = "File id")),
     responses((status = 204, description = "Deleted")))]
 async fn delete(
-    State(state): State<AppState>,
+    State(state): State<FilesState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, FileError> {
     let id = parse_id(&id)?;
     let mut client = state.db.get().await?;
-    let tx = tenant::begin(&mut client, &caller).await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     let statement = tx.prepare_cached(DELETE_FILE).await?;
     let deleted = tx.query_opt(&statement, &[&id, &caller.org]).await?.is_some();
     tx.commit().await?;

@@ -17,14 +17,24 @@
 //! field: the method is mapped onto the standard set (anything else is
 //! `other`), and the logged path is cut at 256 characters.
 
+use std::sync::Arc;
+
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument as _;
 
 use super::{headers, request_id};
-use crate::AppState;
-use crate::config::Environment;
+use crate::config::{Config, Environment};
+use crate::metrics::Metrics;
+
+/// What the edge layer reads: the configuration (trusted proxies, the
+/// environment) and the metrics it records every request in.
+#[derive(Clone)]
+pub struct EdgeState {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+}
 
 /// The longest path the access log prints.
 const MAX_LOGGED_PATH: usize = 256;
@@ -54,8 +64,8 @@ fn logged_path(path: &str) -> &str {
     }
 }
 
-pub async fn edge(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let id = request_id::assign(&state, &mut request);
+pub async fn edge(State(state): State<EdgeState>, mut request: Request, next: Next) -> Response {
+    let id = request_id::assign(&state.config.trusted_proxies, &mut request);
     let span = tracing::info_span!("request", request_id = %id, org_id = tracing::field::Empty);
     let started = std::time::Instant::now();
     let method = method_label(request.method());

@@ -4,7 +4,7 @@
 //! `#[utoipa::path]` (path, parameters, body, success responses) and each
 //! capability lists its handlers in an `Api` struct. What the route table
 //! already knows is not repeated there: [`document`] walks
-//! [`super::route_table`] and sets every operation's security requirement from
+//! the route table and sets every operation's security requirement from
 //! the route's declared [`Access`] (the same declaration the guard enforces),
 //! and adds the error responses the shared layers produce. A test asserts that
 //! the document's operations are exactly the route table's.
@@ -12,16 +12,14 @@
 //! The document is public: it describes the API's shape, which is no secret
 //! (the same as published API docs); it holds no tenant data.
 
-use axum::Json;
-use axum::http::{HeaderValue, Method, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::Method;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi as Document, Ref, RefOr, ResponseBuilder};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::Routes;
-use crate::auth::Access;
+use crate::identity::Access;
 
 /// `{"error":{"code":"…","message":"…","request_id":"…"}}`: every error Moat answers.
 #[derive(ToSchema)]
@@ -66,31 +64,11 @@ pub struct PageQuery {
 )]
 struct Base;
 
-/// Every capability's part of the document.
-fn parts() -> Vec<Document> {
-    vec![
-        crate::health::Api::openapi(),
-        crate::auth::Api::openapi(),
-        crate::users::Api::openapi(),
-        crate::audit::Api::openapi(),
-        crate::integrations::Api::openapi(),
-        crate::runs::Api::openapi(),
-        crate::ws::Api::openapi(),
-        crate::files::Api::openapi(),
-        crate::metrics::Api::openapi(),
-        crate::web::Api::openapi(),
-        ThisDocument::openapi(),
-    ]
-}
-
-#[derive(OpenApi)]
-#[openapi(paths(openapi_json))]
-struct ThisDocument;
-
-/// The document for `routes` (the application's route table).
-pub fn document(routes: &Routes) -> Document {
+/// The document for `routes` (the application's route table), from each
+/// capability's part (its `Api`).
+pub fn document<S: Clone + Send + Sync + 'static>(routes: &Routes<S>, parts: Vec<Document>) -> Document {
     let mut doc = Base::openapi();
-    for part in parts() {
+    for part in parts {
         doc.merge(part);
     }
     let components = doc.components.get_or_insert_with(Default::default);
@@ -177,13 +155,4 @@ pub fn operations(doc: &Document) -> Vec<(Method, String)> {
         }
     }
     out
-}
-
-/// `GET /v1/openapi.json`: this document.
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
-    responses((status = 200, description = "The OpenAPI 3.1 description of this API", content_type = "application/json")))]
-pub async fn openapi_json() -> Response {
-    let mut response = Json(super::openapi_document()).into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    response
 }

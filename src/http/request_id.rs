@@ -15,7 +15,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 
-use crate::AppState;
+use ipnet::IpNet;
 
 pub const HEADER: &str = "x-request-id";
 /// Error bodies are small; anything larger is passed through untouched.
@@ -31,10 +31,11 @@ fn well_formed(id: &str) -> bool {
 
 /// The request's id: a trusted proxy's well-formed `X-Request-Id`, or a new
 /// UUID. Also put in the request's extensions as [`RequestId`].
-pub fn assign(state: &AppState, request: &mut Request) -> String {
-    let from_trusted_proxy = request.extensions().get::<ConnectInfo<SocketAddr>>().is_some_and(|ConnectInfo(peer)| {
-        state.config.trusted_proxies.iter().any(|net| net.contains(&peer.ip().to_canonical()))
-    });
+pub fn assign(trusted_proxies: &[IpNet], request: &mut Request) -> String {
+    let from_trusted_proxy = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|ConnectInfo(peer)| trusted_proxies.iter().any(|net| net.contains(&peer.ip().to_canonical())));
     let inbound = request.headers().get(HEADER).and_then(|v| v.to_str().ok()).filter(|id| well_formed(id));
     let id = match inbound {
         Some(id) if from_trusted_proxy => id.to_owned(),

@@ -11,8 +11,8 @@ use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::{MethodRouter, on};
 
-use crate::AppState;
-use crate::auth::{Access, Guard, TokenKeys, VerifiedTokens};
+use super::guard::Guard;
+use crate::identity::{Access, TokenKeys, VerifiedTokens};
 
 /// One registered route, as the route-table test and the docs see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,22 +22,29 @@ pub struct RouteInfo {
     pub access: Access,
 }
 
-struct Entry {
+struct Entry<S> {
     info: RouteInfo,
-    route: MethodRouter<AppState>,
+    route: MethodRouter<S>,
 }
 
 /// Routes with their declared access; turned into a router in one place.
-#[derive(Default)]
-pub struct Routes {
-    entries: Vec<Entry>,
+/// Generic over the application's state `S`: a capability's handlers take
+/// the sub-state they need (`State<T>` with `T: FromRef<S>`).
+pub struct Routes<S> {
+    entries: Vec<Entry<S>>,
+}
+
+impl<S> Default for Routes<S> {
+    fn default() -> Self {
+        Self { entries: Vec::new() }
+    }
 }
 
 macro_rules! method {
     ($name:ident, $method:ident) => {
         pub fn $name<H, T>(self, path: &'static str, access: Access, handler: H) -> Self
         where
-            H: Handler<T, AppState>,
+            H: Handler<T, S>,
             T: 'static,
         {
             self.add(Method::$method, path, access, handler)
@@ -45,7 +52,7 @@ macro_rules! method {
     };
 }
 
-impl Routes {
+impl<S: Clone + Send + Sync + 'static> Routes<S> {
     pub fn new() -> Self {
         Self::default()
     }
@@ -60,7 +67,7 @@ impl Routes {
     /// enforces its own bound while reading (file uploads).
     pub fn post_streaming<H, T>(self, path: &'static str, access: Access, handler: H) -> Self
     where
-        H: Handler<T, AppState>,
+        H: Handler<T, S>,
         T: 'static,
     {
         self.add_with(Method::POST, path, access, handler, |route| route.layer(DefaultBodyLimit::disable()))
@@ -68,7 +75,7 @@ impl Routes {
 
     fn add<H, T>(self, method: Method, path: &'static str, access: Access, handler: H) -> Self
     where
-        H: Handler<T, AppState>,
+        H: Handler<T, S>,
         T: 'static,
     {
         self.add_with(method, path, access, handler, |route| route)
@@ -80,10 +87,10 @@ impl Routes {
         path: &'static str,
         access: Access,
         handler: H,
-        wrap: impl FnOnce(MethodRouter<AppState>) -> MethodRouter<AppState>,
+        wrap: impl FnOnce(MethodRouter<S>) -> MethodRouter<S>,
     ) -> Self
     where
-        H: Handler<T, AppState>,
+        H: Handler<T, S>,
         T: 'static,
     {
         let filter = axum::routing::MethodFilter::try_from(method.clone());
@@ -93,7 +100,7 @@ impl Routes {
         self
     }
 
-    pub fn merge(mut self, other: Routes) -> Self {
+    pub fn merge(mut self, other: Routes<S>) -> Self {
         self.entries.extend(other.entries);
         self
     }
@@ -104,7 +111,7 @@ impl Routes {
 
     /// The axum router, with the guard in front of every non-public route.
     /// One [`VerifiedTokens`] for all of them: a token verified on one route is known on every other.
-    pub fn into_router(self, keys: &Arc<TokenKeys>) -> Router<AppState> {
+    pub fn into_router(self, keys: &Arc<TokenKeys>) -> Router<S> {
         let verifier = Arc::new(VerifiedTokens::new(keys.clone()));
         self.entries.into_iter().fold(Router::new(), |router, Entry { info, route }| {
             let route = match info.access {

@@ -12,15 +12,15 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::IntegrationsState;
 use super::broker::{self, aad};
 use super::error::IntegrationError;
 use super::store;
-use crate::AppState;
 use crate::audit::{self, Event};
-use crate::auth::Caller;
 use crate::db::tenant;
 use crate::http::ApiJson;
 use crate::http::pagination::{Cursor, Page, Paged};
+use crate::identity::Caller;
 
 /// Longest token accepted on import.
 const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -76,7 +76,7 @@ pub(super) struct ImportBody {
     (status = 409, description = "This provider and account are already connected", body = crate::http::openapi::ErrorBody),
 ))]
 pub(super) async fn import(
-    State(state): State<AppState>,
+    State(state): State<IntegrationsState>,
     caller: Caller,
     ApiJson(body): ApiJson<ImportBody>,
 ) -> Result<Response, IntegrationError> {
@@ -97,7 +97,7 @@ pub(super) async fn import(
     let access = state.sealer.seal(body.access_token.as_bytes(), &aad(id, "access_token"))?;
     let refresh = body.refresh_token.map(|t| state.sealer.seal(t.as_bytes(), &aad(id, "refresh_token"))).transpose()?;
     let mut client = state.db.get().await?;
-    let tx = tenant::begin(&mut client, &caller).await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     let statement = tx.prepare_cached(store::INSERT_INTEGRATION).await?;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
         &id,
@@ -138,12 +138,12 @@ pub(super) fn valid_account(raw: &str) -> Result<String, IntegrationError> {
 #[utoipa::path(get, path = "/v1/integrations", tag = "integrations", params(crate::http::openapi::PageQuery),
     responses((status = 200, description = "One page of integrations", body = Paged<IntegrationView>)))]
 pub(super) async fn list(
-    State(state): State<AppState>,
+    State(state): State<IntegrationsState>,
     caller: Caller,
     page: Page,
 ) -> Result<Json<Paged<IntegrationView>>, IntegrationError> {
     let mut client = state.db.get().await?;
-    let tx = tenant::begin(&mut client, &caller).await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     let statement = tx.prepare_cached(store::LIST_INTEGRATIONS).await?;
     let (after_at, after_id) = (page.after.map(|c| c.at()), page.after.map(|c| c.id()));
     let rows = tx.query(&statement, &[&caller.org, &after_at, &after_id, &(page.limit + 1)]).await?;
@@ -156,13 +156,13 @@ pub(super) async fn list(
 #[utoipa::path(get, path = "/v1/integrations/{id}", tag = "integrations", params(("id" = Uuid, Path, description = "Integration id")),
     responses((status = 200, description = "The integration", body = IntegrationView)))]
 pub(super) async fn get(
-    State(state): State<AppState>,
+    State(state): State<IntegrationsState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<IntegrationView>, IntegrationError> {
     let id = parse_id(&id)?;
     let mut client = state.db.get().await?;
-    let tx = tenant::begin(&mut client, &caller).await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     let statement = tx.prepare_cached(store::GET_INTEGRATION).await?;
     let row = tx.query_opt(&statement, &[&id, &caller.org]).await?;
     tx.commit().await?;
@@ -173,13 +173,13 @@ pub(super) async fn get(
 #[utoipa::path(delete, path = "/v1/integrations/{id}", tag = "integrations", params(("id" = Uuid, Path, description = "Integration id")),
     responses((status = 204, description = "Deleted")))]
 pub(super) async fn delete(
-    State(state): State<AppState>,
+    State(state): State<IntegrationsState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, IntegrationError> {
     let id = parse_id(&id)?;
     let mut client = state.db.get().await?;
-    let tx = tenant::begin(&mut client, &caller).await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     // Wait for an in-flight refresh so it cannot write into a deleted row's place.
     broker::lock(&tx, id, state.config.provider_timeout).await?;
     let statement = tx.prepare_cached(store::DELETE_INTEGRATION).await?;
@@ -207,7 +207,7 @@ pub(super) struct BrokerResponse {
     (status = 502, description = "`provider_unavailable` (with `Retry-After`) or `egress_refused`", body = crate::http::openapi::ErrorBody),
 ))]
 pub(super) async fn access_token(
-    State(state): State<AppState>,
+    State(state): State<IntegrationsState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<BrokerResponse>, IntegrationError> {

@@ -31,14 +31,14 @@ use tokio::sync::{OwnedMutexGuard, Semaphore};
 use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
+use super::IntegrationsState;
 use super::error::IntegrationError;
 use super::provider::ProviderError;
 use super::store;
-use crate::AppState;
 use crate::audit::{self, Event};
-use crate::auth::Caller;
 use crate::crypto::Sealer;
 use crate::db::tenant;
+use crate::identity::Caller;
 
 /// After a provider failure, no refresh of that integration for this long.
 pub const COOLDOWN: Duration = Duration::from_secs(5);
@@ -126,7 +126,7 @@ pub struct Deps {
 }
 
 impl Deps {
-    pub fn from_state(state: &AppState) -> Self {
+    pub fn from_state(state: &IntegrationsState) -> Self {
         Self {
             db: state.db.clone(),
             sealer: state.sealer.clone(),
@@ -208,7 +208,7 @@ async fn fast(deps: &Deps, caller: &Caller, id: Uuid) -> Result<Result<Issued, S
 }
 
 /// An access token for integration `id`, valid at least the minimum validity.
-pub async fn access_token(state: &AppState, caller: &Caller, id: Uuid) -> Result<Issued, IntegrationError> {
+pub async fn access_token(state: &IntegrationsState, caller: &Caller, id: Uuid) -> Result<Issued, IntegrationError> {
     access_token_with(&Deps::from_state(state), caller, id).await
 }
 
@@ -239,7 +239,7 @@ pub async fn access_token_with(deps: &Deps, caller: &Caller, id: Uuid) -> Result
 async fn refresh(deps: &Deps, caller: &Caller, id: Uuid, seen_count: i64) -> Result<Issued, IntegrationError> {
     let min = deps.min_validity.as_secs_f64();
     let mut client = deps.db.get().await?;
-    let tx = tenant::begin(&mut client, caller).await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     if deps.refresh_lock {
         lock(&tx, id, deps.provider_timeout).await?;
     }

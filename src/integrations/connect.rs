@@ -23,16 +23,16 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
+use super::IntegrationsState;
 use super::api::valid_account;
 use super::broker::{self, aad};
 use super::error::IntegrationError;
 use super::store;
-use crate::AppState;
 use crate::audit::{self, Event};
-use crate::auth::password::random_secret;
-use crate::auth::{Caller, PrincipalKind, Scopes, SessionRef};
 use crate::db::tenant::{self, Lookup};
 use crate::http::cookies;
+use crate::identity::password::random_secret;
+use crate::identity::{Caller, PrincipalKind, Scopes, SessionRef};
 
 /// How long a started connect flow stays usable (also the cookie's lifetime).
 const FLOW_TTL_SECS: i64 = 600;
@@ -57,25 +57,25 @@ fn verifier_aad(state_hash: &[u8; 32]) -> Vec<u8> {
     format!("oauth_states.code_verifier:{}", hex(state_hash)).into_bytes()
 }
 
-fn redirect_uri(state: &AppState) -> String {
+fn redirect_uri(state: &IntegrationsState) -> String {
     format!("{}/v1/integrations/callback", state.config.public_url.origin().ascii_serialization())
 }
 
-fn secure(state: &AppState) -> bool {
+fn secure(state: &IntegrationsState) -> bool {
     state.config.public_url.scheme() == "https"
 }
 
 /// One cookie per flow (two tabs connecting at once keep their own), named
 /// after the state's hash; `__Host-` (Secure, Path=/, no Domain) whenever the
 /// public URL is https.
-fn cookie_name(state: &AppState, state_hash: &[u8; 32]) -> String {
+fn cookie_name(state: &IntegrationsState, state_hash: &[u8; 32]) -> String {
     let prefix = if secure(state) { "__Host-moat_connect_" } else { "moat_connect_" };
     format!("{prefix}{}", &hex(state_hash)[..16])
 }
 
 /// SameSite=Lax, not Strict: the callback is a top-level navigation from the
 /// provider's site, and Strict cookies are withheld from those.
-fn binding_cookie(state: &AppState, state_hash: &[u8; 32], value: &str, max_age: i64) -> Option<HeaderValue> {
+fn binding_cookie(state: &IntegrationsState, state_hash: &[u8; 32], value: &str, max_age: i64) -> Option<HeaderValue> {
     cookies::set(&cookie_name(state, state_hash), value, SameSite::Lax, secure(state), max_age)
 }
 
@@ -88,7 +88,7 @@ fn binding_cookie(state: &AppState, state_hash: &[u8; 32], value: &str, max_age:
     (status = 404, description = "`unknown_provider`", body = crate::http::openapi::ErrorBody),
 ))]
 pub(super) async fn connect(
-    State(state): State<AppState>,
+    State(state): State<IntegrationsState>,
     caller: Caller,
     Path(provider_name): Path<String>,
     Query(query): Query<ConnectQuery>,
@@ -102,7 +102,7 @@ pub(super) async fn connect(
     let sealed_verifier = state.sealer.seal(verifier.as_bytes(), &verifier_aad(&state_hash))?;
 
     let mut client = state.db.get().await?;
-    let tx = tenant::begin(&mut client, &caller).await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     // Reconnecting replaces tokens: only the integration's creator may, or an
     // org member could swap a colleague's connection for their own account.
     let statement = tx.prepare_cached(store::FIND_ACCOUNT).await?;
@@ -182,7 +182,7 @@ pub(super) struct AuthorizeUrl {
     (status = 502, description = "The provider could not be reached or refused the code", body = crate::http::openapi::ErrorBody),
 ))]
 pub(super) async fn callback(
-    State(state): State<AppState>,
+    State(state): State<IntegrationsState>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, IntegrationError> {
@@ -222,7 +222,7 @@ struct Flow {
 }
 
 async fn complete(
-    state: &AppState,
+    state: &IntegrationsState,
     state_hash: &[u8; 32],
     params: &HashMap<String, String>,
     headers: &HeaderMap,
@@ -251,7 +251,7 @@ async fn complete(
 
 /// Records an egress refusal in the organization that started the flow.
 async fn audit_refusal(
-    state: &AppState,
+    state: &IntegrationsState,
     flow: &Flow,
     refused: &crate::egress::Refused,
 ) -> Result<(), IntegrationError> {
@@ -267,7 +267,11 @@ async fn audit_refusal(
 }
 
 /// Consumes the state (single use, whatever happens next) and checks the browser binding.
-async fn consume(state: &AppState, state_hash: &[u8; 32], headers: &HeaderMap) -> Result<Flow, IntegrationError> {
+async fn consume(
+    state: &IntegrationsState,
+    state_hash: &[u8; 32],
+    headers: &HeaderMap,
+) -> Result<Flow, IntegrationError> {
     let mut client = state.db.get().await?;
     let tx = client.transaction().await?;
     tenant::set_lookup(&tx, Lookup::State(state_hash)).await?;
@@ -297,10 +301,14 @@ async fn consume(state: &AppState, state_hash: &[u8; 32], headers: &HeaderMap) -
 
 /// Stores the tokens as the principal that started the flow, if still enabled:
 /// a new integration, or a reconnect of that principal's own.
-async fn store(state: &AppState, flow: &Flow, tokens: super::provider::Tokens) -> Result<Uuid, IntegrationError> {
+async fn store(
+    state: &IntegrationsState,
+    flow: &Flow,
+    tokens: super::provider::Tokens,
+) -> Result<Uuid, IntegrationError> {
     let caller = starter(flow.org, &flow.created_by, flow.session)?;
     let mut client = state.db.get().await?;
-    let tx = tenant::begin(&mut client, &caller).await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     let statement = tx.prepare_cached(store::FIND_ACCOUNT).await?;
     let existing = tx.query_opt(&statement, &[&flow.org, &flow.provider, &flow.account]).await?;
     let key_id = state.sealer.key_id();

@@ -20,8 +20,30 @@ pub use error::IntegrationError;
 pub use provider::Providers;
 pub use store::STATEMENTS;
 
-use crate::auth::{Access, Scope};
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+
+use crate::config::Config;
+use crate::crypto::Sealer;
+use crate::db::Pool;
 use crate::http::Routes;
+use crate::identity::{Access, Scope};
+use crate::metrics::Metrics;
+
+/// What the integrations API needs.
+#[derive(Clone)]
+pub struct IntegrationsState {
+    pub config: Arc<Config>,
+    pub db: Pool,
+    /// AES-256-GCM-SIV for tokens at rest.
+    pub sealer: Arc<Sealer>,
+    /// OAuth providers with their HTTP clients.
+    pub providers: Arc<Providers>,
+    /// Per-instance queueing and bounds for integration refreshes.
+    pub broker: broker::Broker,
+    pub metrics: Arc<Metrics>,
+}
 
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(
@@ -35,7 +57,11 @@ use crate::http::Routes;
 ))]
 pub(crate) struct Api;
 
-pub fn routes() -> Routes {
+pub fn routes<S>() -> Routes<S>
+where
+    S: Clone + Send + Sync + 'static,
+    IntegrationsState: FromRef<S>,
+{
     let write = Access::Scope(Scope::IntegrationsWrite);
     let read = Access::Scope(Scope::IntegrationsRead);
     Routes::new()

@@ -182,8 +182,8 @@ impl RunContext {
     }
 
     /// The run's creator as a caller for the broker, if allowed to use `integration` here.
-    async fn creator(&self, integration: Uuid, allowed: &[String]) -> Result<crate::auth::Caller, &'static str> {
-        use crate::auth::{PrincipalKind, Role, Scope, Scopes};
+    async fn creator(&self, integration: Uuid, allowed: &[String]) -> Result<crate::identity::Caller, &'static str> {
+        use crate::identity::{PrincipalKind, Role, Scope, Scopes};
         let row = async {
             let mut client = self.pool.get().await?;
             let tx = client.transaction().await?;
@@ -232,7 +232,7 @@ impl RunContext {
             return Err("forbidden");
         }
         let expires_at = time::OffsetDateTime::now_utc().unix_timestamp() + 60;
-        Ok(crate::auth::Caller { id, kind, org: self.run.org, scopes, expires_at, session: Default::default() })
+        Ok(crate::identity::Caller { id, kind, org: self.run.org, scopes, expires_at, session: Default::default() })
     }
 
     /// Emits one event (sanitized), counted against the run's bounds.

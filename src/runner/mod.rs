@@ -23,7 +23,6 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 use tokio_postgres::types::Type;
@@ -117,8 +116,8 @@ pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> an
     });
     let stop = CancellationToken::new();
     if let Some(addr) = shared.config.metrics_bind {
-        let listener = crate::metrics::bind_loopback(addr).await?;
-        crate::metrics::serve_loopback(listener, shared.metrics.clone(), pool.clone(), stop.clone());
+        let listener = crate::health::bind_loopback(addr).await?;
+        crate::health::serve_loopback(listener, shared.metrics.clone(), pool.clone(), stop.clone());
     }
     tokio::spawn(recovery::run(pool.clone(), stop.clone()));
     tokio::spawn(poll(shared.clone(), stop.clone()));
@@ -333,67 +332,5 @@ async fn on_notification(shared: &Shared, channel: &str, payload: &str) {
             }
         }
         _ => {}
-    }
-}
-
-/// `moat runner`: checks, then runs until SIGTERM/SIGINT.
-pub async fn main(vars: &crate::config::Vars) -> std::process::ExitCode {
-    // Agents run as children: keep this process's memory and /proc/<pid>/environ
-    // (DATABASE_URL) closed to same-user processes that are not root.
-    crate::os::non_dumpable("runner");
-    let config = match crate::config::runner::load(vars) {
-        Ok(config) => config,
-        Err(problems) => {
-            let outcome = crate::check::Outcome { config: None, problems, checks_run: 0 };
-            eprint!("{}", outcome.report());
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let mut problems = crate::db::checks::verify(&config.database, config.environment).await;
-    problems.extend(crate::config::database::listen_problem(&config.listen).await);
-    crate::db::warn_if_plaintext(&config.database, &config.listen);
-    if problems.is_empty()
-        && let Err(problem) = runner_role(&config).await
-    {
-        problems.push(problem);
-    }
-    if !problems.is_empty() {
-        let outcome = crate::check::Outcome { config: None, problems, checks_run: 0 };
-        eprint!("{}", outcome.report());
-        return std::process::ExitCode::FAILURE;
-    }
-    match run(config, crate::server::shutdown_signal()).await.context("runner failed") {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "runner failed");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-/// The runner's login role must be a member of `moat_runner` (claiming runs
-/// across organizations is not the API's business; docs/deployment.md).
-async fn runner_role(config: &RunnerConfig) -> Result<(), crate::check::Problem> {
-    let problem = |what: String| {
-        crate::check::Problem::new(
-            "database role",
-            what,
-            "Only runners may claim runs of every organization; the API's role deliberately cannot.",
-        )
-        .fix("GRANT moat_runner TO <the runner's login role>;   -- as the owner or an administrator")
-    };
-    let client = config.database.connect().await.map_err(|e| problem(format!("cannot connect: {e}")))?;
-    // An unnamed statement: safe through a transaction pooler (one round trip, nothing left behind).
-    let row = client
-        .query_typed_one(
-            "SELECT current_user::text AS name, pg_has_role(current_user, 'moat_runner', 'USAGE') AS member",
-            &[],
-        )
-        .await
-        .map_err(|e| problem(crate::db::describe_error(&e)))?;
-    if row.get::<_, bool>("member") {
-        Ok(())
-    } else {
-        Err(problem(format!("role {} is not a member of moat_runner", row.get::<_, String>("name"))))
     }
 }

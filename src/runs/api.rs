@@ -17,11 +17,11 @@ use super::commands;
 use super::error::RunError;
 use super::events::{self, CHANNEL_RUNS, Kind, NewEvent};
 use super::store;
-use crate::AppState;
-use crate::auth::Caller;
 use crate::db::tenant;
 use crate::http::ApiJson;
 use crate::http::pagination::{Cursor, MAX_LIMIT, Page, Paged};
+use crate::identity::Caller;
+use crate::runs::RunsState;
 
 fn parse_id(raw: &str) -> Result<Uuid, RunError> {
     Uuid::parse_str(raw).map_err(|_| RunError::NotFound)
@@ -69,7 +69,7 @@ pub(super) struct NewConversation {
     (status = 422, description = "`unknown_agent` or `invalid_request`", body = crate::http::openapi::ErrorBody),
 ))]
 pub(super) async fn create_conversation(
-    State(state): State<AppState>,
+    State(state): State<RunsState>,
     caller: Caller,
     ApiJson(body): ApiJson<NewConversation>,
 ) -> Result<Response, RunError> {
@@ -81,7 +81,7 @@ pub(super) async fn create_conversation(
         return Err(RunError::UnknownAgent);
     }
     let mut client = state.db.get().await?;
-    let tx = tenant::begin(&mut client, &caller).await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     let statement = tx.prepare_cached(store::INSERT_CONVERSATION).await?;
     let row = tx.query_one(&statement, &[&Uuid::new_v4(), &caller.org, &title, &body.agent, &caller.actor()]).await?;
     tx.commit().await?;
@@ -92,12 +92,12 @@ pub(super) async fn create_conversation(
 #[utoipa::path(get, path = "/v1/conversations", tag = "runs", params(crate::http::openapi::PageQuery),
     responses((status = 200, description = "One page of conversations", body = Paged<ConversationView>)))]
 pub(super) async fn list_conversations(
-    State(state): State<AppState>,
+    State(state): State<RunsState>,
     caller: Caller,
     page: Page,
 ) -> Result<Json<Paged<ConversationView>>, RunError> {
     let mut client = state.db.get().await?;
-    let tx = tenant::begin(&mut client, &caller).await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     let statement = tx.prepare_cached(store::LIST_CONVERSATIONS).await?;
     let (after_at, after_id) = (page.after.map(|c| c.at()), page.after.map(|c| c.id()));
     let rows = tx.query(&statement, &[&caller.org, &after_at, &after_id, &(page.limit + 1)]).await?;
@@ -110,13 +110,13 @@ pub(super) async fn list_conversations(
 #[utoipa::path(get, path = "/v1/conversations/{id}", tag = "runs", params(("id" = Uuid, Path, description = "Conversation id")),
     responses((status = 200, description = "The conversation", body = ConversationView)))]
 pub(super) async fn get_conversation(
-    State(state): State<AppState>,
+    State(state): State<RunsState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ConversationView>, RunError> {
     let id = parse_id(&id)?;
     let mut client = state.db.get().await?;
-    let tx = tenant::begin(&mut client, &caller).await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     let statement = tx.prepare_cached(store::GET_CONVERSATION).await?;
     let row = tx.query_opt(&statement, &[&id, &caller.org]).await?;
     tx.commit().await?;
@@ -175,7 +175,7 @@ pub(super) struct NewRun {
     (status = 409, description = "`run_in_progress`: one active run per conversation", body = crate::http::openapi::ErrorBody),
 ))]
 pub(super) async fn create_run(
-    State(state): State<AppState>,
+    State(state): State<RunsState>,
     caller: Caller,
     Path(conversation): Path<String>,
     ApiJson(body): ApiJson<NewRun>,
@@ -188,7 +188,7 @@ pub(super) async fn create_run(
         return Err(RunError::Invalid("input must not contain the NUL character (\\u0000)"));
     }
     let mut client = state.db.get().await?;
-    let tx = tenant::begin(&mut client, &caller).await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     let statement = tx.prepare_cached(store::GET_CONVERSATION).await?;
     tx.query_opt(&statement, &[&conversation, &caller.org]).await?.ok_or(RunError::NotFound)?;
     let id = Uuid::new_v4();
@@ -209,13 +209,13 @@ pub(super) async fn create_run(
 #[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = Uuid, Path, description = "Run id")),
     responses((status = 200, description = "The run", body = RunView)))]
 pub(super) async fn get_run(
-    State(state): State<AppState>,
+    State(state): State<RunsState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<RunView>, RunError> {
     let id = parse_id(&id)?;
     let mut client = state.db.get().await?;
-    let tx = tenant::begin(&mut client, &caller).await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     let statement = tx.prepare_cached(store::GET_RUN).await?;
     let row = tx.query_opt(&statement, &[&id, &caller.org]).await?;
     tx.commit().await?;
@@ -273,7 +273,7 @@ pub(super) struct EventView {
     (status = 422, description = "`after` or `limit` malformed", body = crate::http::openapi::ErrorBody),
 ))]
 pub(super) async fn list_events(
-    State(state): State<AppState>,
+    State(state): State<RunsState>,
     caller: Caller,
     Path(conversation): Path<String>,
     Query(query): Query<EventsQuery>,
@@ -295,7 +295,7 @@ pub(super) async fn list_events(
             .min(MAX_LIMIT),
     };
     let mut client = state.db.get().await?;
-    let tx = tenant::begin(&mut client, &caller).await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     let statement = tx.prepare_cached(store::GET_CONVERSATION).await?;
     tx.query_opt(&statement, &[&conversation, &caller.org]).await?.ok_or(RunError::NotFound)?;
     let statement = tx.prepare_cached(store::LIST_EVENTS).await?;
@@ -322,7 +322,7 @@ pub(super) async fn list_events(
     (status = 409, description = "`run_finished`", body = crate::http::openapi::ErrorBody),
 ))]
 pub(super) async fn cancel(
-    State(state): State<AppState>,
+    State(state): State<RunsState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, RunError> {
@@ -346,7 +346,7 @@ pub(super) struct Answer {
     (status = 409, description = "`input_already_answered` or `input_expired`", body = crate::http::openapi::ErrorBody),
 ))]
 pub(super) async fn answer(
-    State(state): State<AppState>,
+    State(state): State<RunsState>,
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Answer>,

@@ -9,9 +9,9 @@ use uuid::Uuid;
 use super::error::RunError;
 use super::events::{self, CHANNEL_COMMANDS, Kind, NewEvent};
 use super::store;
-use crate::auth::Caller;
 use crate::db::Pool;
 use crate::db::tenant;
+use crate::identity::Caller;
 
 /// What a cancel did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,7 @@ impl Cancelled {
 /// `conversation`, the run must belong to it (`RunNotInConversation`).
 pub async fn cancel(pool: &Pool, caller: &Caller, id: Uuid, conversation: Option<Uuid>) -> Result<Cancelled, RunError> {
     let mut client = pool.get().await?;
-    let tx = tenant::begin(&mut client, caller).await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     let statement = tx.prepare_cached(store::LOCK_RUN).await?;
     let run = tx.query_opt(&statement, &[&id, &caller.org]).await?.ok_or(RunError::NotFound)?;
     let (status, run_conversation): (String, Uuid) = (run.get("status"), run.get("conversation_id"));
@@ -79,7 +79,7 @@ pub async fn answer(
         return Err(RunError::Invalid("value must not contain the NUL character (\\u0000)"));
     }
     let mut client = pool.get().await?;
-    let tx = tenant::begin(&mut client, caller).await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     // Locks the run: the answer and the run's end cannot cross.
     let statement = tx.prepare_cached(store::INPUT_STATUS).await?;
     let current = tx.query_opt(&statement, &[&id, &caller.org]).await?.ok_or(RunError::NotFound)?;

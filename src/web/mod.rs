@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest as _, Sha256};
 
-use crate::auth::Access;
 use crate::http::{ApiError, Routes};
+use crate::identity::Access;
 
 /// The policy for the app's HTML (the API's responses keep `default-src 'none'`).
 pub const HTML_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; \
@@ -29,7 +29,10 @@ const ASSETS: &[(&str, &str, &str)] = &[
 ];
 const INDEX: &str = include_str!("assets/index.html");
 
-pub fn routes() -> Routes {
+pub fn routes<S>() -> Routes<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
     Routes::new().get("/", Access::Public, index).get("/assets/{name}", Access::Public, asset)
 }
 

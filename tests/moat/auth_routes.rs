@@ -4,7 +4,7 @@
 //! development mode alike.
 
 use axum::http::Method;
-use moat::auth::{Access, PrincipalKind, Scope, Scopes};
+use moat::identity::{Access, PrincipalKind, Scope, Scopes};
 use uuid::Uuid;
 
 use crate::harness::{Env, Options, TestApp, TestDb, assert_security_headers, error_code, spawn_app};
@@ -45,7 +45,7 @@ async fn send(app: &TestApp, method: &Method, path: &str, token: Option<&str>) -
 }
 
 async fn attack_every_route(app: &TestApp, production: bool) {
-    let table = moat::http::route_table();
+    let table = moat::app::route_table();
     let public: Vec<(String, &str)> =
         table.iter().filter(|r| r.access == Access::Public).map(|r| (r.method.to_string(), r.path)).collect();
     let expected: Vec<(String, &str)> = PUBLIC.iter().map(|(m, p)| ((*m).to_owned(), *p)).collect();
@@ -122,13 +122,13 @@ async fn every_protected_route_refuses_a_disabled_principal() {
     let app = spawn_app(Options::default()).await;
     let org = app.create_org("Acme").await;
     let email = format!("{}@example.com", Uuid::new_v4());
-    let (user, _) = app.create_user(org, &email, moat::auth::Role::Admin).await;
+    let (user, _) = app.create_user(org, &email, moat::identity::Role::Admin).await;
     let token = app.token(PrincipalKind::User, user, org, &Scope::ALL.iter().copied().collect());
     assert_eq!(app.get_as(&token, "/v1/me").await.status(), 200);
     moat::admin::disable_user(&app.state.db, &email).await.unwrap();
     let shape = ["invalid_request", "invalid_upload", "unknown_provider"];
     let mut answered = Vec::new();
-    for route in moat::http::route_table().iter().filter(|r| r.access != Access::Public) {
+    for route in moat::app::route_table().iter().filter(|r| r.access != Access::Public) {
         let response = send(&app, &route.method, &concrete(route.path), Some(&token)).await;
         let status = response.status().as_u16();
         let code = if status >= 400 { error_code(response).await } else { String::new() };

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use moat::auth::Role;
+use moat::identity::Role;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -299,7 +299,7 @@ async fn a_session_refreshed_by_the_previous_release_keeps_working_and_detecting
     let login = app.login("ada@example.com", &password).await;
     let (tagged, _) = set_cookie(&login);
     // The previous release rotates it: marks it used long ago, stores an untagged successor.
-    let old_format = moat::auth::password::random_secret(32);
+    let old_format = moat::identity::password::random_secret(32);
     let admin = app._db.admin().await;
     admin
         .execute(

@@ -4,8 +4,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use moat::auth::{AccessClaims, PrincipalKind, Role};
 use moat::config::SigningKey;
+use moat::identity::{AccessClaims, PrincipalKind, Role};
 use uuid::Uuid;
 
 use crate::harness::{Env, Options, TestApp, TestDb, error_code, spawn_app};

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use axum::response::Redirect;
-use moat::auth::Role;
+use moat::identity::Role;
 use serde_json::{Value, json};
 
 use crate::harness::provider::{CLIENT_SECRET, FakeProvider};

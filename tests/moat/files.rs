@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use moat::auth::Role;
+use moat::identity::Role;
 use serde_json::Value;
 use sha2::Digest as _;
 use tokio::io::AsyncWriteExt as _;

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
-use moat::auth::Access::Public;
 use moat::http::{ApiError, ApiJson, Routes};
+use moat::identity::Access::Public;
 
 use crate::harness::{self, Env, Options, TestDb, assert_security_headers, error_code, spawn_app};
 
 /// Probe routes that produce every status the baseline promises to cover.
-fn probes() -> Routes {
+fn probes() -> Routes<moat::AppState> {
     Routes::new()
         .get("/test/redirect", Public, || async { Redirect::to("/healthz") })
         .post("/test/echo", Public, |ApiJson(v): ApiJson<serde_json::Value>| async move { axum::Json(v) })

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use moat::auth::Role;
+use moat::identity::Role;
 use serde_json::{Value, json};
 
 use crate::harness::{self, Env, Options, Role as DbRole, TestDb, error_code, spawn_app};

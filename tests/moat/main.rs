@@ -22,6 +22,7 @@ mod http_baseline;
 mod http_edge;
 mod integrations;
 mod launch_readiness;
+mod layering;
 mod limits;
 mod maintenance;
 mod metrics;

@@ -2,7 +2,7 @@
 //! labelled by route template (never a raw id), runs by status across
 //! organizations, and `DEV_BYPASS` at 0 in production.
 
-use moat::auth::Role;
+use moat::identity::Role;
 
 use crate::harness::{Options, spawn_app};
 

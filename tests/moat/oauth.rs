@@ -2,7 +2,7 @@
 //! scope intersection, RFC 6749 errors, rotation and disabling.
 
 use base64::Engine as _;
-use moat::auth::Role;
+use moat::identity::Role;
 use serde_json::Value;
 use uuid::Uuid;
 

@@ -5,13 +5,13 @@
 
 use std::collections::BTreeSet;
 
-use moat::auth::Access;
+use moat::identity::Access;
 use serde_json::Value;
 
 use crate::harness::{Options, spawn_app};
 
 fn document() -> Value {
-    serde_json::to_value(moat::http::openapi_document()).unwrap()
+    serde_json::to_value(moat::app::openapi_document()).unwrap()
 }
 
 const METHODS: &[&str] = &["get", "post", "put", "patch", "delete", "head", "options", "trace"];
@@ -28,7 +28,7 @@ fn the_documents_operations_are_exactly_the_route_table() {
         })
         .collect();
     let routed: BTreeSet<(String, String)> =
-        moat::http::route_table().iter().map(|r| (r.method.to_string(), r.path.to_owned())).collect();
+        moat::app::route_table().iter().map(|r| (r.method.to_string(), r.path.to_owned())).collect();
     let undocumented: Vec<_> = routed.difference(&documented).collect();
     let unrouted: Vec<_> = documented.difference(&routed).collect();
     assert!(undocumented.is_empty() && unrouted.is_empty(), "undocumented: {undocumented:?}; not routed: {unrouted:?}");
@@ -39,7 +39,7 @@ fn every_operation_lists_the_scope_its_route_requires() {
     let doc = document();
     assert_eq!(doc["openapi"], "3.1.0");
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
-    for route in moat::http::route_table() {
+    for route in moat::app::route_table() {
         let operation = &doc["paths"][route.path][route.method.as_str().to_lowercase()];
         let label = format!("{} {}", route.method, route.path);
         let security = operation.get("security");

@@ -2,7 +2,7 @@
 //! the request (with the organization); an inbound id is believed only from a
 //! trusted proxy.
 
-use moat::auth::Role;
+use moat::identity::Role;
 use serde_json::Value;
 
 use crate::harness::{self, Env, Options, TestDb, spawn_app};

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use moat::auth::Role;
+use moat::identity::Role;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use moat::auth::Role;
+use moat::identity::Role;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use uuid::Uuid;

@@ -14,8 +14,8 @@ async fn connect(db: &TestDb, role: Role) -> tokio_postgres::Client {
 async fn every_statement_prepares_as_the_runtime_role() {
     let db = TestDb::migrated().await;
     let client = connect(&db, Role::App).await;
-    let statements = moat::statements();
-    assert!(statements.len() > 30, "statements missing from moat::statements()");
+    let statements = moat::app::statements();
+    assert!(statements.len() > 30, "statements missing from moat::app::statements()");
     for (name, sql) in statements {
         if let Err(e) = client.prepare(sql).await {
             panic!("sql/{name}.sql does not prepare: {e:?}");

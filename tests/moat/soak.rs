@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use moat::auth::Role;
+use moat::identity::Role;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use tokio::sync::watch;

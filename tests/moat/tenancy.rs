@@ -5,9 +5,9 @@
 use axum::Json;
 use axum::extract::State;
 use moat::AppState;
-use moat::auth::{Access, Caller, Role};
 use moat::db::tenant;
 use moat::http::Routes;
+use moat::identity::{Access, Caller, Role};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -16,7 +16,7 @@ use crate::harness::{Env, Options, Role as DbRole, TestApp, TestDb, error_code, 
 /// A handler that forgets its WHERE clause, reached through the normal request path.
 async fn unfiltered(State(state): State<AppState>, caller: Caller) -> Json<Value> {
     let mut client = state.db.get().await.unwrap();
-    let tx = tenant::begin(&mut client, &caller).await.unwrap();
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await.unwrap();
     let users = tx.query("SELECT org_id FROM users", &[]).await.unwrap();
     let events = tx.query("SELECT org_id FROM audit_log", &[]).await.unwrap();
     let orgs = tx.query("SELECT id FROM orgs", &[]).await.unwrap();

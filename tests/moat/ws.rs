@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use moat::auth::{PrincipalKind, Role, Scope};
+use moat::identity::{PrincipalKind, Role, Scope};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -133,8 +133,8 @@ async fn every_refusal_is_an_http_error_before_any_upgrade() {
     // Complete, correctly signed ws-token claims for our user, varied one field at a time.
     let me = get_me(&w.app, &w.token).await;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let signed = |edit: &dyn Fn(&mut moat::ws::WsClaims)| {
-        let mut claims = moat::ws::WsClaims {
+    let signed = |edit: &dyn Fn(&mut moat::runs::ws::WsClaims)| {
+        let mut claims = moat::runs::ws::WsClaims {
             iss: w.app.state.tokens.issuer().to_owned(),
             aud: "moat:ws".into(),
             sub: me.0,
@@ -471,7 +471,7 @@ async fn a_slow_consumer_does_not_stall_a_fast_one_and_is_dropped() {
     // Its task has ended and released its slot (without the client reading a byte):
     // beside `fast`, 15 more sockets fit under the per-principal cap.
     let mut more = Vec::new();
-    while more.len() < moat::ws::MAX_SOCKETS_PER_PRINCIPAL {
+    while more.len() < moat::runs::ws::MAX_SOCKETS_PER_PRINCIPAL {
         let url = stream_url(&w.app, &conv, &format!("token={}", ws_token(&w.app, &w.token, &conv).await));
         match connect(&url, None).await {
             Ok(socket) => more.push(socket),
@@ -481,7 +481,7 @@ async fn a_slow_consumer_does_not_stall_a_fast_one_and_is_dropped() {
             }
         }
     }
-    assert_eq!(more.len(), moat::ws::MAX_SOCKETS_PER_PRINCIPAL - 1, "the slow socket still holds its slot");
+    assert_eq!(more.len(), moat::runs::ws::MAX_SOCKETS_PER_PRINCIPAL - 1, "the slow socket still holds its slot");
     drop(more);
     let mut last_seq = 0;
     let ended = tokio::time::timeout(Duration::from_secs(30), async {
@@ -522,7 +522,7 @@ async fn the_token_can_ride_as_a_subprotocol_and_sockets_are_capped_per_principa
     assert_eq!(response.headers().get("sec-websocket-protocol").unwrap(), "moat.v1");
     assert_eq!(next_json(&mut browser_like).await["type"], "ready");
     let mut sockets = vec![socket, browser_like];
-    for _ in 2..moat::ws::MAX_SOCKETS_PER_PRINCIPAL {
+    for _ in 2..moat::runs::ws::MAX_SOCKETS_PER_PRINCIPAL {
         sockets.push(open(&w, &conv).await);
     }
     let refused =
@@ -614,4 +614,29 @@ async fn a_socket_without_after_gets_no_history_even_after_an_earlier_socket() {
     assert!(events.iter().all(|e| e["run_id"] != first.as_str()), "history was replayed to a socket without after");
     assert_eq!(events.len(), 5, "{events:?}");
     drop(runner);
+}
+
+/// The one shutdown signal reaches WebSocket tasks: graceful shutdown closes
+/// open sockets with 1001 `shutting_down` (a client reconnects to another
+/// instance) instead of leaving them to be cut without a close frame when
+/// the process exits.
+#[tokio::test]
+async fn shutdown_closes_open_sockets_with_going_away() {
+    let w = world().await;
+    let conv = conversation(&w).await;
+    let mut socket = open(&w, &conv).await;
+    // An acknowledged ping: the socket is past its catch-up, in its main loop.
+    socket.send(Message::Text(json!({"type": "ping", "id": 1}).to_string().into())).await.unwrap();
+    assert_eq!(reply(&mut socket).await["type"], "ack");
+    let stopping = tokio::spawn(w.app.stop());
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("closed within 5 s") {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    let close = close.expect("a close frame with a code");
+    assert_eq!((close.code, close.reason.as_str()), (CloseCode::Away, "shutting_down"));
+    stopping.await.unwrap().unwrap();
 }

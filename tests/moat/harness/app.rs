@@ -9,7 +9,7 @@ use reqwest::header::HeaderMap;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use moat::auth::{PrincipalKind, Role, Scopes};
+use moat::identity::{PrincipalKind, Role, Scopes};
 use uuid::Uuid;
 
 use super::pg::TestDb;
@@ -31,7 +31,7 @@ pub struct TestApp {
 #[derive(Default)]
 pub struct Options {
     pub env: Option<Env>,
-    pub extra: Option<Routes>,
+    pub extra: Option<Routes<AppState>>,
     pub request_timeout: Option<Duration>,
     pub shutdown_grace: Option<Duration>,
     pub db: Option<TestDb>,
@@ -46,7 +46,7 @@ pub async fn spawn_app(options: Options) -> TestApp {
         None => TestDb::migrated().await,
     };
     let env = options.env.unwrap_or_else(|| Env::production(&db));
-    let outcome = moat::check::run(&env.vars()).await;
+    let outcome = moat::app::check::run(&env.vars()).await;
     assert!(outcome.problems.is_empty(), "test configuration refused:\n{}", outcome.report());
     let mut config = outcome.config.expect("config");
     if let Some(timeout) = options.request_timeout {

@@ -1,6 +1,6 @@
 //! Helpers for tests that drive real `moat serve` processes over HTTP.
 
-use moat::auth::Role;
+use moat::identity::Role;
 use serde_json::{Value, json};
 use uuid::Uuid;
 

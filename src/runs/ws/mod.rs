@@ -25,17 +25,17 @@ use std::sync::{Arc, Mutex};
 use axum::Json;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use uuid::Uuid;
 
-use crate::AppState;
-use crate::auth::{Access, Caller, PrincipalKind, Scope, Scopes, SessionRef};
 use crate::db::tenant;
 use crate::http::{ApiError, Routes};
+use crate::identity::{Access, Caller, PrincipalKind, Scope, Scopes, SessionRef};
+use crate::runs::RunsState;
 
 /// Audience of WebSocket tokens (never accepted as API tokens, and vice versa).
 pub const WS_AUDIENCE: &str = "moat:ws";
@@ -43,7 +43,7 @@ pub const WS_AUDIENCE: &str = "moat:ws";
 pub const TOKEN_TTL_SECS: i64 = 30;
 /// Concurrent sockets per principal on one instance.
 pub const MAX_SOCKETS_PER_PRINCIPAL: usize = 16;
-pub const CONSUME_TOKEN: &str = include_str!("../../sql/ws/consume_token.sql");
+pub const CONSUME_TOKEN: &str = include_str!("../../../sql/ws/consume_token.sql");
 pub const STATEMENTS: &[(&str, &str)] = &[
     ("ws/consume_token", CONSUME_TOKEN),
     ("ws/read_events", hub::READ_EVENTS),
@@ -122,7 +122,11 @@ struct WsToken {
     expires_in: i64,
 }
 
-pub fn routes() -> Routes {
+pub fn routes<S>() -> Routes<S>
+where
+    S: Clone + Send + Sync + 'static,
+    RunsState: FromRef<S>,
+{
     Routes::new()
         .post("/v1/conversations/{id}/ws-token", Access::Scope(Scope::ConversationsRead), mint)
         // Public to the bearer guard: authenticated by its own single-use ws-token (the five steps below).
@@ -134,7 +138,7 @@ pub fn routes() -> Routes {
     params(("id" = Uuid, Path, description = "Conversation id")),
     responses((status = 200, description = "A single-use stream token", body = WsToken)))]
 async fn mint(
-    State(state): State<AppState>,
+    State(state): State<RunsState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<WsToken>, ApiError> {
@@ -162,9 +166,9 @@ async fn mint(
 }
 
 /// The conversation exists and is the caller's organization's (else 404, like a missing one).
-async fn owned(state: &AppState, caller: &Caller, conversation: Uuid) -> Result<(), ApiError> {
+async fn owned(state: &RunsState, caller: &Caller, conversation: Uuid) -> Result<(), ApiError> {
     let mut client = state.db.get().await?;
-    let tx = tenant::begin(&mut client, caller).await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     let statement = tx.prepare_cached(crate::runs::store::GET_CONVERSATION).await?;
     let found = tx.query_opt(&statement, &[&conversation, &caller.org]).await?.is_some();
     tx.commit().await?;
@@ -194,7 +198,7 @@ struct StreamQuery {
     (status = 429, description = "Too many open streams for this user", body = crate::http::openapi::ErrorBody),
 ))]
 async fn stream(
-    State(state): State<AppState>,
+    State(state): State<RunsState>,
     Path(id): Path<String>,
     Query(query): Query<StreamQuery>,
     headers: HeaderMap,
@@ -270,7 +274,7 @@ fn invalid_token() -> Response {
 
 /// The checks before the upgrade; on success the caller, the claims, and whether the token came as a subprotocol.
 async fn check(
-    state: &AppState,
+    state: &RunsState,
     id: &str,
     query: &StreamQuery,
     headers: &HeaderMap,
@@ -325,13 +329,13 @@ fn offered(headers: &HeaderMap, protocol: &str) -> bool {
         .any(|p| p.trim() == protocol)
 }
 
-fn allowed_origin(state: &AppState, origin: &str) -> bool {
+fn allowed_origin(state: &RunsState, origin: &str) -> bool {
     origin == state.config.public_url.origin().ascii_serialization()
         || state.config.allowed_origins.iter().any(|allowed| allowed == origin)
 }
 
 /// Records the token's `jti`; `false` when it was already used.
-async fn consume(state: &AppState, claims: &WsClaims) -> Result<bool, ApiError> {
+async fn consume(state: &RunsState, claims: &WsClaims) -> Result<bool, ApiError> {
     let mut client = state.db.get().await?;
     let tx = client.transaction().await?;
     tenant::set_org(&tx, claims.org).await?;

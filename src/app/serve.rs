@@ -1,4 +1,4 @@
-//! The running application: shared state, the listener and graceful shutdown.
+//! `moat serve`'s application: the listener, the background tasks and graceful shutdown.
 //!
 //! [`App::build`] is what `moat serve` runs *after* every startup check has
 //! passed; tests build the very same thing on port 0. The listener is bound
@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -16,91 +17,10 @@ use axum_server::tls_rustls::RustlsConfig;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::TokenKeys;
-use crate::auth::password::Hasher;
-use crate::config::Config;
-use crate::crypto::Sealer;
-use crate::db::Pool;
+use super::AppState;
+use crate::config::{Config, Vars};
 use crate::http::Routes;
 use crate::http::conn::Capped;
-use crate::integrations::Providers;
-use crate::integrations::broker::Broker;
-use crate::limits::Limiter;
-use crate::ws::Sockets;
-use crate::ws::hub::Hub;
-
-/// What every handler can reach. Explicit, no globals; cloned per request and
-/// per middleware layer, so one `Arc` (a clone is one atomic increment, not
-/// one per field plus the allocations a few fields need).
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// The fields of [`AppState`].
-pub struct Shared {
-    pub config: Arc<Config>,
-    pub db: Pool,
-    /// Signs and verifies JWTs (current and previous signing keys).
-    pub tokens: Arc<TokenKeys>,
-    /// argon2id hashing, with the dummy hash that equalizes login timing.
-    pub hasher: Hasher,
-    /// AES-256-GCM-SIV for secrets at rest.
-    pub sealer: Arc<Sealer>,
-    /// Abuse limits (state in PostgreSQL).
-    pub limiter: Limiter,
-    /// OAuth providers with their HTTP clients.
-    pub providers: Arc<Providers>,
-    /// Per-instance queueing and bounds for integration refreshes.
-    pub broker: Broker,
-    /// Fan-out of conversation events to this instance's WebSocket subscribers.
-    pub hub: Hub,
-    /// Open WebSockets per principal on this instance.
-    pub sockets: Sockets,
-    /// Uploaded files' bytes (`MOAT_FILES_DIR`).
-    pub disk: crate::files::disk::Disk,
-    /// Prometheus metrics of this instance.
-    pub metrics: Arc<crate::metrics::Metrics>,
-}
-
-impl AppState {
-    /// Everything but the listener: what `serve` and the tests share.
-    pub async fn new(config: Arc<Config>) -> anyhow::Result<Self> {
-        let environment = if config.environment.dev_mode().is_some() { "development" } else { "production" };
-        let metrics = Arc::new(crate::metrics::Metrics::new(environment));
-        let db = config.database.pool(config.pool_size).map_err(anyhow::Error::msg)?;
-        let db = db.with_wait_histogram(metrics.pool_wait_histogram());
-        let issuer = config.public_url.origin().ascii_serialization();
-        let tokens = TokenKeys::new(config.signing_key.clone(), config.previous_signing_keys.clone(), issuer);
-        let hasher = Hasher::new().await.context("preparing password hashing")?;
-        let sealer = Sealer::new(config.encryption_key.clone(), config.previous_encryption_keys.clone());
-        let limiter = Limiter::new(&config.encryption_key);
-        let providers = Arc::new(Providers::new(&config.providers, config.provider_timeout, &config.egress)?);
-        let broker = Broker::new(config.pool_size);
-        let hub = Hub::new(db.clone());
-        let disk = crate::files::disk::Disk::new(config.files.dir.clone());
-        Ok(Self(Arc::new(Shared {
-            config,
-            db,
-            tokens: Arc::new(tokens),
-            hasher,
-            sealer: Arc::new(sealer),
-            limiter,
-            providers,
-            broker,
-            hub,
-            sockets: Sockets::default(),
-            disk,
-            metrics,
-        })))
-    }
-}
 
 pub struct App {
     listener: std::net::TcpListener,
@@ -115,7 +35,7 @@ impl App {
     }
 
     /// As [`App::build`], with extra routes merged in before the layers.
-    pub async fn build_with(config: Config, extra: Routes) -> anyhow::Result<Self> {
+    pub async fn build_with(config: Config, extra: Routes<AppState>) -> anyhow::Result<Self> {
         let config = Arc::new(config);
         let state = AppState::new(config.clone()).await?;
         if config.environment.dev_mode().is_some() {
@@ -127,7 +47,7 @@ impl App {
         }
         let listener =
             std::net::TcpListener::bind(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
-        let router = crate::http::router(state.clone(), extra);
+        let router = super::routes::router(state.clone(), extra);
         Ok(Self { listener, router, state })
     }
 
@@ -147,7 +67,7 @@ impl App {
         let trigger = handle.clone();
         let config = self.state.config.clone();
         let grace = config.shutdown_grace;
-        let background = CancellationToken::new();
+        let background = self.state.shutdown.clone();
         tokio::spawn(crate::maintenance::run(
             self.state.db.clone(),
             self.state.metrics.clone(),
@@ -158,8 +78,8 @@ impl App {
         tokio::spawn(self.state.hub.clone().run(config.listen.clone(), background.clone()));
         tokio::spawn(sweep_files(self.state.clone(), background.clone()));
         if let Some(addr) = config.metrics_bind {
-            let listener = crate::metrics::bind_loopback(addr).await?;
-            crate::metrics::serve_loopback(
+            let listener = crate::health::bind_loopback(addr).await?;
+            crate::health::serve_loopback(
                 listener,
                 self.state.metrics.clone(),
                 self.state.db.clone(),
@@ -204,7 +124,45 @@ impl App {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
+/// `moat serve`: the startup checks, then the application until SIGTERM/SIGINT.
+pub async fn main(vars: &Vars) -> ExitCode {
+    // Like the runner: its memory and /proc/<pid>/environ hold the keys and DATABASE_URL.
+    crate::os::non_dumpable("server");
+    let outcome = super::check::run(vars).await;
+    if !outcome.problems.is_empty() {
+        eprint!("{}", outcome.report());
+        return ExitCode::FAILURE;
+    }
+    let Some(config) = outcome.config else {
+        return ExitCode::FAILURE;
+    };
+    let environment = config.environment;
+    crate::os::raise_fd_limit(config.max_connections);
+    crate::db::warn_if_plaintext(&config.database, &config.listen);
+    let tls = config.tls.is_some();
+    let kid = config.signing_key.key_id();
+    let app = match App::build(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "moat cannot start");
+            eprintln!("moat: cannot start: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = app.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(%addr, tls, environment = ?environment, signing_kid = %kid, "moat listening on {addr}");
+    match app.run_until(shutdown_signal()).await {
+        Ok(()) => {
+            tracing::info!("moat stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Sweeps orphaned uploads (crash leftovers) at start and every 10 minutes;
 /// only entries older than an hour, so uploads in progress are never touched.
 async fn sweep_files(state: AppState, stop: CancellationToken) {
@@ -222,6 +180,7 @@ async fn sweep_files(state: AppState, stop: CancellationToken) {
     }
 }
 
+/// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

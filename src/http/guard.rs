@@ -16,43 +16,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::Either;
 use tower::{Layer, Service};
-use uuid::Uuid;
 
-use super::jwt::{PrincipalKind, SessionRef, TokenError};
-use super::scope::{Scope, Scopes};
-use super::verified::VerifiedTokens;
-use crate::http::ApiError;
-
-/// Who may call a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// No bearer token (health, login, refresh, logout, OAuth token endpoint).
-    Public,
-    /// Any valid access token.
-    Authenticated,
-    /// A valid access token carrying this scope.
-    Scope(Scope),
-}
-
-/// The authenticated caller of a request. Only [`enforce`] creates one.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub id: Uuid,
-    pub kind: PrincipalKind,
-    pub org: Uuid,
-    pub scopes: Scopes,
-    /// When the access token expires (unix seconds).
-    pub expires_at: i64,
-    /// What else ends the token's session early (its login session, its client secret).
-    pub session: SessionRef,
-}
-
-impl Caller {
-    /// `user:<id>` or `client:<id>`, as written in the audit log.
-    pub fn actor(&self) -> String {
-        format!("{}:{}", self.kind.as_str(), self.id)
-    }
-}
+use super::ApiError;
+use crate::identity::jwt::TokenError;
+use crate::identity::{Access, Caller, Scope, VerifiedTokens};
 
 /// The guard in front of one route: the verifier (shared by every route) and
 /// what this route requires. A hand-written layer rather than `from_fn`: the

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use quick_cache::sync::Cache;
 use sha2::{Digest, Sha256};
 
-use super::guard::Caller;
+use super::caller::Caller;
 use super::jwt::{API_AUDIENCE, AccessClaims, SessionRef, TokenError, TokenKeys};
 use super::scope::Scopes;
 
@@ -96,8 +96,8 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::auth::{PrincipalKind, Role};
     use crate::config::SigningKey;
+    use crate::identity::{PrincipalKind, Role};
 
     fn keys() -> Arc<TokenKeys> {
         Arc::new(TokenKeys::new(SigningKey::ephemeral(), Vec::new(), "https://moat.example.com".into()))

@@ -31,11 +31,11 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::auth::{Caller, PrincipalKind};
 use crate::config::database::Listen;
 use crate::db::Pool;
 use crate::db::listen::{self, Notification};
 use crate::db::tenant;
+use crate::identity::{Caller, PrincipalKind};
 use crate::runs::events::{CHANNEL_EVENTS, CHANNEL_REVOCATIONS};
 
 /// Events a subscriber may fall behind by before it must catch up from the table.
@@ -50,9 +50,9 @@ const POLL_ONLY: Duration = Duration::from_millis(250);
 /// How often every open socket's session is checked whatever NOTIFY said
 /// (the fallback; a revocation normally arrives as a notification in milliseconds).
 pub const RECHECK: Duration = Duration::from_secs(30);
-pub const READ_EVENTS: &str = include_str!("../../sql/ws/read_events.sql");
-pub const READ_NEW_EVENTS: &str = include_str!("../../sql/ws/read_new_events.sql");
-pub const MAX_SEQ: &str = include_str!("../../sql/ws/max_seq.sql");
+pub const READ_EVENTS: &str = include_str!("../../../sql/ws/read_events.sql");
+pub const READ_NEW_EVENTS: &str = include_str!("../../../sql/ws/read_new_events.sql");
+pub const MAX_SEQ: &str = include_str!("../../../sql/ws/max_seq.sql");
 
 /// One event as the socket sends it.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -19,9 +19,9 @@ use uuid::Uuid;
 
 use super::hub::{Frame, SessionKey, Watched, read_events};
 use super::{SocketSlot, WsClaims};
-use crate::AppState;
-use crate::auth::{Caller, Scope};
+use crate::identity::{Caller, Scope};
 use crate::runs::RunError;
+use crate::runs::RunsState;
 use crate::runs::commands;
 
 /// Largest text message accepted (larger → close 1009).
@@ -52,7 +52,7 @@ fn text(value: &Value) -> Message {
 }
 
 struct Connection {
-    state: AppState,
+    state: RunsState,
     ws: WebSocket,
     caller: Caller,
     conversation: Uuid,
@@ -212,7 +212,7 @@ fn reply(id: Option<Value>, result: Result<(), RunError>) -> Value {
 /// socket is doing then — replaying, or stuck writing to a peer that stopped
 /// reading — it is dropped.
 pub(super) async fn serve(
-    state: AppState,
+    state: RunsState,
     ws: WebSocket,
     caller: Caller,
     claims: WsClaims,
@@ -225,7 +225,7 @@ pub(super) async fn serve(
     let _ = tokio::time::timeout(deadline, run(state, ws, caller, claims, after, slot)).await;
 }
 
-async fn run(state: AppState, ws: WebSocket, caller: Caller, claims: WsClaims, after: Option<i64>, _slot: SocketSlot) {
+async fn run(state: RunsState, ws: WebSocket, caller: Caller, claims: WsClaims, after: Option<i64>, _slot: SocketSlot) {
     let conversation = claims.conv;
     let session_end = OffsetDateTime::from_unix_timestamp(claims.session_exp).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let until_expiry = (session_end - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
@@ -259,11 +259,16 @@ async fn run(state: AppState, ws: WebSocket, caller: Caller, claims: WsClaims, a
     let mut awaiting_pong = false;
     let (mut window_start, mut commands_in_window) = (tokio::time::Instant::now(), 0u32);
     let revoked = connection.watched.revoked.clone();
+    let shutdown = connection.state.shutdown.clone();
     loop {
         tokio::select! {
             biased;
             () = revoked.cancelled() => {
                 connection.close(REVOKED.0, REVOKED.1).await;
+                return;
+            }
+            () = shutdown.cancelled() => {
+                connection.close(1001, "shutting_down").await;
                 return;
             }
             () = &mut expiry => {
