@@ -15,14 +15,7 @@ use crate::db::tenant::{self, Lookup};
 use crate::identity::password::{self, random_secret};
 use crate::identity::{Role, Scopes, normalize_email};
 
-macro_rules! statements {
-    ($($name:ident => $file:literal),* $(,)?) => {
-        $(const $name: &str = include_str!(concat!("../sql/admin/", $file, ".sql"));)*
-        pub const STATEMENTS: &[(&str, &str)] = &[$((concat!("admin/", $file), $name)),*];
-    };
-}
-
-statements! {
+crate::db::statements! { "admin":
     INSERT_ORG => "insert_org",
     ORG_EXISTS => "org_exists",
     INSERT_USER => "insert_user",
@@ -70,17 +63,15 @@ fn known_scopes() -> String {
     crate::identity::Scope::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
 }
 
-impl From<tokio_postgres::Error> for AdminError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Self::Db(crate::db::describe_error(&e))
+impl From<crate::db::DbError> for AdminError {
+    fn from(e: crate::db::DbError) -> Self {
+        match e {
+            crate::db::DbError::Unavailable(cause) | crate::db::DbError::Failed(cause) => Self::Db(cause),
+        }
     }
 }
 
-impl From<deadpool_postgres::PoolError> for AdminError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        Self::Db(e.to_string())
-    }
-}
+crate::db::from_db_errors!(AdminError);
 
 impl From<password::HashError> for AdminError {
     fn from(e: password::HashError) -> Self {

@@ -23,9 +23,10 @@ use crate::http::{ApiError, Routes};
 use crate::identity::{Access, Caller, Scope};
 use axum::extract::FromRef;
 
-pub const INSERT_EVENT: &str = include_str!("../sql/audit/insert_event.sql");
-pub const LIST_EVENTS: &str = include_str!("../sql/audit/list_events.sql");
-pub const STATEMENTS: &[(&str, &str)] = &[("audit/insert_event", INSERT_EVENT), ("audit/list_events", LIST_EVENTS)];
+crate::db::statements! { "audit":
+    INSERT_EVENT => "insert_event",
+    LIST_EVENTS => "list_events",
+}
 
 /// One security event.
 #[derive(Debug, Clone)]

@@ -92,7 +92,6 @@ async fn scrape(State(state): State<HealthState>, caller: Caller) -> Result<Resp
     crate::db::tenant::begin(&mut client, caller.org, caller.principal()).await?.commit().await?;
     drop(client);
     let text = state.metrics.render(&state.db).await.map_err(|e| match e {
-        RenderError::Pool(e) => e.into(),
         RenderError::Db(e) => e.into(),
         RenderError::Encode => ApiError::internal(&e),
     })?;

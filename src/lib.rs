@@ -41,6 +41,7 @@
 //! | | [`tls`] | rustls server/client configuration (TLS 1.2 and 1.3 only) |
 //! | | [`problem`] | one failed startup check: what, why, the exact fix |
 //! | | [`devmode`] | the development-mode proof token and the single `DEV_BYPASS` logger |
+//! | | [`ids`] | typed ids (`OrgId`, `RunId`, …): UUIDs that cannot be mixed up |
 //!
 //! SQL lives in `sql/<capability>/`, migrations in `migrations/`.
 
@@ -75,6 +76,7 @@ pub mod crypto;
 pub mod db;
 pub mod devmode;
 pub mod egress;
+pub mod ids;
 pub mod problem;
 pub mod tls;
 

@@ -22,12 +22,13 @@ use sha2::Sha256;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::config::EncryptionKey;
-use crate::db::Pool;
+use crate::db::{DbError, Pool};
 
-pub const HIT: &str = include_str!("../sql/limits/hit.sql");
-pub const SUCCEED: &str = include_str!("../sql/limits/succeed.sql");
-pub const REFUND: &str = include_str!("../sql/limits/refund.sql");
-pub const STATEMENTS: &[(&str, &str)] = &[("limits/hit", HIT), ("limits/succeed", SUCCEED), ("limits/refund", REFUND)];
+crate::db::statements! { "limits":
+    HIT => "hit",
+    SUCCEED => "succeed",
+    REFUND => "refund",
+}
 
 /// One kind of limit (docs/security.md lists them).
 #[derive(Debug, Clone, Copy)]
@@ -129,7 +130,7 @@ impl Limiter {
     }
 
     /// Counts one attempt against every `(limit, key)` pair; limited if any is over.
-    pub async fn hit(&self, pool: &Pool, attempts: &[(Limit, &str)]) -> Result<Verdict, LimitError> {
+    pub async fn hit(&self, pool: &Pool, attempts: &[(Limit, &str)]) -> Result<Verdict, DbError> {
         let buckets: Vec<String> = attempts.iter().map(|(l, k)| self.bucket(l, k)).collect();
         let column = |f: fn(&Limit) -> f64| attempts.iter().map(|(l, _)| f(l)).collect::<Vec<f64>>();
         let windows = column(|l| l.window.as_secs_f64());
@@ -173,7 +174,7 @@ impl Limiter {
     /// and an earlier limit with a lockout gets it back (the attempt never
     /// reached the password check, so it is no failure of that bucket's — a
     /// refusal by the account ceiling cannot lock the owner's own address out).
-    pub async fn hit_in_order(&self, pool: &Pool, stages: &[(Limit, &str)]) -> Result<Verdict, LimitError> {
+    pub async fn hit_in_order(&self, pool: &Pool, stages: &[(Limit, &str)]) -> Result<Verdict, DbError> {
         for (i, stage) in stages.iter().enumerate() {
             if let limited @ Verdict::Limited { .. } = self.hit(pool, std::slice::from_ref(stage)).await? {
                 let client = pool.get().await?;
@@ -187,7 +188,7 @@ impl Limiter {
     }
 
     /// Clears the unsuccessful-attempt count and any lockout after a success.
-    pub async fn succeed(&self, pool: &Pool, limit: Limit, key: &str) -> Result<(), LimitError> {
+    pub async fn succeed(&self, pool: &Pool, limit: Limit, key: &str) -> Result<(), DbError> {
         let client = pool.get().await?;
         client.query_typed(SUCCEED, &[(&self.bucket(&limit, key), Type::TEXT)]).await?;
         Ok(())
@@ -199,14 +200,6 @@ fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(message);
     mac.finalize().into_bytes().into()
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LimitError {
-    #[error("no database connection for the rate limiter: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("the rate limiter's query failed: {}", crate::db::describe_error(.0))]
-    Db(#[from] tokio_postgres::Error),
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! used ws-token ids, sealed refresh-token copies past their grace window,
 //! anonymous audit events after 90 days).
 //!
-//! Each table is one [`STEPS`] entry: a `SECURITY DEFINER` function of its
+//! Each table is one [`steps`] entry: a `SECURITY DEFINER` function of its
 //! own, run as its own statement by the runtime role, so that one failing step
 //! never rolls back the others, and each is bounded (a batch, repeated while
 //! full, up to [`MAX_BATCHES`]). Safe with any number of instances: each step
@@ -26,23 +26,20 @@ use tokio_util::sync::CancellationToken;
 use crate::db::Pool;
 use crate::metrics::Metrics;
 
-macro_rules! steps {
-    ($($name:literal),* $(,)?) => {
-        /// Every purge step: `(name, statement)`; the name is the metric label and the SQL file.
-        pub const STEPS: &[(&str, &str)] = &[$(($name, include_str!(concat!("../sql/maintenance/", $name, ".sql")))),*];
-        pub const STATEMENTS: &[(&str, &str)] = &[$((concat!("maintenance/", $name), include_str!(concat!("../sql/maintenance/", $name, ".sql")))),*];
-    };
+crate::db::statements! { "maintenance":
+    RATE_LIMITS => "rate_limits",
+    REFRESH_FAMILIES => "refresh_families",
+    REFRESH_TOKENS => "refresh_tokens",
+    REFRESH_TOKENS_SEALED => "refresh_tokens_sealed",
+    OAUTH_STATES => "oauth_states",
+    WS_TOKENS_USED => "ws_tokens_used",
+    AUDIT_LOG_ANONYMOUS => "audit_log_anonymous",
 }
 
-steps!(
-    "rate_limits",
-    "refresh_families",
-    "refresh_tokens",
-    "refresh_tokens_sealed",
-    "oauth_states",
-    "ws_tokens_used",
-    "audit_log_anonymous",
-);
+/// Every purge step: `(name, statement)`; the name is the metric label and the SQL file.
+pub fn steps() -> impl Iterator<Item = (&'static str, &'static str)> {
+    STATEMENTS.iter().map(|(name, sql)| (name.trim_start_matches("maintenance/"), *sql))
+}
 
 /// Default for `MOAT_PURGE_INTERVAL`: how often each instance purges.
 pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
@@ -73,7 +70,7 @@ impl Round {
 /// One purge round: every step, each independently.
 pub async fn purge_once(pool: &Pool) -> Round {
     let mut round = Round::default();
-    for (name, sql) in STEPS {
+    for (name, sql) in steps() {
         match step(pool, sql).await {
             Ok(n) => round.purged.push((name, n)),
             Err(e) => round.failed.push((name, format!("{e:#}"))),
@@ -147,10 +144,10 @@ mod tests {
 
     #[test]
     fn every_step_has_its_statement() {
-        assert_eq!(STEPS.len(), STATEMENTS.len());
-        for ((name, sql), (registered, same)) in STEPS.iter().zip(STATEMENTS) {
+        assert_eq!(steps().count(), STATEMENTS.len());
+        for ((name, sql), (registered, same)) in steps().zip(STATEMENTS) {
             assert_eq!(format!("maintenance/{name}"), *registered);
-            assert_eq!(sql, same);
+            assert_eq!(sql, *same);
             assert!(sql.contains("AS purged"), "{name}");
         }
     }

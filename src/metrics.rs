@@ -22,8 +22,9 @@ use prometheus_client::registry::Registry;
 
 use crate::db::Pool;
 
-const RUN_COUNTS: &str = include_str!("../sql/metrics/run_counts.sql");
-pub const STATEMENTS: &[(&str, &str)] = &[("metrics/run_counts", RUN_COUNTS)];
+crate::db::statements! { "metrics":
+    RUN_COUNTS => "run_counts",
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
@@ -56,7 +57,7 @@ struct ProviderLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StepLabels {
-    /// A purge step (`crate::maintenance::STEPS`): a fixed set.
+    /// A purge step (`crate::maintenance::steps`): a fixed set.
     step: String,
 }
 
@@ -369,10 +370,10 @@ impl Metrics {
 /// Why a scrape failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    #[error("no database connection for the scrape-time gauges: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
     #[error("the scrape-time gauges could not be read: {0}")]
-    Db(#[from] tokio_postgres::Error),
+    Db(#[from] crate::db::DbError),
     #[error("the metrics could not be encoded")]
     Encode,
 }
+
+crate::db::from_db_errors!(RenderError);

@@ -18,9 +18,10 @@ use crate::http::{ApiError, Routes};
 use crate::identity::{Access, Caller, Scope};
 use axum::extract::FromRef;
 
-pub const LIST_USERS: &str = include_str!("../sql/users/list_users.sql");
-pub const GET_USER: &str = include_str!("../sql/users/get_user.sql");
-pub const STATEMENTS: &[(&str, &str)] = &[("users/list_users", LIST_USERS), ("users/get_user", GET_USER)];
+crate::db::statements! { "users":
+    LIST_USERS => "list_users",
+    GET_USER => "get_user",
+}
 
 pub fn routes<S>() -> Routes<S>
 where

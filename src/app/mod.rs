@@ -85,7 +85,7 @@ impl AppState {
     pub async fn new(config: Arc<Config>) -> anyhow::Result<Self> {
         let environment = if config.environment.dev_mode().is_some() { "development" } else { "production" };
         let metrics = Arc::new(crate::metrics::Metrics::new(environment));
-        metrics.purge_steps(crate::maintenance::STEPS.iter().map(|(step, _)| *step));
+        metrics.purge_steps(crate::maintenance::steps().map(|(step, _)| step));
         let db = config.database.pool(config.pool_size).map_err(anyhow::Error::msg)?;
         let db = db.with_wait_histogram(metrics.pool_wait_histogram());
         let issuer = config.public_url.origin().ascii_serialization();
@@ -191,7 +191,7 @@ impl AppState {
 /// against a freshly migrated database as the runtime role.
 pub fn statements() -> Vec<(&'static str, &'static str)> {
     [
-        crate::db::store::ALL,
+        crate::db::store::STATEMENTS,
         crate::auth::STATEMENTS,
         crate::admin::STATEMENTS,
         crate::audit::STATEMENTS,
@@ -200,7 +200,6 @@ pub fn statements() -> Vec<(&'static str, &'static str)> {
         crate::maintenance::STATEMENTS,
         crate::integrations::STATEMENTS,
         crate::runs::STATEMENTS,
-        crate::runs::ws::STATEMENTS,
         crate::files::STATEMENTS,
         crate::metrics::STATEMENTS,
     ]

@@ -3,6 +3,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::db::DbError;
 use crate::http::ApiError;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,38 +21,13 @@ pub enum AuthError {
     ForbiddenOrigin,
     #[error("invalid request: {0}")]
     Invalid(&'static str),
-    /// No database connection became free in time.
-    #[error("no database connection available")]
-    Unavailable,
+    #[error(transparent)]
+    Db(#[from] DbError),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
 
-impl From<tokio_postgres::Error> for AuthError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        if crate::db::connection_lost(&e) {
-            tracing::warn!(error = %crate::db::describe_error(&e), "the database connection was lost");
-            return Self::Unavailable;
-        }
-        Self::Internal(anyhow::Error::msg(crate::db::describe_error(&e)))
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for AuthError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        tracing::warn!(error = %e, "no database connection available");
-        Self::Unavailable
-    }
-}
-
-impl From<crate::limits::LimitError> for AuthError {
-    fn from(e: crate::limits::LimitError) -> Self {
-        match e {
-            crate::limits::LimitError::Pool(e) => e.into(),
-            crate::limits::LimitError::Db(e) => e.into(),
-        }
-    }
-}
+crate::db::from_db_errors!(AuthError);
 
 impl From<crate::identity::password::HashError> for AuthError {
     fn from(e: crate::identity::password::HashError) -> Self {
@@ -79,9 +55,7 @@ impl IntoResponse for AuthError {
                 "this request must come from Moat's own origin",
             ),
             Self::Invalid(message) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message),
-            Self::Unavailable => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is temporarily unavailable")
-            }
+            Self::Db(e) => e.into(),
             Self::Internal(e) => ApiError::internal(e.as_ref()),
         };
         error.into_response()

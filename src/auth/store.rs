@@ -1,14 +1,6 @@
 //! The SQL the `auth` capability runs, loaded from `sql/auth/`.
 
-macro_rules! statements {
-    ($($name:ident => $file:literal),* $(,)?) => {
-        $(pub const $name: &str = include_str!(concat!("../../sql/auth/", $file, ".sql"));)*
-        /// Every statement, so one test can `prepare` them all against a migrated database.
-        pub const STATEMENTS: &[(&str, &str)] = &[$((concat!("auth/", $file), $name)),*];
-    };
-}
-
-statements! {
+crate::db::statements! { "auth":
     FIND_USER_BY_EMAIL => "find_user_by_email",
     INSERT_FAMILY => "insert_family",
     INSERT_REFRESH_TOKEN => "insert_refresh_token",

@@ -1,10 +1,13 @@
 //! PostgreSQL: connection settings, the pool, migrations and the startup checks.
 //!
 //! Owns how Moat connects (TLS always verified when used), the embedded
-//! migrations ([`migrate`]), and the database half of the startup checks
-//! ([`checks`]). It never logs a connection string (it may hold a password).
+//! migrations ([`migrate`]), the database half of the startup checks
+//! ([`checks`]), tenant transactions ([`tenant`]), the one classification of
+//! database errors ([`DbError`]) and the one `statements!`
+//! macro every store registers its SQL with. It never logs a connection string (it may hold a password).
 
 pub mod checks;
+mod error;
 pub mod listen;
 pub mod migrate;
 pub mod pool;
@@ -17,6 +20,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
 
+pub use error::DbError;
 pub use pool::{Client, Pool, Pooler};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -244,6 +248,41 @@ fn libpq_compat(raw: &str) -> (String, Option<PathBuf>) {
         .collect();
     (parts.join(" "), ca_file)
 }
+
+/// One macro for every store: `statements! { "runs": GET_RUN => "get_run", …; "runner": … }`
+/// defines a constant per file of `sql/<dir>/<file>.sql` and `STATEMENTS`, the
+/// registry (`"<dir>/<file>"`, SQL) that one test prepares as the runtime role
+/// and checks against every file under `sql/`.
+macro_rules! statements {
+    ($($dir:literal: $($name:ident => $file:literal),* $(,)?);+ $(;)?) => {
+        $($(
+            pub const $name: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/", $dir, "/", $file, ".sql"));
+        )*)+
+        /// Every statement of this store, by name, for the test that prepares them all.
+        pub const STATEMENTS: &[(&str, &str)] = &[$($((concat!($dir, "/", $file), $name)),*),+];
+    };
+}
+pub(crate) use statements;
+
+/// `From<tokio_postgres::Error>` and `From<PoolError>` for error types that
+/// have `From<DbError>`: the driver's errors reach them only through
+/// [`DbError`]'s one classification, so `?` works on both.
+macro_rules! from_db_errors {
+    ($($t:ty),* $(,)?) => {$(
+        impl From<tokio_postgres::Error> for $t {
+            fn from(e: tokio_postgres::Error) -> Self {
+                Self::from($crate::db::DbError::from(e))
+            }
+        }
+
+        impl From<deadpool_postgres::PoolError> for $t {
+            fn from(e: deadpool_postgres::PoolError) -> Self {
+                Self::from($crate::db::DbError::from(e))
+            }
+        }
+    )*};
+}
+pub(crate) use from_db_errors;
 
 #[cfg(test)]
 mod tests {

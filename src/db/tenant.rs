@@ -20,8 +20,10 @@ pub enum TenantError {
     #[error("the caller is disabled or no longer exists")]
     Inactive,
     #[error(transparent)]
-    Db(#[from] tokio_postgres::Error),
+    Db(#[from] super::DbError),
 }
+
+super::from_db_errors!(TenantError);
 
 /// A pre-authentication key: the rows it matches, and only those, become visible.
 #[derive(Debug, Clone, Copy)]

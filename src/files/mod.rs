@@ -35,14 +35,7 @@ pub struct FilesState {
     pub disk: disk::Disk,
 }
 
-macro_rules! statements {
-    ($($name:ident => $file:literal),* $(,)?) => {
-        $(const $name: &str = include_str!(concat!("../../sql/files/", $file, ".sql"));)*
-        pub const STATEMENTS: &[(&str, &str)] = &[$((concat!("files/", $file), $name)),*];
-    };
-}
-
-statements! {
+crate::db::statements! { "files":
     INSERT_FILE => "insert_file",
     LIST_FILES => "list_files",
     GET_FILE => "get_file",
@@ -104,17 +97,13 @@ pub enum FileError {
     Api(#[from] ApiError),
 }
 
-impl From<tokio_postgres::Error> for FileError {
-    fn from(e: tokio_postgres::Error) -> Self {
+impl From<crate::db::DbError> for FileError {
+    fn from(e: crate::db::DbError) -> Self {
         Self::Api(e.into())
     }
 }
 
-impl From<deadpool_postgres::PoolError> for FileError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        Self::Api(e.into())
-    }
-}
+crate::db::from_db_errors!(FileError);
 
 impl From<tenant::TenantError> for FileError {
     fn from(e: tenant::TenantError) -> Self {

@@ -14,6 +14,9 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::db::DbError;
+use crate::db::tenant::TenantError;
+
 /// An error answered to the client. Internal causes are logged, never sent.
 #[derive(Debug, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -21,11 +24,30 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header (rate limits, an unavailable database, a busy lock).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// Adds `Retry-After: secs` (at least 1).
+    #[must_use]
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
+    }
+
+    /// 503 `unavailable`, `Retry-After: 1`: the database cannot be reached right now.
+    pub fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the service is temporarily unavailable; retry shortly",
+        )
+        .retry_after(1)
     }
 
     pub fn not_found() -> Self {
@@ -49,6 +71,9 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, Json(body(self.code, &self.message))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -143,30 +168,26 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
     }
 }
 
-impl From<tokio_postgres::Error> for ApiError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        if crate::db::connection_lost(&e) {
-            tracing::warn!(error = %crate::db::describe_error(&e), "the database connection was lost");
-            return Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is temporarily unavailable");
-        }
-        Self::internal(&std::io::Error::other(crate::db::describe_error(&e)))
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for ApiError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        tracing::error!(error = %e, "no database connection available");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is temporarily unavailable")
-    }
-}
-
-impl From<crate::db::tenant::TenantError> for ApiError {
-    fn from(e: crate::db::tenant::TenantError) -> Self {
+/// The one HTTP mapping of a database failure: unavailable → 503 with
+/// `Retry-After`; anything else → logged, answered as an opaque 500.
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
         match e {
-            crate::db::tenant::TenantError::Inactive => {
+            DbError::Unavailable(_) => Self::unavailable(),
+            DbError::Failed(_) => Self::internal(&e),
+        }
+    }
+}
+
+crate::db::from_db_errors!(ApiError);
+
+impl From<TenantError> for ApiError {
+    fn from(e: TenantError) -> Self {
+        match e {
+            TenantError::Inactive => {
                 Self::new(StatusCode::UNAUTHORIZED, "invalid_token", "the token's user or client is disabled")
             }
-            crate::db::tenant::TenantError::Db(e) => e.into(),
+            TenantError::Db(e) => e.into(),
         }
     }
 }

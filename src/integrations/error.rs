@@ -5,6 +5,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::db::DbError;
 use crate::http::ApiError;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,29 +37,13 @@ pub enum IntegrationError {
     ProviderDenied,
     #[error("invalid request: {0}")]
     Invalid(&'static str),
-    /// No database connection became free in time.
-    #[error("no database connection available")]
-    Unavailable,
+    #[error(transparent)]
+    Db(#[from] DbError),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
 
-impl From<tokio_postgres::Error> for IntegrationError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        if crate::db::connection_lost(&e) {
-            tracing::warn!(error = %crate::db::describe_error(&e), "the database connection was lost");
-            return Self::Unavailable;
-        }
-        Self::Internal(anyhow::Error::msg(crate::db::describe_error(&e)))
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for IntegrationError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        tracing::warn!(error = %e, "no database connection available");
-        Self::Unavailable
-    }
-}
+crate::db::from_db_errors!(IntegrationError);
 
 impl From<crate::db::tenant::TenantError> for IntegrationError {
     fn from(e: crate::db::tenant::TenantError) -> Self {
@@ -132,11 +117,7 @@ impl IntoResponse for IntegrationError {
                 "the provider did not authorize the connection",
             ),
             Self::Invalid(message) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message),
-            Self::Unavailable => {
-                let e =
-                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is busy; retry shortly");
-                return retry_after(e.into_response(), 1);
-            }
+            Self::Db(e) => e.into(),
             Self::Internal(e) => ApiError::internal(e.as_ref()),
         };
         error.into_response()

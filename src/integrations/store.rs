@@ -1,14 +1,6 @@
 //! The SQL the `integrations` capability runs, loaded from `sql/integrations/`.
 
-macro_rules! statements {
-    ($($name:ident => $file:literal),* $(,)?) => {
-        $(pub const $name: &str = include_str!(concat!("../../sql/integrations/", $file, ".sql"));)*
-        /// Every statement, so one test can `prepare` them all against a migrated database.
-        pub const STATEMENTS: &[(&str, &str)] = &[$((concat!("integrations/", $file), $name)),*];
-    };
-}
-
-statements! {
+crate::db::statements! { "integrations":
     READ_FAST => "read_fast",
     SET_LOCK_TIMEOUT => "set_lock_timeout",
     LOCK_INTEGRATION => "lock_integration",

@@ -458,7 +458,9 @@ fn token_error_code(e: &crate::integrations::IntegrationError) -> &'static str {
         E::NotFound => "not_found",
         E::CallerInactive => "creator_inactive",
         E::NeedsReauth => "needs_reauth",
-        E::ProviderUnavailable { .. } | E::RefreshBusy | E::Unavailable => "provider_unavailable",
+        E::ProviderUnavailable { .. } | E::RefreshBusy | E::Db(crate::db::DbError::Unavailable(_)) => {
+            "provider_unavailable"
+        }
         E::EgressRefused => "egress_refused",
         _ => "token_error",
     }

@@ -30,17 +30,13 @@ pub enum RunError {
     Api(#[from] ApiError),
 }
 
-impl From<tokio_postgres::Error> for RunError {
-    fn from(e: tokio_postgres::Error) -> Self {
+impl From<crate::db::DbError> for RunError {
+    fn from(e: crate::db::DbError) -> Self {
         Self::Api(e.into())
     }
 }
 
-impl From<deadpool_postgres::PoolError> for RunError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        Self::Api(e.into())
-    }
-}
+crate::db::from_db_errors!(RunError);
 
 impl From<crate::db::tenant::TenantError> for RunError {
     fn from(e: crate::db::tenant::TenantError) -> Self {

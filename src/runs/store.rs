@@ -1,12 +1,8 @@
-//! The SQL the `runs` capability and the runner run, from `sql/runs/` and `sql/runner/`.
+//! The SQL the `runs` capability, its WebSocket edge and the runner run,
+//! from `sql/runs/`, `sql/ws/` and `sql/runner/`.
 
-macro_rules! statements {
-    ($dir:literal: $($name:ident => $file:literal),* $(,)?) => {
-        $(pub const $name: &str = include_str!(concat!("../../sql/", $dir, "/", $file, ".sql"));)*
-    };
-}
-
-statements! { "runs":
+crate::db::statements! {
+"runs":
     INSERT_CONVERSATION => "insert_conversation",
     LIST_CONVERSATIONS => "list_conversations",
     GET_CONVERSATION => "get_conversation",
@@ -21,10 +17,8 @@ statements! { "runs":
     INSERT_COMMAND => "insert_command",
     NOTIFY => "notify",
     ANSWER_INPUT => "answer_input",
-    INPUT_STATUS => "input_status",
-}
-
-statements! { "runner":
+    INPUT_STATUS => "input_status";
+"runner":
     CLAIM_RUNS => "claim_runs",
     HEARTBEAT => "heartbeat",
     FINISH_RUN => "finish_run",
@@ -41,41 +35,10 @@ statements! { "runner":
     BEGIN_RUNNER => "begin",
     TOKEN_GRANT => "token_grant",
     QUEUE_WAIT => "queue_wait",
-    BATCH_APPLIED => "batch_applied",
+    BATCH_APPLIED => "batch_applied";
+"ws":
+    CONSUME_TOKEN => "consume_token",
+    READ_EVENTS => "read_events",
+    READ_NEW_EVENTS => "read_new_events",
+    MAX_SEQ => "max_seq",
 }
-
-/// Every statement, so one test can `prepare` them all against a migrated database.
-pub const STATEMENTS: &[(&str, &str)] = &[
-    ("runs/insert_conversation", INSERT_CONVERSATION),
-    ("runs/list_conversations", LIST_CONVERSATIONS),
-    ("runs/get_conversation", GET_CONVERSATION),
-    ("runs/insert_run", INSERT_RUN),
-    ("runs/get_run", GET_RUN),
-    ("runs/list_events", LIST_EVENTS),
-    ("runs/append_events", APPEND_EVENTS),
-    ("runs/append_run_events", APPEND_RUN_EVENTS),
-    ("runs/lock_run", LOCK_RUN),
-    ("runs/cancel_queued", CANCEL_QUEUED),
-    ("runs/pending_cancel", PENDING_CANCEL),
-    ("runs/insert_command", INSERT_COMMAND),
-    ("runs/notify", NOTIFY),
-    ("runs/answer_input", ANSWER_INPUT),
-    ("runs/input_status", INPUT_STATUS),
-    ("runner/claim_runs", CLAIM_RUNS),
-    ("runner/token_grant", TOKEN_GRANT),
-    ("runner/heartbeat", HEARTBEAT),
-    ("runner/finish_run", FINISH_RUN),
-    ("runner/requeue_run", REQUEUE_RUN),
-    ("runner/request_input", REQUEST_INPUT),
-    ("runner/set_status", SET_STATUS),
-    ("runner/command_by_id", COMMAND_BY_ID),
-    ("runner/apply_command", APPLY_COMMAND),
-    ("runner/pending_commands", PENDING_COMMANDS),
-    ("runner/advance_clock", ADVANCE_CLOCK),
-    ("runner/recover_runs", RECOVER_RUNS),
-    ("runner/apply_cancels", APPLY_CANCELS),
-    ("runner/queue_wait", QUEUE_WAIT),
-    ("runner/batch_applied", BATCH_APPLIED),
-    ("runner/expire_inputs", EXPIRE_INPUTS),
-    ("runner/begin", BEGIN_RUNNER),
-];

@@ -26,7 +26,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("process", &["runner"]),
     ("capability", &["admin", "auth", "files", "health", "integrations", "maintenance", "runs", "users", "web"]),
     ("toolkit", &["audit", "http", "identity", "limits", "metrics", "os", "sanitize", "telemetry"]),
-    ("foundation", &["config", "crypto", "db", "devmode", "egress", "problem", "tls"]),
+    ("foundation", &["config", "crypto", "db", "devmode", "egress", "ids", "problem", "tls"]),
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -236,8 +236,8 @@ async fn the_purge_functions_cannot_be_hijacked_with_temporary_tables() {
         ));
     }
     client.batch_execute(&sql).await.unwrap();
-    for (name, statement) in moat::maintenance::STEPS {
-        let purged = client.query_one(*statement, &[&10i32]).await;
+    for (name, statement) in moat::maintenance::steps() {
+        let purged = client.query_one(statement, &[&10i32]).await;
         assert!(purged.is_ok(), "{name}: {purged:?}");
     }
     client.query_one("SELECT moat_purge_expired(10)", &[]).await.unwrap();

@@ -23,6 +23,31 @@ async fn every_statement_prepares_as_the_runtime_role() {
     }
 }
 
+/// Every file under `sql/<dir>/` is registered (so the test above prepares it),
+/// exactly once, under its own name and with its own text; `sql/roles.sql` is
+/// the operator's script, not a statement.
+#[test]
+fn every_sql_file_is_registered() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
+    let mut files: Vec<(String, String)> = walkdir::WalkDir::new(&root)
+        .min_depth(2)
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "sql"))
+        .map(|e| {
+            let name = e.path().strip_prefix(&root).unwrap().with_extension("").to_string_lossy().replace('\\', "/");
+            (name, std::fs::read_to_string(e.path()).unwrap())
+        })
+        .collect();
+    files.sort();
+    let mut registered: Vec<(String, String)> =
+        moat::app::statements().into_iter().map(|(name, sql)| (name.to_owned(), sql.to_owned())).collect();
+    registered.sort();
+    let names = |list: &[(String, String)]| list.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&registered), names(&files), "sql/ files and registered statements differ");
+    assert_eq!(registered, files, "a registered statement is not its file's text");
+}
+
 #[tokio::test]
 async fn the_runtime_role_cannot_clear_the_dev_taint_or_rewrite_history() {
     let db = TestDb::migrated().await;
@@ -64,7 +89,7 @@ async fn every_table_has_a_documented_bound_or_purge() {
         .collect();
     assert!(missing.is_empty(), "tables without a documented bound or purge: {missing:?}");
     // Every purge step has its table's row.
-    for (step, _) in moat::maintenance::STEPS {
+    for (step, _) in moat::maintenance::steps() {
         assert!(section.contains(&format!("(`{step}`)")), "purge step {step} is not documented");
     }
 }

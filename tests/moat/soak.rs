@@ -306,7 +306,7 @@ async fn bounded_tables(db: &TestDb, serves: &[harness::process::Serving], token
                 .unwrap();
             let value = |series: &str| crate::maintenance::metric(&text, series);
             if value("moat_purge_last_success_timestamp_seconds").is_some_and(|t| t > checked_at + 1.0) {
-                for (step, _) in moat::maintenance::STEPS {
+                for (step, _) in moat::maintenance::steps() {
                     let rows = value(&format!("moat_purge_rows_total{{step=\"{step}\"}}")).unwrap_or(0.0);
                     *purged.entry((*step).to_owned()).or_default() += rows;
                 }

@@ -50,9 +50,7 @@ const POLL_ONLY: Duration = Duration::from_millis(250);
 /// How often every open socket's session is checked whatever NOTIFY said
 /// (the fallback; a revocation normally arrives as a notification in milliseconds).
 pub const RECHECK: Duration = Duration::from_secs(30);
-pub const READ_EVENTS: &str = include_str!("../../../sql/ws/read_events.sql");
-pub const READ_NEW_EVENTS: &str = include_str!("../../../sql/ws/read_new_events.sql");
-pub const MAX_SEQ: &str = include_str!("../../../sql/ws/max_seq.sql");
+use crate::runs::store::{MAX_SEQ, READ_EVENTS, READ_NEW_EVENTS};
 
 /// One event as the socket sends it.
 #[derive(Debug, Clone, serde::Serialize)]

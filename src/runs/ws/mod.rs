@@ -43,13 +43,6 @@ pub const WS_AUDIENCE: &str = "moat:ws";
 pub const TOKEN_TTL_SECS: i64 = 30;
 /// Concurrent sockets per principal on one instance.
 pub const MAX_SOCKETS_PER_PRINCIPAL: usize = 16;
-pub const CONSUME_TOKEN: &str = include_str!("../../../sql/ws/consume_token.sql");
-pub const STATEMENTS: &[(&str, &str)] = &[
-    ("ws/consume_token", CONSUME_TOKEN),
-    ("ws/read_events", hub::READ_EVENTS),
-    ("ws/read_new_events", hub::READ_NEW_EVENTS),
-    ("ws/max_seq", hub::MAX_SEQ),
-];
 
 /// The claims of a ws-token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -339,7 +332,7 @@ async fn consume(state: &RunsState, claims: &WsClaims) -> Result<bool, ApiError>
     let mut client = state.db.get().await?;
     let tx = client.transaction().await?;
     tenant::set_org(&tx, claims.org).await?;
-    let statement = tx.prepare_cached(CONSUME_TOKEN).await?;
+    let statement = tx.prepare_cached(crate::runs::store::CONSUME_TOKEN).await?;
     let fresh = tx.query_opt(&statement, &[&claims.jti, &claims.org, &(claims.exp as f64 + 60.0)]).await?.is_some();
     tx.commit().await?;
     Ok(fresh)
