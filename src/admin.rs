@@ -14,6 +14,7 @@ use crate::db::Pool;
 use crate::db::tenant::{self, Lookup};
 use crate::identity::password::{self, random_secret};
 use crate::identity::{Role, Scopes, normalize_email};
+use crate::ids::OrgId;
 
 crate::db::statements! { "admin":
     INSERT_ORG => "insert_org",
@@ -46,7 +47,7 @@ pub enum AdminError {
     #[error("a service client needs at least one scope")]
     NoScopes,
     #[error("no organization {0}")]
-    OrgNotFound(Uuid),
+    OrgNotFound(OrgId),
     #[error("no user with email {0}")]
     UserNotFound(String),
     #[error("no service client {0}")]
@@ -89,7 +90,7 @@ fn valid_name(name: &str) -> Result<&str, AdminError> {
 
 async fn record(
     tx: &Transaction<'_>,
-    org: Uuid,
+    org: OrgId,
     event: &'static str,
     subject: impl Into<String>,
 ) -> Result<(), AdminError> {
@@ -97,9 +98,9 @@ async fn record(
     Ok(())
 }
 
-pub async fn create_org(pool: &Pool, name: &str) -> Result<Uuid, AdminError> {
+pub async fn create_org(pool: &Pool, name: &str) -> Result<OrgId, AdminError> {
     let name = valid_name(name)?;
-    let id = Uuid::new_v4();
+    let id = OrgId(Uuid::new_v4());
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     tenant::set_org(&tx, id).await?;
@@ -116,11 +117,12 @@ pub fn generate_password() -> String {
 
 pub async fn create_user(
     pool: &Pool,
-    org: Uuid,
+    org: impl Into<OrgId>,
     email: &str,
     role: Role,
     password: String,
 ) -> Result<Uuid, AdminError> {
+    let org: OrgId = org.into();
     let normalized = normalize_email(email).ok_or_else(|| AdminError::InvalidEmail(email.to_owned()))?;
     let hash = checked_hash(password).await?;
     let mut client = pool.get().await?;
@@ -137,7 +139,13 @@ pub async fn create_user(
 }
 
 /// Creates a service client; returns its id and its secret (shown once, stored hashed).
-pub async fn create_client(pool: &Pool, org: Uuid, name: &str, scopes: &str) -> Result<(Uuid, String), AdminError> {
+pub async fn create_client(
+    pool: &Pool,
+    org: impl Into<OrgId>,
+    name: &str,
+    scopes: &str,
+) -> Result<(Uuid, String), AdminError> {
+    let org: OrgId = org.into();
     let name = valid_name(name)?;
     let scopes = Scopes::parse(scopes).map_err(AdminError::UnknownScope)?;
     if scopes.is_empty() {
@@ -225,16 +233,16 @@ async fn checked_hash(password: String) -> Result<String, AdminError> {
 
 /// The user with this normalized email and their organization, whose tenant
 /// context the transaction then runs in.
-async fn user_org(tx: &Transaction<'_>, normalized: &str) -> Result<(Uuid, Uuid), AdminError> {
+async fn user_org(tx: &Transaction<'_>, normalized: &str) -> Result<(Uuid, OrgId), AdminError> {
     tenant::set_lookup(tx, Lookup::Email(normalized)).await?;
     let row =
         tx.query_opt(FIND_USER_ORG, &[&normalized]).await?.ok_or(AdminError::UserNotFound(normalized.to_owned()))?;
-    let (id, org): (Uuid, Uuid) = (row.get("id"), row.get("org_id"));
+    let (id, org): (Uuid, OrgId) = (row.get("id"), row.get("org_id"));
     tenant::set_org(tx, org).await?;
     Ok((id, org))
 }
 
-async fn require_org(tx: &Transaction<'_>, org: Uuid) -> Result<(), AdminError> {
+async fn require_org(tx: &Transaction<'_>, org: OrgId) -> Result<(), AdminError> {
     tenant::set_org(tx, org).await?;
     if tx.query_one(ORG_EXISTS, &[&org]).await?.get::<_, bool>("exists") {
         Ok(())
@@ -243,11 +251,11 @@ async fn require_org(tx: &Transaction<'_>, org: Uuid) -> Result<(), AdminError> 
     }
 }
 
-async fn client_org(tx: &Transaction<'_>, client_id: &str) -> Result<(Uuid, Uuid), AdminError> {
+async fn client_org(tx: &Transaction<'_>, client_id: &str) -> Result<(Uuid, OrgId), AdminError> {
     let not_found = || AdminError::ClientNotFound(client_id.to_owned());
     let id = Uuid::parse_str(client_id.trim()).map_err(|_| not_found())?;
     tenant::set_lookup(tx, Lookup::Client(id)).await?;
-    let org: Uuid = tx.query_opt(FIND_CLIENT_ORG, &[&id]).await?.ok_or_else(not_found)?.get("org_id");
+    let org: OrgId = tx.query_opt(FIND_CLIENT_ORG, &[&id]).await?.ok_or_else(not_found)?.get("org_id");
     tenant::set_org(tx, org).await?;
     Ok((id, org))
 }

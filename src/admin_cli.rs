@@ -8,13 +8,13 @@ use std::io::{IsTerminal as _, Read as _};
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use uuid::Uuid;
 
 use crate::admin::{self, AdminError};
 use crate::config::Vars;
 use crate::db;
 use crate::db::Pool;
 use crate::identity::Role;
+use crate::ids::OrgId;
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -23,7 +23,7 @@ pub enum AdminCommand {
     /// Create a user; the password is read from standard input unless --generate-password.
     CreateUser {
         #[arg(long)]
-        org: Uuid,
+        org: OrgId,
         #[arg(long)]
         email: String,
         #[arg(long, value_enum, default_value = "member")]
@@ -35,7 +35,7 @@ pub enum AdminCommand {
     /// Create a service client; prints client_id and client_secret (shown once).
     CreateClient {
         #[arg(long)]
-        org: Uuid,
+        org: OrgId,
         #[arg(long)]
         name: String,
         /// Space-separated scopes, e.g. "conversations:read runs:write".

@@ -6,6 +6,7 @@
 //! and SELECT the table (migration V2). Never put a password, secret or token
 //! in an event.
 
+use crate::ids::OrgId;
 use std::net::IpAddr;
 
 use axum::Json;
@@ -32,7 +33,7 @@ crate::db::statements! { "audit":
 #[derive(Debug, Clone)]
 pub struct Event {
     /// `None` only when no organization is known (e.g. a login for an unknown email).
-    pub org: Option<Uuid>,
+    pub org: Option<OrgId>,
     /// `snake_case` name, e.g. `login_failed`.
     pub event: &'static str,
     /// Who did it: `user:<id>`, `client:<id>`, `cli`, or `anonymous`.
@@ -44,7 +45,7 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn new(org: Option<Uuid>, event: &'static str, actor: impl Into<String>) -> Self {
+    pub fn new(org: Option<OrgId>, event: &'static str, actor: impl Into<String>) -> Self {
         Self { org, event, actor: actor.into(), subject: None, ip: None, detail: Value::Object(Default::default()) }
     }
 

@@ -19,6 +19,12 @@ macro_rules! ids {
         #[postgres(transparent)]
         pub struct $name(pub Uuid);
 
+        impl $name {
+            /// The nil id: stands for "none known" where the same round trips
+            /// must run either way (a login for an unknown email).
+            pub const NIL: Self = Self(Uuid::nil());
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 self.0.fmt(f)

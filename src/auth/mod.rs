@@ -26,6 +26,7 @@ use crate::crypto::Sealer;
 use crate::db::Pool;
 use crate::identity::TokenKeys;
 use crate::identity::password::Hasher;
+use crate::ids::OrgId;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
 
@@ -70,7 +71,8 @@ pub(crate) struct Api;
 struct Me {
     id: Uuid,
     kind: PrincipalKind,
-    org: Uuid,
+    #[schema(value_type = Uuid)]
+    org: OrgId,
     scopes: Vec<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     email: Option<String>,

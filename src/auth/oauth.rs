@@ -25,6 +25,7 @@ use crate::db::tenant::{self, Lookup};
 use crate::http::ClientIp;
 use crate::identity::password;
 use crate::identity::{PrincipalKind, Scope, Scopes, SessionRef};
+use crate::ids::OrgId;
 use crate::limits::{self, TOKEN_PER_CLIENT, TOKEN_PER_IP, Verdict};
 
 /// An RFC 6749 §5.2 error.
@@ -208,7 +209,7 @@ async fn issue(
     };
     let stored = client_row.as_ref().map_or_else(|| state.hasher.dummy().to_owned(), |r| r.get("secret_hash"));
     let matches = state.hasher.verify(secret, stored).await.map_err(internal)?;
-    let known = client_row.as_ref().map(|r| (r.get::<_, Uuid>("org_id"), r.get::<_, bool>("disabled")));
+    let known = client_row.as_ref().map(|r| (r.get::<_, OrgId>("org_id"), r.get::<_, bool>("disabled")));
     let Some(row) = client_row.filter(|r| matches && !r.get::<_, bool>("disabled")) else {
         let reason = match known {
             None => "unknown_client",
@@ -236,7 +237,7 @@ async fn issue(
             "none of the requested scopes is granted",
         ));
     }
-    let (id, org): (Uuid, Uuid) = (row.get("id"), row.get("org_id"));
+    let (id, org): (Uuid, OrgId) = (row.get("id"), row.get("org_id"));
     let generation = SessionRef { sid: None, generation: Some(row.get("secret_generation")) };
     let mut access = state
         .tokens
@@ -256,7 +257,7 @@ async fn record(state: &AuthState, event: &Event) -> anyhow::Result<()> {
     let mut db = state.db.get().await?;
     let tx = db.transaction().await?;
     // The same round trips whether or not the organization is known.
-    tenant::set_org(&tx, event.org.unwrap_or_default()).await?;
+    tenant::set_org(&tx, event.org.unwrap_or(OrgId::NIL)).await?;
     audit::record(&tx, event).await?;
     tx.commit().await?;
     Ok(())

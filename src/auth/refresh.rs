@@ -28,6 +28,7 @@ use super::store;
 use crate::crypto::Sealer;
 use crate::db::tenant::{self, Lookup};
 use crate::identity::Role;
+use crate::ids::OrgId;
 
 /// A session ends this long after login, however often it is refreshed.
 pub const SESSION_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -45,11 +46,11 @@ pub struct Policy {
 #[derive(Debug)]
 pub enum Rotation {
     /// A valid token: here is the user and the token to send back.
-    Rotated { user: Uuid, org: Uuid, family: Uuid, role: Role, token: String },
+    Rotated { user: Uuid, org: OrgId, family: Uuid, role: Role, token: String },
     /// Unknown, expired, revoked, or its user is disabled.
     Refused,
     /// A rotated token presented again outside the grace window: the family is now revoked.
-    Reused { user: Uuid, org: Uuid },
+    Reused { user: Uuid, org: OrgId },
 }
 
 pub fn hash(token: &str) -> [u8; 32] {
@@ -95,7 +96,7 @@ fn aad(id: Uuid) -> Vec<u8> {
 pub async fn start(
     tx: &Transaction<'_>,
     sealer: &Sealer,
-    org: Uuid,
+    org: OrgId,
     user: Uuid,
     policy: Policy,
 ) -> anyhow::Result<(Uuid, String)> {
@@ -109,7 +110,7 @@ pub async fn start(
 /// A family, as a new token needs it.
 struct Family {
     id: Uuid,
-    org: Uuid,
+    org: OrgId,
     tag: [u8; TAG_LEN],
 }
 
@@ -148,7 +149,7 @@ pub async fn rotate(
     let Some(token) = tx.query_opt(&statement, &[&hashed.to_vec(), &grace]).await? else {
         return reused_by_tag(tx, presented).await;
     };
-    let (id, family, org): (Uuid, Uuid, Uuid) = (token.get("id"), token.get("family_id"), token.get("org_id"));
+    let (id, family, org): (Uuid, Uuid, OrgId) = (token.get("id"), token.get("family_id"), token.get("org_id"));
     tenant::set_org(tx, org).await?;
     let statement = tx.prepare_cached(store::LOCK_FAMILY).await?;
     let Some(fam) = tx.query_opt(&statement, &[&family, &org]).await? else {
@@ -186,7 +187,7 @@ pub async fn rotate(
 async fn family_tag(
     tx: &Transaction<'_>,
     family: Uuid,
-    org: Uuid,
+    org: OrgId,
     presented: &str,
     stored: Option<Vec<u8>>,
 ) -> anyhow::Result<[u8; TAG_LEN]> {
@@ -226,7 +227,7 @@ async fn reused_by_tag(tx: &Transaction<'_>, presented: &str) -> anyhow::Result<
 }
 
 /// The family (and organization, now set on `tx`) a presented token's tag names.
-async fn family_by_tag(tx: &Transaction<'_>, presented: &str) -> anyhow::Result<Option<(Uuid, Uuid)>> {
+async fn family_by_tag(tx: &Transaction<'_>, presented: &str) -> anyhow::Result<Option<(Uuid, OrgId)>> {
     let Some(tag) = tag_of(presented) else {
         return Ok(None);
     };
@@ -236,7 +237,7 @@ async fn family_by_tag(tx: &Transaction<'_>, presented: &str) -> anyhow::Result<
     let Some(row) = tx.query_opt(&statement, &[&hashed.to_vec()]).await? else {
         return Ok(None);
     };
-    let (family, org): (Uuid, Uuid) = (row.get("id"), row.get("org_id"));
+    let (family, org): (Uuid, OrgId) = (row.get("id"), row.get("org_id"));
     tenant::set_org(tx, org).await?;
     Ok(Some((family, org)))
 }
@@ -246,7 +247,7 @@ async fn current_token(
     tx: &Transaction<'_>,
     sealer: &Sealer,
     family: Uuid,
-    org: Uuid,
+    org: OrgId,
     grace: f64,
 ) -> anyhow::Result<Option<String>> {
     let statement = tx.prepare_cached(store::CURRENT_FAMILY_TOKEN).await?;
@@ -259,7 +260,7 @@ async fn current_token(
 }
 
 /// Revokes the family of `presented` (logout). Returns its org and user, if the token was known.
-pub async fn revoke(tx: &Transaction<'_>, presented: &str) -> anyhow::Result<Option<(Uuid, Uuid)>> {
+pub async fn revoke(tx: &Transaction<'_>, presented: &str) -> anyhow::Result<Option<(OrgId, Uuid)>> {
     if presented.is_empty() || presented.len() > MAX_TOKEN_LEN {
         return Ok(None);
     }
@@ -268,7 +269,7 @@ pub async fn revoke(tx: &Transaction<'_>, presented: &str) -> anyhow::Result<Opt
     let statement = tx.prepare_cached(store::FIND_REFRESH_TOKEN).await?;
     let (family, org) = match tx.query_opt(&statement, &[&hashed.to_vec(), &0f64]).await? {
         Some(token) => {
-            let (family, org): (Uuid, Uuid) = (token.get("family_id"), token.get("org_id"));
+            let (family, org): (Uuid, OrgId) = (token.get("family_id"), token.get("org_id"));
             tenant::set_org(tx, org).await?;
             (family, org)
         }
@@ -284,7 +285,7 @@ pub async fn revoke(tx: &Transaction<'_>, presented: &str) -> anyhow::Result<Opt
     Ok(user.map(|user| (org, user)))
 }
 
-async fn revoke_family(tx: &Transaction<'_>, family: Uuid, org: Uuid, reason: &str) -> anyhow::Result<()> {
+async fn revoke_family(tx: &Transaction<'_>, family: Uuid, org: OrgId, reason: &str) -> anyhow::Result<()> {
     let statement = tx.prepare_cached(store::REVOKE_FAMILY).await?;
     tx.execute(&statement, &[&family, &org, &reason]).await?;
     Ok(())

@@ -21,6 +21,7 @@ use super::refresh::{self, Policy, Rotation};
 use super::store;
 use crate::identity::password;
 use crate::identity::{PrincipalKind, Role, SessionRef, normalize_email};
+use crate::ids::OrgId;
 
 use super::AuthState;
 use crate::audit::{self, Event};
@@ -88,12 +89,12 @@ pub(super) async fn login(
     let mut client = state.db.get().await?;
     let tx = client.transaction().await?;
     // Every failure takes the same round trips, whether or not the account exists.
-    let org = user.as_ref().map(|row| row.get::<_, Uuid>("org_id"));
-    tenant::set_org(&tx, org.unwrap_or_default()).await?;
+    let org = user.as_ref().map(|row| row.get::<_, OrgId>("org_id"));
+    tenant::set_org(&tx, org.unwrap_or(OrgId::NIL)).await?;
     let outcome = match &user {
         Some(row) if matches && !row.get::<_, bool>("disabled") => {
             let id: Uuid = row.get("id");
-            let org = org.unwrap_or_default();
+            let org = org.unwrap_or(OrgId::NIL);
             let role = Role::parse(row.get("role")).ok_or_else(|| anyhow::anyhow!("unknown role in users"))?;
             let (family, token) = refresh::start(&tx, &state.sealer, org, id, policy(&state)).await?;
             let event = Event::new(Some(org), "login_succeeded", format!("user:{id}")).subject(subject).ip(ip);
@@ -186,7 +187,7 @@ pub(super) async fn logout(
 /// A signed-in user's session, as its access tokens name it.
 struct Session {
     user: Uuid,
-    org: Uuid,
+    org: OrgId,
     role: Role,
     /// The refresh family: ending it (logout, reuse, password reset) ends the access tokens too.
     family: Uuid,

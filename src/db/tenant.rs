@@ -12,6 +12,8 @@ use deadpool_postgres::Transaction;
 use super::Client;
 use uuid::Uuid;
 
+use crate::ids::OrgId;
+
 use super::store;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +58,7 @@ pub struct Principal {
 /// is still alive (principal enabled, login session or client secret not revoked).
 pub async fn begin<'a>(
     client: &'a mut Client,
-    org: Uuid,
+    org: OrgId,
     principal: Principal,
 ) -> Result<Transaction<'a>, TenantError> {
     let tx = client.transaction().await?;
@@ -70,7 +72,7 @@ pub async fn begin<'a>(
 }
 
 /// Sets the organization for the rest of `tx` (after a lookup found it, or for admin commands).
-pub async fn set_org(tx: &Transaction<'_>, org: Uuid) -> Result<(), tokio_postgres::Error> {
+pub async fn set_org(tx: &Transaction<'_>, org: OrgId) -> Result<(), tokio_postgres::Error> {
     set_local(tx, "moat.org_id", &org.to_string()).await
 }
 

@@ -7,6 +7,7 @@
 //! refused. Writes go to a temporary file in the same folder, are fsynced,
 //! then renamed into place (atomic); the folder is fsynced too.
 
+use crate::ids::OrgId;
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
 use std::path::{Component, Path, PathBuf};
@@ -43,7 +44,7 @@ impl Disk {
 
     /// The organization's folder, created on first use; refused unless it is
     /// a real directory directly under the root.
-    fn org_dir(&self, org: Uuid) -> Result<PathBuf, DiskError> {
+    fn org_dir(&self, org: OrgId) -> Result<PathBuf, DiskError> {
         let dir = self.root.join(org.to_string());
         match std::fs::symlink_metadata(&dir) {
             Ok(meta) if meta.file_type().is_dir() => {}
@@ -65,12 +66,12 @@ impl Disk {
     }
 
     /// `name` inside the organization's folder, verified (see [`contained`]).
-    fn path(&self, org: Uuid, name: &str) -> Result<PathBuf, DiskError> {
+    fn path(&self, org: OrgId, name: &str) -> Result<PathBuf, DiskError> {
         contained(&self.org_dir(org)?, name)
     }
 
     /// Starts an upload into `org`'s folder, bounded to `max` bytes.
-    pub async fn begin(&self, org: Uuid, max: u64) -> Result<Upload, DiskError> {
+    pub async fn begin(&self, org: OrgId, max: u64) -> Result<Upload, DiskError> {
         let temp = self.path(org, &format!("{TEMP_PREFIX}{}", Uuid::new_v4()))?;
         let file = tokio::fs::OpenOptions::new()
             .write(true)
@@ -83,7 +84,7 @@ impl Disk {
     }
 
     /// Moves a finished upload into place as `id`.
-    pub async fn commit(&self, org: Uuid, id: Uuid, mut upload: Upload) -> Result<(u64, String), DiskError> {
+    pub async fn commit(&self, org: OrgId, id: Uuid, mut upload: Upload) -> Result<(u64, String), DiskError> {
         let target = self.path(org, &id.to_string())?;
         let mut file = upload.file.take().ok_or_else(|| DiskError::Escape(upload.temp.clone()))?;
         file.flush().await?;
@@ -100,7 +101,7 @@ impl Disk {
     }
 
     /// Opens a stored file for reading, refusing anything but a plain file.
-    pub async fn open(&self, org: Uuid, id: Uuid) -> Result<tokio::fs::File, DiskError> {
+    pub async fn open(&self, org: OrgId, id: Uuid) -> Result<tokio::fs::File, DiskError> {
         let path = self.path(org, &id.to_string())?;
         // O_NONBLOCK: a FIFO planted in the folder must not hang the open (it is
         // then refused as not a regular file).
@@ -119,7 +120,7 @@ impl Disk {
     }
 
     /// Removes a stored file (after its row is gone); a missing file is fine.
-    pub async fn remove(&self, org: Uuid, id: Uuid) -> Result<(), DiskError> {
+    pub async fn remove(&self, org: OrgId, id: Uuid) -> Result<(), DiskError> {
         match tokio::fs::remove_file(self.path(org, &id.to_string())?).await {
             Err(e) if e.kind() != ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
@@ -128,11 +129,11 @@ impl Disk {
 
     /// Everything in the organization folders that is not a known file:
     /// `(org, path, id if the name is a file id)`, for entries older than `min_age`.
-    pub fn candidates(&self, min_age: Duration) -> Result<Vec<(Uuid, PathBuf, Option<Uuid>)>, DiskError> {
+    pub fn candidates(&self, min_age: Duration) -> Result<Vec<(OrgId, PathBuf, Option<Uuid>)>, DiskError> {
         let now = SystemTime::now();
         let mut found = Vec::new();
         for org_entry in std::fs::read_dir(&self.root)?.flatten() {
-            let Some(org) = org_entry.file_name().to_str().and_then(|n| Uuid::parse_str(n).ok()) else { continue };
+            let Some(org) = org_entry.file_name().to_str().and_then(|n| n.parse::<OrgId>().ok()) else { continue };
             let Ok(dir) = self.org_dir(org) else { continue };
             for entry in std::fs::read_dir(&dir)?.flatten() {
                 let Ok(meta) = entry.path().symlink_metadata() else { continue };
@@ -254,7 +255,7 @@ mod tests {
     async fn a_symlink_in_the_folder_is_refused_and_uploads_are_atomic() -> Result<(), Box<dyn std::error::Error>> {
         let root = tempfile::tempdir()?;
         let disk = Disk::new(std::fs::canonicalize(root.path())?);
-        let org = Uuid::new_v4();
+        let org = OrgId(Uuid::new_v4());
         let mut upload = disk.begin(org, 10).await?;
         upload.write(b"hello").await?;
         let id = Uuid::new_v4();
@@ -277,7 +278,7 @@ mod tests {
         let opened = tokio::time::timeout(std::time::Duration::from_secs(5), disk.open(org, fifo)).await?;
         assert!(matches!(opened, Err(DiskError::Escape(_))));
         // An organization folder that is a symlink is refused.
-        let other = Uuid::new_v4();
+        let other = OrgId(Uuid::new_v4());
         std::os::unix::fs::symlink("/tmp", root.path().join(other.to_string()))?;
         assert!(matches!(disk.open(other, id).await, Err(DiskError::Escape(_))));
         Ok(())

@@ -24,6 +24,7 @@ use crate::db::tenant;
 use crate::http::pagination::{Cursor, Page, Paged};
 use crate::http::{ApiError, Routes};
 use crate::identity::{Access, Caller, Scope};
+use crate::ids::OrgId;
 use disk::DiskError;
 
 /// What the files API needs.
@@ -330,7 +331,7 @@ pub async fn sweep(disk: &disk::Disk, pool: &crate::db::Pool, min_age: Duration)
         let disk = disk.clone();
         tokio::task::spawn_blocking(move || disk.candidates(min_age)).await??
     };
-    let mut by_org: std::collections::BTreeMap<Uuid, Vec<(std::path::PathBuf, Option<Uuid>)>> = Default::default();
+    let mut by_org: std::collections::BTreeMap<OrgId, Vec<(std::path::PathBuf, Option<Uuid>)>> = Default::default();
     for (org, path, id) in candidates {
         by_org.entry(org).or_default().push((path, id));
     }

@@ -21,6 +21,7 @@ pub mod guard;
 mod headers;
 pub mod openapi;
 pub mod pagination;
+mod path;
 pub mod request_id;
 mod routes;
 
@@ -36,6 +37,7 @@ use tower_http::timeout::TimeoutLayer;
 pub use client_ip::{ClientIp, resolve as resolve_client_ip};
 pub use edge::{EdgeState, method_label};
 pub use error::{ApiError, ApiJson};
+pub use path::PathId;
 pub use routes::{RouteInfo, Routes};
 
 use crate::identity::TokenKeys;

@@ -23,7 +23,7 @@ pub enum Access {
 pub struct Caller {
     pub id: Uuid,
     pub kind: PrincipalKind,
-    pub org: Uuid,
+    pub org: crate::ids::OrgId,
     pub scopes: Scopes,
     /// When the access token expires (unix seconds).
     pub expires_at: i64,

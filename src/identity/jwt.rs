@@ -160,7 +160,7 @@ impl TokenKeys {
         ttl: Duration,
         kind: PrincipalKind,
         id: Uuid,
-        org: Uuid,
+        org: crate::ids::OrgId,
         scopes: &Scopes,
         session: SessionRef,
     ) -> Result<AccessToken, jsonwebtoken::errors::Error> {
@@ -170,7 +170,7 @@ impl TokenKeys {
             iss: self.issuer.clone(),
             aud: API_AUDIENCE.to_owned(),
             sub: id,
-            org,
+            org: org.0,
             scope: scopes.to_string(),
             iat: now,
             exp: now.saturating_add(ttl_secs),

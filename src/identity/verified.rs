@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 use super::caller::Caller;
 use super::jwt::{API_AUDIENCE, AccessClaims, SessionRef, TokenError, TokenKeys};
 use super::scope::Scopes;
+use crate::ids::OrgId;
 
 /// Tokens remembered at most (≈ 150 bytes each, so about 1.5 MiB). Beyond it
 /// the least recently used are forgotten and simply verified again.
@@ -71,8 +72,14 @@ impl VerifiedTokens {
         let claims = self.keys.verify::<AccessClaims>(token, API_AUDIENCE)?;
         let scopes = Scopes::parse(&claims.scope).map_err(|_| TokenError::Invalid("unknown scope".into()))?;
         let session = SessionRef { sid: claims.sid, generation: claims.secret_gen };
-        let caller =
-            Caller { id: claims.sub, kind: claims.kind, org: claims.org, scopes, expires_at: claims.exp, session };
+        let caller = Caller {
+            id: claims.sub,
+            kind: claims.kind,
+            org: OrgId(claims.org),
+            scopes,
+            expires_at: claims.exp,
+            session,
+        };
         if caller.expires_at > now {
             self.verified.insert(key, caller.clone());
         }
@@ -105,9 +112,16 @@ mod tests {
 
     fn token(keys: &TokenKeys, ttl: Duration) -> String {
         let scopes = Role::Member.scopes();
-        keys.mint_access(ttl, PrincipalKind::User, Uuid::new_v4(), Uuid::new_v4(), &scopes, SessionRef::default())
-            .map(|t| t.access_token)
-            .unwrap_or_default()
+        keys.mint_access(
+            ttl,
+            PrincipalKind::User,
+            Uuid::new_v4(),
+            crate::ids::OrgId(Uuid::new_v4()),
+            &scopes,
+            SessionRef::default(),
+        )
+        .map(|t| t.access_token)
+        .unwrap_or_default()
     }
 
     fn now() -> i64 {
@@ -177,7 +191,7 @@ mod tests {
         let caller = Caller {
             id: Uuid::new_v4(),
             kind: PrincipalKind::User,
-            org: Uuid::new_v4(),
+            org: crate::ids::OrgId(Uuid::new_v4()),
             scopes: Role::Admin.scopes(),
             expires_at: now() - 60,
             session: SessionRef::default(),

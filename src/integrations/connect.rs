@@ -33,6 +33,7 @@ use crate::db::tenant::{self, Lookup};
 use crate::http::cookies;
 use crate::identity::password::random_secret;
 use crate::identity::{Caller, PrincipalKind, Scopes, SessionRef};
+use crate::ids::OrgId;
 
 /// How long a started connect flow stays usable (also the cookie's lifetime).
 const FLOW_TTL_SECS: i64 = 600;
@@ -212,7 +213,7 @@ pub(super) async fn callback(
 
 /// The consumed flow.
 struct Flow {
-    org: Uuid,
+    org: OrgId,
     created_by: String,
     /// The session that started the flow (checked again when it completes).
     session: SessionRef,
@@ -380,7 +381,7 @@ async fn store(
 }
 
 /// The principal (and session) that started a flow, from its `user:<id>` / `client:<id>` actor string.
-fn starter(org: Uuid, actor: &str, session: SessionRef) -> Result<Caller, IntegrationError> {
+fn starter(org: OrgId, actor: &str, session: SessionRef) -> Result<Caller, IntegrationError> {
     let bad = || IntegrationError::Internal(anyhow::anyhow!("unreadable flow starter {actor:?}"));
     let (kind, id) = actor.split_once(':').ok_or_else(bad)?;
     let kind = match kind {

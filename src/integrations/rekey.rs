@@ -19,11 +19,12 @@ use super::store;
 use crate::crypto::Sealer;
 use crate::db::Pool;
 use crate::db::tenant;
+use crate::ids::OrgId;
 
 /// One organization's progress, reported after each batch.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
-    pub org: Uuid,
+    pub org: OrgId,
     pub rekeyed: u64,
     pub remaining: i64,
 }
@@ -31,7 +32,7 @@ pub struct Progress {
 /// Re-encrypts every integration not yet under the current key; returns how many.
 pub async fn rotate(pool: &Pool, sealer: &Sealer, batch: i64, mut report: impl FnMut(Progress)) -> anyhow::Result<u64> {
     let current = sealer.key_id();
-    let orgs: Vec<Uuid> = {
+    let orgs: Vec<OrgId> = {
         let client = pool.get().await?;
         client.query_typed(store::ORG_IDS, &[]).await?.iter().map(|r| r.get("id")).collect()
     };
@@ -61,7 +62,7 @@ struct Batch {
 
 /// One page of stale ids, each re-sealed in a short transaction of its own (so a
 /// batch never accumulates locks, and a refresh never waits long behind it).
-async fn rekey_batch(pool: &Pool, sealer: &Sealer, org: Uuid, current: &str, batch: i64) -> anyhow::Result<Batch> {
+async fn rekey_batch(pool: &Pool, sealer: &Sealer, org: OrgId, current: &str, batch: i64) -> anyhow::Result<Batch> {
     let mut client = pool.get().await?;
     let ids: Vec<Uuid> = {
         let tx = client.transaction().await?;

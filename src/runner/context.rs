@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::db::Pool;
+use crate::ids::OrgId;
 use crate::runs::events::{self, Kind, NewEvent};
 use crate::runs::store;
 use crate::sanitize::{sanitize, sanitize_value};
@@ -26,7 +27,7 @@ const IDLE_IN_TRANSACTION: &str = "5s";
 
 /// Starts a runner transaction's context: the run's organization and the
 /// idle bound, both transaction-local (so it works behind a pooler), one round trip.
-pub(super) async fn scope(tx: &deadpool_postgres::Transaction<'_>, org: Uuid) -> Result<(), tokio_postgres::Error> {
+pub(super) async fn scope(tx: &deadpool_postgres::Transaction<'_>, org: OrgId) -> Result<(), tokio_postgres::Error> {
     let statement = tx.prepare_cached(store::BEGIN_RUNNER).await?;
     tx.query_one(&statement, &[&org.to_string(), &IDLE_IN_TRANSACTION]).await.map(|_| ())
 }
@@ -66,7 +67,7 @@ impl From<deadpool_postgres::PoolError> for AgentError {
 #[derive(Debug, Clone, Copy)]
 pub struct RunRef {
     pub run: Uuid,
-    pub org: Uuid,
+    pub org: OrgId,
     pub conversation: Uuid,
     pub epoch: i64,
 }

@@ -34,13 +34,14 @@ pub use context::{AgentError, Answer, RunContext};
 use crate::config::runner::RunnerConfig;
 use crate::db::Pool;
 use crate::db::listen::{self, Notification};
+use crate::ids::OrgId;
 use crate::runs::events::{CHANNEL_COMMANDS, CHANNEL_RUNS};
 use crate::runs::{recovery, store};
 
 /// What the dispatcher needs to reach one of this runner's runs.
 #[derive(Clone)]
 struct Handle {
-    org: Uuid,
+    org: OrgId,
     cancel: CancellationToken,
     answers: mpsc::UnboundedSender<Answer>,
 }
@@ -242,7 +243,12 @@ async fn dispatch(shared: &Shared, run: Uuid, command: Uuid) {
 }
 
 /// An unapplied command of `run`: its kind and payload.
-async fn read_command(shared: &Shared, org: Uuid, run: Uuid, command: Uuid) -> anyhow::Result<Option<(String, Value)>> {
+async fn read_command(
+    shared: &Shared,
+    org: OrgId,
+    run: Uuid,
+    command: Uuid,
+) -> anyhow::Result<Option<(String, Value)>> {
     let mut client = shared.pool.get().await?;
     let tx = client.transaction().await?;
     context::scope(&tx, org).await?;

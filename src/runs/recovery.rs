@@ -27,6 +27,7 @@ use super::events::{self, Kind, NewEvent};
 use super::store;
 use crate::db::Pool;
 use crate::db::tenant;
+use crate::ids::OrgId;
 
 /// How often each instance looks for stale runs (and advances the database clock).
 pub const INTERVAL: Duration = Duration::from_secs(1);
@@ -43,7 +44,7 @@ pub async fn recover_once(pool: &Pool) -> anyhow::Result<usize> {
     let statement = tx.prepare_cached(store::RECOVER_RUNS).await?;
     let stale = tx.query(&statement, &[&BATCH]).await?;
     for row in &stale {
-        let (run, org, conversation): (Uuid, Uuid, Uuid) =
+        let (run, org, conversation): (Uuid, OrgId, Uuid) =
             (row.get("run_id"), row.get("org_id"), row.get("conversation_id"));
         tenant::set_org(&tx, org).await?;
         let statement = tx.prepare_cached(store::EXPIRE_INPUTS).await?;

@@ -357,7 +357,7 @@ async fn events_are_gapless_and_ordered_under_concurrent_writers() {
             for i in 0..25 {
                 let mut client = pool.get().await.unwrap();
                 let tx = client.transaction().await.unwrap();
-                moat::db::tenant::set_org(&tx, org).await.unwrap();
+                moat::db::tenant::set_org(&tx, org.into()).await.unwrap();
                 let batch: Vec<NewEvent> =
                     (0..3).map(|k| NewEvent::new(Kind::MessageDelta, json!({"w": writer, "i": i, "k": k}))).collect();
                 append(&tx, conv, None, None, &batch, 0).await.unwrap();

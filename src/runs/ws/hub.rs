@@ -20,6 +20,7 @@
 //! is checked even with no new event), and so do a LISTEN reconnect, polling
 //! while LISTEN is down, and a slow timer ([`RECHECK`]).
 
+use crate::ids::OrgId;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -85,7 +86,7 @@ impl From<&StreamEvent> for Frame {
 }
 
 struct Topic {
-    org: Uuid,
+    org: OrgId,
     sender: broadcast::Sender<Arc<Frame>>,
     /// The last sequence number broadcast.
     last_seq: i64,
@@ -126,9 +127,9 @@ struct Watcher {
 #[derive(Default)]
 struct State {
     topics: HashMap<Uuid, Topic>,
-    orgs: HashMap<Uuid, Pending>,
+    orgs: HashMap<OrgId, Pending>,
     /// Open sockets by organization, then by a per-instance socket number.
-    watchers: HashMap<Uuid, HashMap<u64, Watcher>>,
+    watchers: HashMap<OrgId, HashMap<u64, Watcher>>,
     next_watcher: u64,
     /// Numbers the hub reads' session checks (see [`Frame::read`]).
     reads: u64,
@@ -138,7 +139,7 @@ struct State {
 /// revoked, removed when dropped.
 pub struct Watched {
     hub: Hub,
-    org: Uuid,
+    org: OrgId,
     id: u64,
     pub revoked: CancellationToken,
     /// Hub reads numbered up to this one took their session check before this
@@ -177,7 +178,7 @@ impl Hub {
 
     /// Reads every live conversation and checks every socket's session.
     fn wake_all(&self) {
-        let orgs: HashSet<Uuid> = {
+        let orgs: HashSet<OrgId> = {
             let state = self.state();
             state.topics.values().map(|t| t.org).chain(state.watchers.keys().copied()).collect()
         };
@@ -188,7 +189,7 @@ impl Hub {
 
     /// A revocation in `org` (or a re-check): reads its live conversations and
     /// checks every one of its sockets' sessions.
-    pub fn wake_org(&self, org: Uuid) {
+    pub fn wake_org(&self, org: OrgId) {
         let conversations: Vec<Uuid> = {
             let state = self.state();
             state.topics.iter().filter(|(_, t)| t.org == org).map(|(c, _)| *c).collect()
@@ -211,7 +212,7 @@ impl Hub {
 
     /// Registers an open socket's session: its `revoked` token is cancelled as
     /// soon as the hub learns the session ended.
-    pub fn watch(&self, org: Uuid, conversation: Uuid, session: SessionKey) -> Watched {
+    pub fn watch(&self, org: OrgId, conversation: Uuid, session: SessionKey) -> Watched {
         let revoked = CancellationToken::new();
         let mut state = self.state();
         state.next_watcher += 1;
@@ -223,7 +224,7 @@ impl Hub {
 
     /// Numbers a read and returns the distinct sessions of `org`'s sockets on
     /// `conversations` (all of them with `None`) that its check covers.
-    fn sessions(&self, org: Uuid, conversations: Option<&[Uuid]>) -> (u64, Vec<SessionKey>) {
+    fn sessions(&self, org: OrgId, conversations: Option<&[Uuid]>) -> (u64, Vec<SessionKey>) {
         let mut state = self.state();
         state.reads += 1;
         let read = state.reads;
@@ -234,7 +235,7 @@ impl Hub {
     }
 
     /// Cancels every socket of `org` whose session is in `dead`.
-    fn revoke(&self, org: Uuid, dead: &[SessionKey]) {
+    fn revoke(&self, org: OrgId, dead: &[SessionKey]) {
         if dead.is_empty() {
             return;
         }
@@ -250,7 +251,7 @@ impl Hub {
     /// sequence number live delivery starts after.
     pub async fn subscribe(
         &self,
-        org: Uuid,
+        org: OrgId,
         conversation: Uuid,
     ) -> anyhow::Result<(broadcast::Receiver<Arc<Frame>>, i64)> {
         // A topic nobody listens to is not kept current (wake-ups skip it): start it afresh.
@@ -297,7 +298,7 @@ impl Hub {
     /// Marks `conversations` of `org` for reading (and, with `check`, every
     /// session of the organization for checking); starts the organization's
     /// read loop unless one is running.
-    fn enqueue(&self, org: Uuid, conversations: impl IntoIterator<Item = Uuid>, check: bool) {
+    fn enqueue(&self, org: OrgId, conversations: impl IntoIterator<Item = Uuid>, check: bool) {
         {
             let mut state = self.state();
             let pending = state.orgs.entry(org).or_default();
@@ -337,7 +338,7 @@ impl Hub {
     /// each read also checks the sessions of the sockets it would deliver to,
     /// and those revoked are cancelled before the broadcast. With `check`,
     /// every socket of the organization is checked, events or not.
-    async fn read_and_broadcast(&self, org: Uuid, conversations: &HashSet<Uuid>, check: bool) -> Result<(), ()> {
+    async fn read_and_broadcast(&self, org: OrgId, conversations: &HashSet<Uuid>, check: bool) -> Result<(), ()> {
         let listened: Vec<(Uuid, i64)> = {
             let state = self.state();
             conversations.iter().filter_map(|c| state.topics.get(c).map(|t| (*c, t.last_seq))).collect()
@@ -377,7 +378,7 @@ impl Hub {
         Ok(())
     }
 
-    fn broadcast(&self, org: Uuid, events: &[(Uuid, StreamEvent)], read: u64) {
+    fn broadcast(&self, org: OrgId, events: &[(Uuid, StreamEvent)], read: u64) {
         let mut per_conversation: HashMap<Uuid, Vec<Arc<Frame>>> = HashMap::new();
         for (conversation, event) in events {
             let frame = Frame { read, ..Frame::from(event) };
@@ -431,7 +432,7 @@ impl Hub {
                                 Some((channel, payload)) => {
                                     let Ok(id) = Uuid::parse_str(&payload) else { continue };
                                     if channel == CHANNEL_REVOCATIONS {
-                                        self.wake_org(id);
+                                        self.wake_org(OrgId(id));
                                     } else {
                                         self.wake(id);
                                     }
@@ -464,7 +465,7 @@ impl Hub {
 /// the same snapshot as the read).
 pub async fn read_events(
     pool: &Pool,
-    org: Uuid,
+    org: OrgId,
     conversation: Uuid,
     after: i64,
     limit: i64,
@@ -493,7 +494,7 @@ pub async fn read_events(
 /// statement, one snapshot.
 async fn read_new_events(
     pool: &Pool,
-    org: Uuid,
+    org: OrgId,
     conversations: &[Uuid],
     after: &[i64],
     sessions: &[SessionKey],
@@ -534,7 +535,7 @@ fn event(r: &tokio_postgres::Row) -> StreamEvent {
     }
 }
 
-async fn max_seq(pool: &Pool, org: Uuid, conversation: Uuid) -> anyhow::Result<i64> {
+async fn max_seq(pool: &Pool, org: OrgId, conversation: Uuid) -> anyhow::Result<i64> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     tenant::set_org(&tx, org).await?;

@@ -35,6 +35,7 @@ use uuid::Uuid;
 use crate::db::tenant;
 use crate::http::{ApiError, Routes};
 use crate::identity::{Access, Caller, PrincipalKind, Scope, Scopes, SessionRef};
+use crate::ids::OrgId;
 use crate::runs::RunsState;
 
 /// Audience of WebSocket tokens (never accepted as API tokens, and vice versa).
@@ -143,7 +144,7 @@ async fn mint(
         iss: state.tokens.issuer().to_owned(),
         aud: WS_AUDIENCE.to_owned(),
         sub: caller.id,
-        org: caller.org,
+        org: caller.org.0,
         conv: conversation,
         scope: caller.scopes.to_string(),
         iat: now,
@@ -302,8 +303,14 @@ async fn check(
         return Err(invalid_token());
     }
     let session = SessionRef { sid: claims.sid, generation: claims.secret_gen };
-    let caller =
-        Caller { id: claims.sub, kind: claims.kind, org: claims.org, scopes, expires_at: claims.session_exp, session };
+    let caller = Caller {
+        id: claims.sub,
+        kind: claims.kind,
+        org: OrgId(claims.org),
+        scopes,
+        expires_at: claims.session_exp,
+        session,
+    };
     // 4. Ownership, checked in the database on every connection.
     let conversation = Uuid::parse_str(id).map_err(|_| ApiError::not_found().into_response())?;
     if claims.conv != conversation || !caller.scopes.contains(Scope::ConversationsRead) {
@@ -331,7 +338,7 @@ fn allowed_origin(state: &RunsState, origin: &str) -> bool {
 async fn consume(state: &RunsState, claims: &WsClaims) -> Result<bool, ApiError> {
     let mut client = state.db.get().await?;
     let tx = client.transaction().await?;
-    tenant::set_org(&tx, claims.org).await?;
+    tenant::set_org(&tx, OrgId(claims.org)).await?;
     let statement = tx.prepare_cached(crate::runs::store::CONSUME_TOKEN).await?;
     let fresh = tx.query_opt(&statement, &[&claims.jti, &claims.org, &(claims.exp as f64 + 60.0)]).await?.is_some();
     tx.commit().await?;

@@ -86,7 +86,7 @@ impl TestApp {
 
     /// A new organization (through the same code as `moat admin create-org`).
     pub async fn create_org(&self, name: &str) -> Uuid {
-        moat::admin::create_org(&self.state.db, name).await.expect("create org")
+        moat::admin::create_org(&self.state.db, name).await.expect("create org").0
     }
 
     /// A new user with a random password; returns its id and password.
@@ -130,7 +130,7 @@ impl TestApp {
     pub fn token(&self, kind: PrincipalKind, id: Uuid, org: Uuid, scopes: &Scopes) -> String {
         self.state
             .tokens
-            .mint_access(self.state.config.access_token_ttl, kind, id, org, scopes, Default::default())
+            .mint_access(self.state.config.access_token_ttl, kind, id, org.into(), scopes, Default::default())
             .expect("mint")
             .access_token
     }

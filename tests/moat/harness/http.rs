@@ -16,7 +16,7 @@ pub struct Admin {
 
 pub async fn admin_in(db: &TestDb) -> Admin {
     let pool = moat::db::DatabaseSettings::parse(&db.url(DbRole::App)).unwrap().pool(2).unwrap();
-    let org = moat::admin::create_org(&pool, "Acme").await.unwrap();
+    let org = moat::admin::create_org(&pool, "Acme").await.unwrap().0;
     let password = moat::admin::generate_password();
     let email = "ada@example.com";
     moat::admin::create_user(&pool, org, email, Role::Admin, password.clone()).await.unwrap();

@@ -4,24 +4,21 @@
 //! this module only reads. Another organization's user answers 404, exactly
 //! like one that does not exist.
 
+mod store;
+
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, State};
 use serde::Serialize;
 use time::OffsetDateTime;
-use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::db::Pool;
 use crate::db::tenant;
 use crate::http::pagination::{Cursor, Page, Paged};
-use crate::http::{ApiError, Routes};
+use crate::http::{ApiError, PathId, Routes};
 use crate::identity::{Access, Caller, Scope};
-use axum::extract::FromRef;
-
-crate::db::statements! { "users":
-    LIST_USERS => "list_users",
-    GET_USER => "get_user",
-}
+use crate::ids::UserId;
+pub use store::STATEMENTS;
 
 pub fn routes<S>() -> Routes<S>
 where
@@ -49,15 +46,10 @@ struct UserView {
     disabled: bool,
 }
 
-impl From<&Row> for UserView {
-    fn from(row: &Row) -> Self {
-        Self {
-            id: row.get("id"),
-            email: row.get("email"),
-            role: row.get("role"),
-            created_at: row.get("created_at"),
-            disabled: row.get::<_, Option<OffsetDateTime>>("disabled_at").is_some(),
-        }
+impl From<store::User> for UserView {
+    fn from(user: store::User) -> Self {
+        let store::User { id, email, role, created_at, disabled } = user;
+        Self { id: id.0, email, role, created_at, disabled }
     }
 }
 
@@ -67,24 +59,19 @@ impl From<&Row> for UserView {
 async fn list(State(db): State<Pool>, caller: Caller, page: Page) -> Result<Json<Paged<UserView>>, ApiError> {
     let mut client = db.get().await?;
     let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
-    let statement = tx.prepare_cached(LIST_USERS).await?;
-    let (after_at, after_id) = (page.after.map(|c| c.at()), page.after.map(|c| c.id()));
-    let rows = tx.query(&statement, &[&caller.org, &after_at, &after_id, &(page.limit + 1)]).await?;
+    let users = store::list_users(&tx, caller.org, &page).await?;
     tx.commit().await?;
-    let users = rows.iter().map(UserView::from).collect();
+    let users = users.into_iter().map(UserView::from).collect();
     Ok(Json(Paged::from_rows(users, &page, |u| Cursor::new(u.created_at, u.id))))
 }
 
 /// One user of the organization.
 #[utoipa::path(get, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path, description = "User id")),
     responses((status = 200, description = "The user", body = UserView)))]
-async fn get(State(db): State<Pool>, caller: Caller, Path(id): Path<String>) -> Result<Json<UserView>, ApiError> {
-    // A malformed id is as unknown as a missing one.
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found())?;
+async fn get(State(db): State<Pool>, caller: Caller, PathId(id): PathId<UserId>) -> Result<Json<UserView>, ApiError> {
     let mut client = db.get().await?;
     let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
-    let statement = tx.prepare_cached(GET_USER).await?;
-    let row = tx.query_opt(&statement, &[&id, &caller.org]).await?;
+    let user = store::get_user(&tx, caller.org, id).await?;
     tx.commit().await?;
-    row.as_ref().map(|r| Json(UserView::from(r))).ok_or_else(ApiError::not_found)
+    user.map(|u| Json(UserView::from(u))).ok_or_else(ApiError::not_found)
 }
