@@ -15,10 +15,11 @@ use deadpool_postgres::Transaction;
 use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
+use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::db::Pool;
 use crate::db::tenant;
+use crate::db::{DbError, Pool};
 use crate::http::pagination::{Cursor, Page, Paged};
 use crate::http::{ApiError, Routes};
 use crate::identity::{Access, Caller, Scope};
@@ -66,11 +67,18 @@ impl Event {
 }
 
 /// Appends `event` within `tx` (whose organization, if any, must be the event's).
-pub async fn record(tx: &Transaction<'_>, event: &Event) -> Result<(), tokio_postgres::Error> {
+pub async fn record(tx: &Transaction<'_>, event: &Event) -> Result<(), DbError> {
     let statement = tx.prepare_cached(INSERT_EVENT).await?;
-    tx.execute(&statement, &[&event.org, &event.event, &event.actor, &event.subject, &event.ip, &event.detail])
-        .await
-        .map(|_| ())
+    tx.execute(&statement, &[&event.org, &event.event, &event.actor, &event.subject, &event.ip, &event.detail]).await?;
+    Ok(())
+}
+
+/// One page of `org`'s events, newest first (one more than the page's limit: the caller cuts it).
+async fn list_events(tx: &Transaction<'_>, org: OrgId, page: &Page) -> Result<Vec<AuditEntry>, DbError> {
+    let statement = tx.prepare_cached(LIST_EVENTS).await?;
+    let (after_at, after_id) = (page.after.map(|c| c.at()), page.after.map(|c| c.id()));
+    let rows = tx.query(&statement, &[&org, &after_at, &after_id, &(page.limit + 1)]).await?;
+    Ok(rows.iter().map(AuditEntry::from).collect())
 }
 
 pub fn routes<S>() -> Routes<S>
@@ -97,19 +105,9 @@ struct AuditEntry {
     detail: Value,
 }
 
-/// `GET /v1/audit-log`: the caller's organization's events, newest first.
-#[utoipa::path(get, path = "/v1/audit-log", tag = "audit", params(crate::http::openapi::PageQuery),
-    responses((status = 200, description = "One page of audit events", body = Paged<AuditEntry>)))]
-async fn list(State(db): State<Pool>, caller: Caller, page: Page) -> Result<Json<Paged<AuditEntry>>, ApiError> {
-    let mut client = db.get().await?;
-    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
-    let statement = tx.prepare_cached(LIST_EVENTS).await?;
-    let (after_at, after_id) = (page.after.map(|c| c.at()), page.after.map(|c| c.id()));
-    let rows = tx.query(&statement, &[&caller.org, &after_at, &after_id, &(page.limit + 1)]).await?;
-    tx.commit().await?;
-    let events = rows
-        .iter()
-        .map(|row| AuditEntry {
+impl From<&Row> for AuditEntry {
+    fn from(row: &Row) -> Self {
+        Self {
             id: row.get("id"),
             at: row.get("at"),
             event: row.get("event"),
@@ -117,7 +115,17 @@ async fn list(State(db): State<Pool>, caller: Caller, page: Page) -> Result<Json
             subject: row.get("subject"),
             ip: row.get::<_, Option<IpAddr>>("ip").map(|ip| ip.to_string()),
             detail: row.get("detail"),
-        })
-        .collect();
+        }
+    }
+}
+
+/// `GET /v1/audit-log`: the caller's organization's events, newest first.
+#[utoipa::path(get, path = "/v1/audit-log", tag = "audit", params(crate::http::openapi::PageQuery),
+    responses((status = 200, description = "One page of audit events", body = Paged<AuditEntry>)))]
+async fn list(State(db): State<Pool>, caller: Caller, page: Page) -> Result<Json<Paged<AuditEntry>>, ApiError> {
+    let mut client = db.get().await?;
+    let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
+    let events = list_events(&tx, caller.org, &page).await?;
+    tx.commit().await?;
     Ok(Json(Paged::from_rows(events, &page, |e| Cursor::new(e.at, e.id))))
 }

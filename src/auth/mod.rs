@@ -26,7 +26,7 @@ use crate::crypto::Sealer;
 use crate::db::Pool;
 use crate::identity::TokenKeys;
 use crate::identity::password::Hasher;
-use crate::ids::OrgId;
+use crate::ids::{OrgId, UserId};
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
 
@@ -86,10 +86,7 @@ async fn me(State(state): State<AuthState>, caller: Caller) -> Result<Json<Me>, 
     let mut client = state.db.get().await?;
     let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
     let user = match caller.kind {
-        PrincipalKind::User => {
-            let statement = tx.prepare_cached(store::GET_USER).await?;
-            tx.query_opt(&statement, &[&caller.id, &caller.org]).await?
-        }
+        PrincipalKind::User => store::get_user(&tx, caller.org, UserId(caller.id)).await?,
         PrincipalKind::Client => None,
     };
     tx.commit().await?;
@@ -98,7 +95,7 @@ async fn me(State(state): State<AuthState>, caller: Caller) -> Result<Json<Me>, 
         kind: caller.kind,
         org: caller.org,
         scopes: caller.scopes.iter().map(Scope::as_str).collect(),
-        email: user.as_ref().map(|row| row.get("email")),
-        role: user.as_ref().map(|row| row.get("role")),
+        email: user.as_ref().map(|(email, _)| email.clone()),
+        role: user.map(|(_, role)| role),
     }))
 }

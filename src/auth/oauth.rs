@@ -25,7 +25,7 @@ use crate::db::tenant::{self, Lookup};
 use crate::http::ClientIp;
 use crate::identity::password;
 use crate::identity::{PrincipalKind, Scope, Scopes, SessionRef};
-use crate::ids::OrgId;
+use crate::ids::{ClientId, OrgId};
 use crate::limits::{self, TOKEN_PER_CLIENT, TOKEN_PER_IP, Verdict};
 
 /// An RFC 6749 §5.2 error.
@@ -201,16 +201,15 @@ async fn issue(
             let mut db = state.db.get().await.map_err(internal)?;
             let tx = db.transaction().await.map_err(internal)?;
             tenant::set_lookup(&tx, Lookup::Client(id)).await.map_err(internal)?;
-            let statement = tx.prepare_cached(store::FIND_CLIENT).await.map_err(internal)?;
-            let row = tx.query_opt(&statement, &[&id]).await.map_err(internal)?;
+            let client = store::find_client(&tx, ClientId(id)).await.map_err(internal)?;
             tx.commit().await.map_err(internal)?;
-            row
+            client
         }
     };
-    let stored = client_row.as_ref().map_or_else(|| state.hasher.dummy().to_owned(), |r| r.get("secret_hash"));
+    let stored = client_row.as_ref().map_or_else(|| state.hasher.dummy().to_owned(), |c| c.secret_hash.clone());
     let matches = state.hasher.verify(secret, stored).await.map_err(internal)?;
-    let known = client_row.as_ref().map(|r| (r.get::<_, OrgId>("org_id"), r.get::<_, bool>("disabled")));
-    let Some(row) = client_row.filter(|r| matches && !r.get::<_, bool>("disabled")) else {
+    let known = client_row.as_ref().map(|c| (c.org, c.disabled));
+    let Some(client) = client_row.filter(|c| matches && !c.disabled) else {
         let reason = match known {
             None => "unknown_client",
             Some((_, true)) => "client_disabled",
@@ -225,7 +224,7 @@ async fn issue(
     };
     state.limiter.succeed(&state.db, TOKEN_PER_CLIENT, &client_key).await.map_err(internal)?;
 
-    let granted: Scopes = row.get::<_, Vec<String>>("scopes").iter().filter_map(|s| Scope::parse(s)).collect();
+    let granted: Scopes = client.scopes.iter().filter_map(|s| Scope::parse(s)).collect();
     let scopes = match requested {
         None => granted,
         Some(requested) => requested.intersection(&granted),
@@ -237,11 +236,11 @@ async fn issue(
             "none of the requested scopes is granted",
         ));
     }
-    let (id, org): (Uuid, OrgId) = (row.get("id"), row.get("org_id"));
-    let generation = SessionRef { sid: None, generation: Some(row.get("secret_generation")) };
+    let (id, org) = (client.id, client.org);
+    let generation = SessionRef { sid: None, generation: Some(client.secret_generation) };
     let mut access = state
         .tokens
-        .mint_access(state.config.access_token_ttl, PrincipalKind::Client, id, org, &scopes, generation)
+        .mint_access(state.config.access_token_ttl, PrincipalKind::Client, id.0, org, &scopes, generation)
         .map_err(internal)?;
     access.scope = Some(scopes.to_string());
     record(state, &Event::new(Some(org), "client_token_issued", format!("client:{id}")).ip(ip))

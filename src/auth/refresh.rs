@@ -24,11 +24,11 @@ use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::store;
+use super::store::{self, FamilyId};
 use crate::crypto::Sealer;
 use crate::db::tenant::{self, Lookup};
 use crate::identity::Role;
-use crate::ids::OrgId;
+use crate::ids::{OrgId, UserId};
 
 /// A session ends this long after login, however often it is refreshed.
 pub const SESSION_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -46,11 +46,11 @@ pub struct Policy {
 #[derive(Debug)]
 pub enum Rotation {
     /// A valid token: here is the user and the token to send back.
-    Rotated { user: Uuid, org: OrgId, family: Uuid, role: Role, token: String },
+    Rotated { user: UserId, org: OrgId, family: FamilyId, role: Role, token: String },
     /// Unknown, expired, revoked, or its user is disabled.
     Refused,
     /// A rotated token presented again outside the grace window: the family is now revoked.
-    Reused { user: Uuid, org: OrgId },
+    Reused { user: UserId, org: OrgId },
 }
 
 pub fn hash(token: &str) -> [u8; 32] {
@@ -97,19 +97,17 @@ pub async fn start(
     tx: &Transaction<'_>,
     sealer: &Sealer,
     org: OrgId,
-    user: Uuid,
+    user: UserId,
     policy: Policy,
-) -> anyhow::Result<(Uuid, String)> {
+) -> anyhow::Result<(FamilyId, String)> {
     let tag = new_tag();
-    let statement = tx.prepare_cached(store::INSERT_FAMILY).await?;
-    let row = tx.query_one(&statement, &[&org, &user, &SESSION_MAX_AGE.as_secs_f64(), &tag_hash(&tag)]).await?;
-    let id = row.get("id");
-    Ok((id, issue(tx, sealer, Family { id, org, tag }, row.get("expires_at"), policy).await?))
+    let (id, expires_at) = store::insert_family(tx, org, user, SESSION_MAX_AGE.as_secs_f64(), &tag_hash(&tag)).await?;
+    Ok((id, issue(tx, sealer, Family { id, org, tag }, expires_at, policy).await?))
 }
 
 /// A family, as a new token needs it.
 struct Family {
-    id: Uuid,
+    id: FamilyId,
     org: OrgId,
     tag: [u8; TAG_LEN],
 }
@@ -124,10 +122,10 @@ async fn issue(
     let Family { id: family, org, tag } = family;
     let (id, token) = (Uuid::new_v4(), new_token(&tag));
     let sealed = sealer.seal(token.as_bytes(), &aad(id)).context("sealing the refresh token")?;
-    let statement = tx.prepare_cached(store::INSERT_REFRESH_TOKEN).await?;
-    let hashed = hash(&token).to_vec();
-    let ttl = policy.token_ttl.as_secs_f64();
-    tx.execute(&statement, &[&id, &family, &org, &hashed, &ttl, &family_expires, &sealed]).await?;
+    let hashed = hash(&token);
+    let ttl_secs = policy.token_ttl.as_secs_f64();
+    let new = store::NewToken { id, family, org, token_hash: &hashed, ttl_secs, family_expires, sealed: &sealed };
+    store::insert_refresh_token(tx, &new).await?;
     Ok(token)
 }
 
@@ -144,39 +142,36 @@ pub async fn rotate(
     }
     let hashed = hash(presented);
     tenant::set_lookup(tx, Lookup::Refresh(&hashed)).await?;
-    let statement = tx.prepare_cached(store::FIND_REFRESH_TOKEN).await?;
     let grace = policy.reuse_grace.as_secs_f64();
-    let Some(token) = tx.query_opt(&statement, &[&hashed.to_vec(), &grace]).await? else {
+    let Some(token) = store::find_refresh_token(tx, &hashed, grace).await? else {
         return reused_by_tag(tx, presented).await;
     };
-    let (id, family, org): (Uuid, Uuid, OrgId) = (token.get("id"), token.get("family_id"), token.get("org_id"));
+    let (family, org) = (token.family, token.org);
     tenant::set_org(tx, org).await?;
-    let statement = tx.prepare_cached(store::LOCK_FAMILY).await?;
-    let Some(fam) = tx.query_opt(&statement, &[&family, &org]).await? else {
+    let Some(fam) = store::lock_family(tx, org, family).await? else {
         return Ok(Rotation::Refused);
     };
-    let user: Uuid = fam.get("user_id");
-    if fam.get::<_, bool>("user_disabled") {
-        revoke_family(tx, family, org, "user_disabled").await?;
+    let user = fam.user;
+    if fam.user_disabled {
+        store::revoke_family(tx, org, family, "user_disabled").await?;
         return Ok(Rotation::Refused);
     }
-    let role = Role::parse(fam.get("role")).context("unknown role in users")?;
-    if fam.get("revoked") || fam.get("expired") || token.get("expired") {
+    let role = Role::parse(&fam.role).context("unknown role in users")?;
+    if fam.revoked || fam.expired || token.expired {
         return Ok(Rotation::Refused);
     }
-    if !token.get::<_, bool>("used") {
-        let statement = tx.prepare_cached(store::USE_REFRESH_TOKEN).await?;
-        tx.execute(&statement, &[&id, &org]).await?;
-        let tag = family_tag(tx, family, org, presented, fam.get("tag_hash")).await?;
-        let token = issue(tx, sealer, Family { id: family, org, tag }, fam.get("expires_at"), policy).await?;
+    if !token.used {
+        store::use_refresh_token(tx, org, token.id).await?;
+        let tag = family_tag(tx, family, org, presented, fam.tag_hash).await?;
+        let token = issue(tx, sealer, Family { id: family, org, tag }, fam.expires_at, policy).await?;
         return Ok(Rotation::Rotated { user, org, family, role, token });
     }
-    if token.get::<_, bool>("in_grace")
+    if token.in_grace
         && let Some(current) = current_token(tx, sealer, family, org, grace).await?
     {
         return Ok(Rotation::Rotated { user, org, family, role, token: current });
     }
-    revoke_family(tx, family, org, "reuse").await?;
+    store::revoke_family(tx, org, family, "reuse").await?;
     Ok(Rotation::Reused { user, org })
 }
 
@@ -186,7 +181,7 @@ pub async fn rotate(
 /// tag, and the family's older rows are kept for reuse detection.
 async fn family_tag(
     tx: &Transaction<'_>,
-    family: Uuid,
+    family: FamilyId,
     org: OrgId,
     presented: &str,
     stored: Option<Vec<u8>>,
@@ -196,8 +191,7 @@ async fn family_tag(
         (Some(_), Some(_)) => anyhow::bail!("a family's current refresh token carries another family's tag"),
         (_, _) => {
             let tag = new_tag();
-            let statement = tx.prepare_cached(store::TAG_FAMILY).await?;
-            tx.execute(&statement, &[&family, &org, &tag_hash(&tag)]).await?;
+            store::tag_family(tx, org, family, &tag_hash(&tag)).await?;
             Ok(tag)
         }
     }
@@ -211,33 +205,29 @@ async fn reused_by_tag(tx: &Transaction<'_>, presented: &str) -> anyhow::Result<
     let Some((family, org)) = family_by_tag(tx, presented).await? else {
         return Ok(Rotation::Refused);
     };
-    let statement = tx.prepare_cached(store::LOCK_FAMILY).await?;
-    let Some(fam) = tx.query_opt(&statement, &[&family, &org]).await? else {
+    let Some(fam) = store::lock_family(tx, org, family).await? else {
         return Ok(Rotation::Refused);
     };
-    if fam.get("revoked") || fam.get("expired") {
+    if fam.revoked || fam.expired {
         return Ok(Rotation::Refused);
     }
-    let statement = tx.prepare_cached(store::FAMILY_HAS_LIVE_TOKEN).await?;
-    if !tx.query_one(&statement, &[&family, &org]).await?.get::<_, bool>("live") {
+    if !store::family_has_live_token(tx, org, family).await? {
         return Ok(Rotation::Refused);
     }
-    revoke_family(tx, family, org, "reuse").await?;
-    Ok(Rotation::Reused { user: fam.get("user_id"), org })
+    store::revoke_family(tx, org, family, "reuse").await?;
+    Ok(Rotation::Reused { user: fam.user, org })
 }
 
 /// The family (and organization, now set on `tx`) a presented token's tag names.
-async fn family_by_tag(tx: &Transaction<'_>, presented: &str) -> anyhow::Result<Option<(Uuid, OrgId)>> {
+async fn family_by_tag(tx: &Transaction<'_>, presented: &str) -> anyhow::Result<Option<(FamilyId, OrgId)>> {
     let Some(tag) = tag_of(presented) else {
         return Ok(None);
     };
     let hashed: [u8; 32] = Sha256::digest(tag).into();
     tenant::set_lookup(tx, Lookup::FamilyTag(&hashed)).await?;
-    let statement = tx.prepare_cached(store::FIND_FAMILY_BY_TAG).await?;
-    let Some(row) = tx.query_opt(&statement, &[&hashed.to_vec()]).await? else {
+    let Some((family, org)) = store::find_family_by_tag(tx, &hashed).await? else {
         return Ok(None);
     };
-    let (family, org): (Uuid, OrgId) = (row.get("id"), row.get("org_id"));
     tenant::set_org(tx, org).await?;
     Ok(Some((family, org)))
 }
@@ -246,32 +236,28 @@ async fn family_by_tag(tx: &Transaction<'_>, presented: &str) -> anyhow::Result<
 async fn current_token(
     tx: &Transaction<'_>,
     sealer: &Sealer,
-    family: Uuid,
+    family: FamilyId,
     org: OrgId,
     grace: f64,
 ) -> anyhow::Result<Option<String>> {
-    let statement = tx.prepare_cached(store::CURRENT_FAMILY_TOKEN).await?;
-    let Some(row) = tx.query_opt(&statement, &[&family, &grace, &org]).await? else {
+    let Some((id, sealed)) = store::current_family_token(tx, org, family, grace).await? else {
         return Ok(None);
     };
-    let sealed: Vec<u8> = row.get("sealed_token");
-    let plain = sealer.open(&sealed, &aad(row.get("id"))).context("opening the sealed refresh token")?;
+    let plain = sealer.open(&sealed, &aad(id)).context("opening the sealed refresh token")?;
     Ok(Some(String::from_utf8(plain).context("sealed refresh token is not text")?))
 }
 
 /// Revokes the family of `presented` (logout). Returns its org and user, if the token was known.
-pub async fn revoke(tx: &Transaction<'_>, presented: &str) -> anyhow::Result<Option<(OrgId, Uuid)>> {
+pub async fn revoke(tx: &Transaction<'_>, presented: &str) -> anyhow::Result<Option<(OrgId, UserId)>> {
     if presented.is_empty() || presented.len() > MAX_TOKEN_LEN {
         return Ok(None);
     }
     let hashed = hash(presented);
     tenant::set_lookup(tx, Lookup::Refresh(&hashed)).await?;
-    let statement = tx.prepare_cached(store::FIND_REFRESH_TOKEN).await?;
-    let (family, org) = match tx.query_opt(&statement, &[&hashed.to_vec(), &0f64]).await? {
+    let (family, org) = match store::find_refresh_token(tx, &hashed, 0.0).await? {
         Some(token) => {
-            let (family, org): (Uuid, OrgId) = (token.get("family_id"), token.get("org_id"));
-            tenant::set_org(tx, org).await?;
-            (family, org)
+            tenant::set_org(tx, token.org).await?;
+            (token.family, token.org)
         }
         // An earlier token of the session (its row purged): still ends the session.
         None => match family_by_tag(tx, presented).await? {
@@ -279,14 +265,7 @@ pub async fn revoke(tx: &Transaction<'_>, presented: &str) -> anyhow::Result<Opt
             None => return Ok(None),
         },
     };
-    let statement = tx.prepare_cached(store::LOCK_FAMILY).await?;
-    let user = tx.query_opt(&statement, &[&family, &org]).await?.map(|row| row.get::<_, Uuid>("user_id"));
-    revoke_family(tx, family, org, "logout").await?;
+    let user = store::lock_family(tx, org, family).await?.map(|fam| fam.user);
+    store::revoke_family(tx, org, family, "logout").await?;
     Ok(user.map(|user| (org, user)))
-}
-
-async fn revoke_family(tx: &Transaction<'_>, family: Uuid, org: OrgId, reason: &str) -> anyhow::Result<()> {
-    let statement = tx.prepare_cached(store::REVOKE_FAMILY).await?;
-    tx.execute(&statement, &[&family, &org, &reason]).await?;
-    Ok(())
 }

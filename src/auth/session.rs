@@ -14,14 +14,13 @@ use axum::response::{IntoResponse, Response};
 use cookie::SameSite;
 use serde::Deserialize;
 use serde_json::json;
-use uuid::Uuid;
 
 use super::error::AuthError;
 use super::refresh::{self, Policy, Rotation};
-use super::store;
+use super::store::{self, FamilyId};
 use crate::identity::password;
 use crate::identity::{PrincipalKind, Role, SessionRef, normalize_email};
-use crate::ids::OrgId;
+use crate::ids::{OrgId, UserId};
 
 use super::AuthState;
 use crate::audit::{self, Event};
@@ -76,26 +75,24 @@ pub(super) async fn login(
             let mut client = state.db.get().await?;
             let tx = client.transaction().await?;
             tenant::set_lookup(&tx, Lookup::Email(email)).await?;
-            let statement = tx.prepare_cached(store::FIND_USER_BY_EMAIL).await?;
-            let row = tx.query_opt(&statement, &[email]).await?;
+            let user = store::find_user_by_email(&tx, email).await?;
             tx.commit().await?;
-            row
+            user
         }
         None => None,
     };
-    let stored = user.as_ref().map_or_else(|| state.hasher.dummy().to_owned(), |u| u.get("password_hash"));
+    let stored = user.as_ref().map_or_else(|| state.hasher.dummy().to_owned(), |u| u.password_hash.clone());
     let matches = state.hasher.verify(body.password, stored).await?;
 
     let mut client = state.db.get().await?;
     let tx = client.transaction().await?;
     // Every failure takes the same round trips, whether or not the account exists.
-    let org = user.as_ref().map(|row| row.get::<_, OrgId>("org_id"));
+    let org = user.as_ref().map(|u| u.org);
     tenant::set_org(&tx, org.unwrap_or(OrgId::NIL)).await?;
     let outcome = match &user {
-        Some(row) if matches && !row.get::<_, bool>("disabled") => {
-            let id: Uuid = row.get("id");
-            let org = org.unwrap_or(OrgId::NIL);
-            let role = Role::parse(row.get("role")).ok_or_else(|| anyhow::anyhow!("unknown role in users"))?;
+        Some(found) if matches && !found.disabled => {
+            let (id, org) = (found.id, found.org);
+            let role = Role::parse(&found.role).ok_or_else(|| anyhow::anyhow!("unknown role in users"))?;
             let (family, token) = refresh::start(&tx, &state.sealer, org, id, policy(&state)).await?;
             let event = Event::new(Some(org), "login_succeeded", format!("user:{id}")).subject(subject).ip(ip);
             audit::record(&tx, &event).await?;
@@ -104,7 +101,7 @@ pub(super) async fn login(
         _ => {
             let reason = match &user {
                 None => "unknown_email",
-                Some(row) if row.get::<_, bool>("disabled") => "user_disabled",
+                Some(found) if found.disabled => "user_disabled",
                 Some(_) => "wrong_password",
             };
             let event = Event::new(org, "login_failed", "anonymous")
@@ -186,11 +183,11 @@ pub(super) async fn logout(
 
 /// A signed-in user's session, as its access tokens name it.
 struct Session {
-    user: Uuid,
+    user: UserId,
     org: OrgId,
     role: Role,
     /// The refresh family: ending it (logout, reuse, password reset) ends the access tokens too.
-    family: Uuid,
+    family: FamilyId,
 }
 
 /// 200 with a fresh access token, and the refresh token in the cookie.
@@ -199,7 +196,7 @@ fn session_response(state: &AuthState, session: Session, token: &str) -> Result<
     let sid = SessionRef { sid: Some(family), generation: None };
     let access = state
         .tokens
-        .mint_access(state.config.access_token_ttl, PrincipalKind::User, user, org, &role.scopes(), sid)
+        .mint_access(state.config.access_token_ttl, PrincipalKind::User, user.0, org, &role.scopes(), sid)
         .map_err(anyhow::Error::from)?;
     let max_age = state.config.refresh_token_ttl.min(refresh::SESSION_MAX_AGE);
     let mut response = Json(access).into_response();

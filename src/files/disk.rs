@@ -7,7 +7,7 @@
 //! refused. Writes go to a temporary file in the same folder, are fsynced,
 //! then renamed into place (atomic); the folder is fsynced too.
 
-use crate::ids::OrgId;
+use crate::ids::{FileId, OrgId};
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
 use std::path::{Component, Path, PathBuf};
@@ -84,7 +84,7 @@ impl Disk {
     }
 
     /// Moves a finished upload into place as `id`.
-    pub async fn commit(&self, org: OrgId, id: Uuid, mut upload: Upload) -> Result<(u64, String), DiskError> {
+    pub async fn commit(&self, org: OrgId, id: FileId, mut upload: Upload) -> Result<(u64, String), DiskError> {
         let target = self.path(org, &id.to_string())?;
         let mut file = upload.file.take().ok_or_else(|| DiskError::Escape(upload.temp.clone()))?;
         file.flush().await?;
@@ -101,7 +101,7 @@ impl Disk {
     }
 
     /// Opens a stored file for reading, refusing anything but a plain file.
-    pub async fn open(&self, org: OrgId, id: Uuid) -> Result<tokio::fs::File, DiskError> {
+    pub async fn open(&self, org: OrgId, id: FileId) -> Result<tokio::fs::File, DiskError> {
         let path = self.path(org, &id.to_string())?;
         // O_NONBLOCK: a FIFO planted in the folder must not hang the open (it is
         // then refused as not a regular file).
@@ -120,7 +120,7 @@ impl Disk {
     }
 
     /// Removes a stored file (after its row is gone); a missing file is fine.
-    pub async fn remove(&self, org: OrgId, id: Uuid) -> Result<(), DiskError> {
+    pub async fn remove(&self, org: OrgId, id: FileId) -> Result<(), DiskError> {
         match tokio::fs::remove_file(self.path(org, &id.to_string())?).await {
             Err(e) if e.kind() != ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
@@ -129,7 +129,7 @@ impl Disk {
 
     /// Everything in the organization folders that is not a known file:
     /// `(org, path, id if the name is a file id)`, for entries older than `min_age`.
-    pub fn candidates(&self, min_age: Duration) -> Result<Vec<(OrgId, PathBuf, Option<Uuid>)>, DiskError> {
+    pub fn candidates(&self, min_age: Duration) -> Result<Vec<(OrgId, PathBuf, Option<FileId>)>, DiskError> {
         let now = SystemTime::now();
         let mut found = Vec::new();
         for org_entry in std::fs::read_dir(&self.root)?.flatten() {
@@ -141,7 +141,7 @@ impl Disk {
                 if now.duration_since(modified).unwrap_or_default() < min_age {
                     continue;
                 }
-                let id = entry.file_name().to_str().and_then(|n| Uuid::parse_str(n).ok());
+                let id = entry.file_name().to_str().and_then(|n| n.parse::<FileId>().ok());
                 let id = id.filter(|_| meta.file_type().is_file());
                 found.push((org, entry.path(), id));
             }
@@ -258,7 +258,7 @@ mod tests {
         let org = OrgId(Uuid::new_v4());
         let mut upload = disk.begin(org, 10).await?;
         upload.write(b"hello").await?;
-        let id = Uuid::new_v4();
+        let id = FileId(Uuid::new_v4());
         let (size, sha) = disk.commit(org, id, upload).await?;
         assert_eq!((size, sha.len()), (5, 64));
         assert!(disk.open(org, id).await.is_ok());
@@ -273,7 +273,7 @@ mod tests {
         drop(upload);
         assert_eq!(std::fs::read_dir(disk.org_dir(org)?)?.count(), 1, "only the planted symlink remains");
         // A FIFO planted under a file's id neither hangs the open nor is served.
-        let fifo = Uuid::new_v4();
+        let fifo = FileId(Uuid::new_v4());
         nix::unistd::mkfifo(&disk.path(org, &fifo.to_string())?, nix::sys::stat::Mode::S_IRWXU)?;
         let opened = tokio::time::timeout(std::time::Duration::from_secs(5), disk.open(org, fifo)).await?;
         assert!(matches!(opened, Err(DiskError::Escape(_))));

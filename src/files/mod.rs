@@ -8,12 +8,13 @@
 
 pub mod disk;
 pub mod name;
+mod store;
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{FromRef, FromRequest as _, Multipart, Path, Request, State};
+use axum::extract::{FromRef, FromRequest as _, Multipart, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -22,9 +23,9 @@ use uuid::Uuid;
 
 use crate::db::tenant;
 use crate::http::pagination::{Cursor, Page, Paged};
-use crate::http::{ApiError, Routes};
+use crate::http::{ApiError, PathId, Routes};
 use crate::identity::{Access, Caller, Scope};
-use crate::ids::OrgId;
+use crate::ids::{FileId, OrgId};
 use disk::DiskError;
 
 /// What the files API needs.
@@ -36,13 +37,7 @@ pub struct FilesState {
     pub disk: disk::Disk,
 }
 
-crate::db::statements! { "files":
-    INSERT_FILE => "insert_file",
-    LIST_FILES => "list_files",
-    GET_FILE => "get_file",
-    DELETE_FILE => "delete_file",
-    KNOWN_IDS => "known_ids",
-}
+pub use store::STATEMENTS;
 
 /// Content types kept as declared; anything else is stored and served as
 /// `application/octet-stream` (with `nosniff` and as an attachment either way).
@@ -146,21 +141,11 @@ struct FileView {
     created_at: OffsetDateTime,
 }
 
-impl From<&tokio_postgres::Row> for FileView {
-    fn from(row: &tokio_postgres::Row) -> Self {
-        Self {
-            id: row.get("id"),
-            name: row.get("name"),
-            size: row.get("size"),
-            sha256: row.get("sha256"),
-            content_type: row.get("content_type"),
-            created_at: row.get("created_at"),
-        }
+impl From<store::StoredFile> for FileView {
+    fn from(file: store::StoredFile) -> Self {
+        let store::StoredFile { id, name, size, sha256, content_type, created_at } = file;
+        Self { id: id.0, name, size, sha256, content_type, created_at }
     }
-}
-
-fn parse_id(raw: &str) -> Result<Uuid, FileError> {
-    Uuid::parse_str(raw).map_err(|_| FileError::NotFound)
 }
 
 /// Multipart framing allowed on top of the file's bytes (boundaries, part headers).
@@ -213,7 +198,7 @@ async fn upload(State(state): State<FilesState>, caller: Caller, request: Reques
     if form.next_field().await.map_err(bad)?.is_some() {
         return Err(FileError::InvalidUpload("only one field, `file`, is accepted"));
     }
-    let id = Uuid::new_v4();
+    let id = FileId(Uuid::new_v4());
     let (size, sha256) = state.disk.commit(caller.org, id, upload).await?;
     // The file is durably in place; now the row. (A crash in between leaves an
     // orphan file, which the sweep removes; never a row without its file.)
@@ -221,12 +206,12 @@ async fn upload(State(state): State<FilesState>, caller: Caller, request: Reques
     let inserted = async {
         let mut client = state.db.get().await?;
         let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
-        let statement = tx.prepare_cached(INSERT_FILE).await?;
-        let row = tx
-            .query_one(&statement, &[&id, &caller.org, &name, &size, &sha256, &content_type, &caller.actor()])
-            .await?;
+        let actor = caller.actor();
+        let new =
+            store::NewFile { id, name: &name, size, sha256: &sha256, content_type: &content_type, created_by: &actor };
+        let file = store::insert_file(&tx, caller.org, &new).await?;
         tx.commit().await?;
-        Ok::<_, FileError>(FileView::from(&row))
+        Ok::<_, FileError>(FileView::from(file))
     }
     .await;
     match inserted {
@@ -244,21 +229,18 @@ async fn upload(State(state): State<FilesState>, caller: Caller, request: Reques
 async fn list(State(state): State<FilesState>, caller: Caller, page: Page) -> Result<Json<Paged<FileView>>, FileError> {
     let mut client = state.db.get().await?;
     let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
-    let statement = tx.prepare_cached(LIST_FILES).await?;
-    let (after_at, after_id) = (page.after.map(|c| c.at()), page.after.map(|c| c.id()));
-    let rows = tx.query(&statement, &[&caller.org, &after_at, &after_id, &(page.limit + 1)]).await?;
+    let files = store::list_files(&tx, caller.org, &page).await?;
     tx.commit().await?;
-    let items = rows.iter().map(FileView::from).collect();
+    let items = files.into_iter().map(FileView::from).collect();
     Ok(Json(Paged::from_rows(items, &page, |f| Cursor::new(f.created_at, f.id))))
 }
 
-async fn find(state: &FilesState, caller: &Caller, id: Uuid) -> Result<FileView, FileError> {
+async fn find(state: &FilesState, caller: &Caller, id: FileId) -> Result<FileView, FileError> {
     let mut client = state.db.get().await?;
     let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
-    let statement = tx.prepare_cached(GET_FILE).await?;
-    let row = tx.query_opt(&statement, &[&id, &caller.org]).await?;
+    let file = store::get_file(&tx, caller.org, id).await?;
     tx.commit().await?;
-    row.as_ref().map(FileView::from).ok_or(FileError::NotFound)
+    file.map(FileView::from).ok_or(FileError::NotFound)
 }
 
 /// One file's metadata.
@@ -267,9 +249,9 @@ async fn find(state: &FilesState, caller: &Caller, id: Uuid) -> Result<FileView,
 async fn get(
     State(state): State<FilesState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<FileId>,
 ) -> Result<Json<FileView>, FileError> {
-    Ok(Json(find(&state, &caller, parse_id(&id)?).await?))
+    Ok(Json(find(&state, &caller, id).await?))
 }
 
 /// `GET /v1/files/{id}/content`: always an attachment, never rendered.
@@ -279,10 +261,10 @@ async fn get(
 async fn content(
     State(state): State<FilesState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<FileId>,
 ) -> Result<Response, FileError> {
-    let view = find(&state, &caller, parse_id(&id)?).await?;
-    let file = state.disk.open(caller.org, view.id).await?;
+    let view = find(&state, &caller, id).await?;
+    let file = state.disk.open(caller.org, id).await?;
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
     let disposition =
         HeaderValue::from_str(&name::content_disposition(&view.name)).unwrap_or(HeaderValue::from_static("attachment"));
@@ -307,13 +289,11 @@ async fn content(
 async fn delete(
     State(state): State<FilesState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<FileId>,
 ) -> Result<StatusCode, FileError> {
-    let id = parse_id(&id)?;
     let mut client = state.db.get().await?;
     let tx = tenant::begin(&mut client, caller.org, caller.principal()).await?;
-    let statement = tx.prepare_cached(DELETE_FILE).await?;
-    let deleted = tx.query_opt(&statement, &[&id, &caller.org]).await?.is_some();
+    let deleted = store::delete_file(&tx, caller.org, id).await?;
     tx.commit().await?;
     if !deleted {
         return Err(FileError::NotFound);
@@ -331,18 +311,17 @@ pub async fn sweep(disk: &disk::Disk, pool: &crate::db::Pool, min_age: Duration)
         let disk = disk.clone();
         tokio::task::spawn_blocking(move || disk.candidates(min_age)).await??
     };
-    let mut by_org: std::collections::BTreeMap<OrgId, Vec<(std::path::PathBuf, Option<Uuid>)>> = Default::default();
+    let mut by_org: std::collections::BTreeMap<OrgId, Vec<(std::path::PathBuf, Option<FileId>)>> = Default::default();
     for (org, path, id) in candidates {
         by_org.entry(org).or_default().push((path, id));
     }
     let mut removed = 0;
     for (org, entries) in by_org {
-        let ids: Vec<Uuid> = entries.iter().filter_map(|(_, id)| *id).collect();
+        let ids: Vec<FileId> = entries.iter().filter_map(|(_, id)| *id).collect();
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;
         tenant::set_org(&tx, org).await?;
-        let known: std::collections::HashSet<Uuid> =
-            tx.query(KNOWN_IDS, &[&org, &ids]).await?.iter().map(|r| r.get("id")).collect();
+        let known = store::known_ids(&tx, org, &ids).await?;
         tx.commit().await?;
         for (path, id) in entries {
             if id.is_some_and(|id| known.contains(&id)) {
