@@ -14,21 +14,11 @@ use crate::db::Pool;
 use crate::db::tenant::{self, Lookup};
 use crate::identity::password::{self, random_secret};
 use crate::identity::{Role, Scopes, normalize_email};
-use crate::ids::OrgId;
+use crate::ids::{ClientId, OrgId, UserId};
 
-crate::db::statements! { "admin":
-    INSERT_ORG => "insert_org",
-    ORG_EXISTS => "org_exists",
-    INSERT_USER => "insert_user",
-    INSERT_CLIENT => "insert_client",
-    FIND_USER_ORG => "find_user_org",
-    FIND_CLIENT_ORG => "find_client_org",
-    ROTATE_CLIENT_SECRET => "rotate_client_secret",
-    DISABLE_USER => "disable_user",
-    REVOKE_USER_FAMILIES => "revoke_user_families",
-    DISABLE_CLIENT => "disable_client",
-    SET_PASSWORD => "set_password",
-}
+mod store;
+
+pub use store::STATEMENTS;
 
 /// Prefix of every client secret, so secret scanners can recognise a leaked one.
 pub const CLIENT_SECRET_PREFIX: &str = "moat_cs_";
@@ -104,7 +94,7 @@ pub async fn create_org(pool: &Pool, name: &str) -> Result<OrgId, AdminError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     tenant::set_org(&tx, id).await?;
-    tx.execute(INSERT_ORG, &[&id, &name]).await?;
+    store::insert_org(&tx, id, name).await?;
     record(&tx, id, "org_created", name).await?;
     tx.commit().await?;
     Ok(id)
@@ -128,14 +118,16 @@ pub async fn create_user(
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     require_org(&tx, org).await?;
-    let id = match tx.query_one(INSERT_USER, &[&org, &email.trim(), &normalized, &role.as_str(), &hash]).await {
-        Ok(row) => row.get::<_, Uuid>("id"),
+    let new =
+        store::NewUser { email: email.trim(), normalized: &normalized, role: role.as_str(), password_hash: &hash };
+    let id = match store::insert_user(&tx, org, &new).await {
+        Ok(id) => id,
         Err(e) if constraint(&e) == Some("users_email_key") => return Err(AdminError::EmailTaken(normalized)),
         Err(e) => return Err(e.into()),
     };
     record(&tx, org, "user_created", &normalized).await?;
     tx.commit().await?;
-    Ok(id)
+    Ok(id.0)
 }
 
 /// Creates a service client; returns its id and its secret (shown once, stored hashed).
@@ -156,10 +148,10 @@ pub async fn create_client(
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     require_org(&tx, org).await?;
-    let id: Uuid = tx.query_one(INSERT_CLIENT, &[&org, &name, &hash, &scopes.to_vec()]).await?.get("id");
+    let id = store::insert_client(&tx, org, name, &hash, &scopes.to_vec()).await?;
     record(&tx, org, "client_created", id.to_string()).await?;
     tx.commit().await?;
-    Ok((id, secret))
+    Ok((id.0, secret))
 }
 
 /// Replaces a client's secret; the old one stops working at once. Returns the new one.
@@ -169,7 +161,7 @@ pub async fn rotate_client_secret(pool: &Pool, client_id: &str) -> Result<String
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let (id, org) = client_org(&tx, client_id).await?;
-    tx.execute(ROTATE_CLIENT_SECRET, &[&id, &org, &hash]).await?;
+    store::rotate_client_secret(&tx, org, id, &hash).await?;
     record(&tx, org, "client_secret_rotated", id.to_string()).await?;
     tx.commit().await?;
     Ok(secret)
@@ -179,7 +171,7 @@ pub async fn disable_client(pool: &Pool, client_id: &str) -> Result<(), AdminErr
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let (id, org) = client_org(&tx, client_id).await?;
-    tx.execute(DISABLE_CLIENT, &[&id, &org]).await?;
+    store::disable_client(&tx, org, id).await?;
     record(&tx, org, "client_disabled", id.to_string()).await?;
     tx.commit().await?;
     Ok(())
@@ -191,8 +183,8 @@ pub async fn disable_user(pool: &Pool, email: &str) -> Result<(), AdminError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let (id, org) = user_org(&tx, &normalized).await?;
-    tx.execute(DISABLE_USER, &[&id, &org]).await?;
-    tx.execute(REVOKE_USER_FAMILIES, &[&id, &org]).await?;
+    store::disable_user(&tx, org, id).await?;
+    store::revoke_user_families(&tx, org, id).await?;
     record(&tx, org, "user_disabled", &normalized).await?;
     tx.commit().await?;
     Ok(())
@@ -204,7 +196,7 @@ pub async fn user_exists(pool: &Pool, email: &str) -> Result<bool, AdminError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     tenant::set_lookup(&tx, Lookup::Email(&normalized)).await?;
-    let found = tx.query_opt(FIND_USER_ORG, &[&normalized]).await?.is_some();
+    let found = store::find_user_org(&tx, &normalized).await?.is_some();
     tx.commit().await?;
     Ok(found)
 }
@@ -216,8 +208,8 @@ pub async fn set_password(pool: &Pool, email: &str, new_password: String) -> Res
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let (id, org) = user_org(&tx, &normalized).await?;
-    tx.execute(SET_PASSWORD, &[&id, &org, &hash]).await?;
-    tx.execute(REVOKE_USER_FAMILIES, &[&id, &org]).await?;
+    store::set_password(&tx, org, id, &hash).await?;
+    store::revoke_user_families(&tx, org, id).await?;
     record(&tx, org, "user_password_reset", &normalized).await?;
     tx.commit().await?;
     Ok(())
@@ -233,29 +225,24 @@ async fn checked_hash(password: String) -> Result<String, AdminError> {
 
 /// The user with this normalized email and their organization, whose tenant
 /// context the transaction then runs in.
-async fn user_org(tx: &Transaction<'_>, normalized: &str) -> Result<(Uuid, OrgId), AdminError> {
+async fn user_org(tx: &Transaction<'_>, normalized: &str) -> Result<(UserId, OrgId), AdminError> {
     tenant::set_lookup(tx, Lookup::Email(normalized)).await?;
-    let row =
-        tx.query_opt(FIND_USER_ORG, &[&normalized]).await?.ok_or(AdminError::UserNotFound(normalized.to_owned()))?;
-    let (id, org): (Uuid, OrgId) = (row.get("id"), row.get("org_id"));
+    let (id, org) =
+        store::find_user_org(tx, normalized).await?.ok_or(AdminError::UserNotFound(normalized.to_owned()))?;
     tenant::set_org(tx, org).await?;
     Ok((id, org))
 }
 
 async fn require_org(tx: &Transaction<'_>, org: OrgId) -> Result<(), AdminError> {
     tenant::set_org(tx, org).await?;
-    if tx.query_one(ORG_EXISTS, &[&org]).await?.get::<_, bool>("exists") {
-        Ok(())
-    } else {
-        Err(AdminError::OrgNotFound(org))
-    }
+    if store::org_exists(tx, org).await? { Ok(()) } else { Err(AdminError::OrgNotFound(org)) }
 }
 
-async fn client_org(tx: &Transaction<'_>, client_id: &str) -> Result<(Uuid, OrgId), AdminError> {
+async fn client_org(tx: &Transaction<'_>, client_id: &str) -> Result<(ClientId, OrgId), AdminError> {
     let not_found = || AdminError::ClientNotFound(client_id.to_owned());
-    let id = Uuid::parse_str(client_id.trim()).map_err(|_| not_found())?;
-    tenant::set_lookup(tx, Lookup::Client(id)).await?;
-    let org: OrgId = tx.query_opt(FIND_CLIENT_ORG, &[&id]).await?.ok_or_else(not_found)?.get("org_id");
+    let id: ClientId = client_id.trim().parse().map_err(|_| not_found())?;
+    tenant::set_lookup(tx, Lookup::Client(id.0)).await?;
+    let org = store::find_client_org(tx, id).await?.ok_or_else(not_found)?;
     tenant::set_org(tx, org).await?;
     Ok((id, org))
 }
